@@ -1,0 +1,130 @@
+"""Run a published step model with LiteRT and improvise events from it. Never imports TensorFlow.
+
+``step.tflite`` has one signature: inputs ``pitch``, ``duration``, ``velocity`` (int32 ``[1]``,
+the current token ids) and ``state`` (float32 ``[1, S]``, all recurrent state packed); outputs
+the logits of each head and the next ``state``. One note costs one ``invoke``."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from playbach.modeldir import ModelError, read_meta, read_vocab
+from playbach.vocab import Event, Vocabulary
+
+HEADS = ("pitch", "duration", "velocity")
+HISTORY = 64  # events kept to re-prime a new model (model change, takeover)
+
+
+def _interpreter(content: bytes, threads: int):  # -> ai_edge_litert Interpreter
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=content, num_threads=threads)
+
+
+class StepModel:
+    """A loaded, checked ``step.tflite`` with its vocabulary and metadata."""
+
+    def __init__(self, path: Path, *, quantized: bool = False, threads: int = 1) -> None:
+        self.path = Path(path)
+        self.name = self.path.name
+        self.meta = read_meta(self.path)
+        self.vocab: Vocabulary = read_vocab(self.path)
+        file = self.path / ("step_int8.tflite" if quantized else "step.tflite")
+        try:
+            content = file.read_bytes()
+            self._interp = _interpreter(content, threads)
+            self._interp.allocate_tensors()
+            runner = self._interp.get_signature_runner()
+            inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        except FileNotFoundError:
+            raise ModelError(f"{self.path} has no {file.name}") from None
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{file} is not a usable TFLite model: {exc}") from None
+        need_in, need_out = {*HEADS, "state"}, {*HEADS, "state"}
+        if set(inputs) != need_in or set(outputs) != need_out:
+            raise ModelError(
+                f"{file}: signature has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
+                f"expected {sorted(need_in)} -> {sorted(need_out)}"
+            )
+        sizes = tuple(int(outputs[h]["shape"][-1]) for h in HEADS)
+        if sizes != self.vocab.sizes:
+            raise ModelError(
+                f"{file}: head sizes {sizes} do not match vocab.json {self.vocab.sizes}")
+        self.state_size = int(inputs["state"]["shape"][-1])
+        self._in = {k: v["index"] for k, v in inputs.items()}
+        self._out = {k: v["index"] for k, v in outputs.items()}
+
+    def initial_state(self) -> np.ndarray:
+        return np.zeros((1, self.state_size), np.float32)
+
+    def step(
+        self, ids: tuple[int, int, int], state: np.ndarray
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+        """Feed one event's ids; get each head's logits for the next event, and the next state."""
+        interp = self._interp
+        for head, i in zip(HEADS, ids, strict=True):
+            interp.set_tensor(self._in[head], np.array([i], np.int32))
+        interp.set_tensor(self._in["state"], state)
+        interp.invoke()
+        logits = tuple(interp.get_tensor(self._out[h])[0] for h in HEADS)
+        return logits, interp.get_tensor(self._out["state"])  # type: ignore[return-value]
+
+
+def sample(logits: np.ndarray, temperature: float, rng: np.random.Generator,
+           banned: Iterable[int] = (0,)) -> int:
+    """Draw an index from softmax(logits / temperature), never a banned (special) one."""
+    z = logits.astype(np.float64) / temperature
+    z[list(banned)] = -np.inf
+    p = np.exp(z - z.max())
+    cdf = np.cumsum(p)
+    return int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+
+
+class Improviser:
+    """An endless stream of events from a step model: temperature, seed, and a memory of the
+    last events so a new model (or a new replica) can continue the same music."""
+
+    def __init__(self, model: StepModel, temperature: float = 1.0, seed: int | None = None,
+                 history: Iterable[Event] = ()) -> None:
+        self.temperature = temperature
+        self.rng = np.random.default_rng(seed)
+        self.history: deque[Event] = deque(maxlen=HISTORY)
+        self.use(model, history)
+
+    def use(self, model: StepModel, history: Iterable[Event] | None = None) -> None:
+        """Switch to ``model``, priming it with the recent events so the music goes on."""
+        events = list(self.history if history is None else history)
+        self.model, self.history = model, deque(maxlen=HISTORY)
+        self._state = model.initial_state()
+        self._ids: tuple[int, int, int] = (0, 0, 0)
+        self._logits, self._state = model.step(self._ids, self._state)
+        for ev in events:
+            self._feed(ev)
+
+    def _feed(self, ev: Event) -> None:
+        self.history.append(ev)
+        self._ids = self.model.vocab.encode(ev)
+        self._logits, self._state = self.model.step(self._ids, self._state)
+
+    def next(self, allow_rest: bool = True) -> Event:
+        p_logits, d_logits, v_logits = self._logits
+        t = self.temperature
+        banned = (0, 1) if allow_rest else (0, 1, 2)  # <s>, <unk>, and R when rests are too many
+        ids = (sample(p_logits, t, self.rng, banned), sample(d_logits, t, self.rng),
+               sample(v_logits, t, self.rng))
+        ev = self.model.vocab.decode(ids)
+        self._feed(ev)
+        return ev
+
+    def notes(self, count: int, max_rests: int = 4) -> Iterator[Event]:
+        """Events until ``count`` of them sound; long runs of rests are cut to ``max_rests``."""
+        sounding, rests = 0, 0
+        while sounding < count:
+            ev = self.next(allow_rest=rests < max_rests)
+            rests = rests + 1 if ev.is_rest else 0
+            sounding += not ev.is_rest
+            yield ev

@@ -1,0 +1,127 @@
+"""Command line: ``python -m trainer {train,generate,evaluate}``. See ``--help`` of each."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from playbach import settings as settings_mod
+from playbach.modeldir import ModelError, model_dir
+from playbach.vocab import PARTS_HELP, EncodingOptions, VocabError
+from trainer.config import PRESETS, UserError, make_config
+from trainer.settings import TrainerSettings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer", allow_abbrev=False,
+                                description="Train Play Bach models and improvise with them.")
+    p.add_argument("--models-dir", type=Path, help="where models live (default: $MODELS_DIR)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", allow_abbrev=False,
+                       help="corpus -> published model directory",
+                       epilog="Any config field can be set as --key=value, e.g. --units=128 "
+                              "--attention=true (see services/trainer/config.py).")
+    t.add_argument("--name", default=None, help="model name (default: the preset's name)")
+    t.add_argument("--preset", default="default", choices=list(PRESETS))
+    t.add_argument("--midi-dir", type=Path, help="a folder of .mid/.midi files "
+                                                 "(default: music21's Bach chorales)")
+    t.add_argument("--limit", type=int, help="use only the first N files")
+    t.add_argument("--parts", default="chordify", help=PARTS_HELP)
+    t.add_argument("--normal", action="store_true",
+                   help="pitch classes without octaves, chords in normal order (the original's "
+                        "`normal` flag)")
+    t.add_argument("--min-count", type=int, default=5, help="rarer chords become <unk>")
+    t.add_argument("--resume", action="store_true", help="continue the last run of this name")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    g = sub.add_parser("generate", allow_abbrev=False, help="improvise a MIDI file")
+    g.add_argument("--model", default="default")
+    g.add_argument("--notes", type=int, default=128, help="sounding events (rests extra)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--instrument", default="Acoustic Grand Piano", help="GM name or 0-127")
+    g.add_argument("--bpm", type=float, default=90)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--out", type=Path, default=Path("bach.mid"))
+    g.add_argument("--int8", action="store_true", help="use step_int8.tflite")
+
+    e = sub.add_parser("evaluate", allow_abbrev=False,
+                       help="improvise pieces and compare them with the corpus")
+    e.add_argument("--model", default="default")
+    e.add_argument("--pieces", type=int, default=8)
+    e.add_argument("--notes", type=int, default=256)
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _check_generation(args: argparse.Namespace) -> None:
+    if args.notes < 1:
+        raise UserError("--notes must be at least 1")
+    if not 0.1 <= args.temperature <= 3.0:
+        raise UserError("--temperature must be between 0.1 and 3.0")
+    if getattr(args, "bpm", 90) and not 40 <= args.bpm <= 240:
+        raise UserError("--bpm must be between 40 and 240")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args, extra = _parser().parse_known_args(argv)
+    settings = settings_mod.load(TrainerSettings, "trainer")
+    models_dir = args.models_dir or settings.models_dir
+    try:
+        if args.command != "train" and extra:
+            raise UserError(f"unknown arguments: {' '.join(extra)}")
+        if args.command == "train":
+            # Everything the user gave is checked before TensorFlow loads (and starts logging).
+            cfg = make_config(args.preset, extra)
+            options = EncodingOptions(not args.normal, args.parts, args.min_count)
+            from trainer.corpus import chorale_paths, midi_paths
+
+            if args.midi_dir:
+                source, paths = str(args.midi_dir), midi_paths(args.midi_dir, args.limit)
+            else:
+                source, paths = "music21 Bach chorales", chorale_paths(args.limit)
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            from trainer.train import Job, train
+
+            target = train(Job(
+                name=args.name or args.preset, preset=args.preset, cfg=cfg, options=options,
+                source=source, paths=paths, models_dir=models_dir, runs_dir=settings.runs_dir,
+                cache_dir=settings.cache_dir, resume=args.resume,
+                progress=not args.no_progress and sys.stderr.isatty(),
+                command="python -m trainer " + shlex.join(argv)))
+            print(f"published {target}")
+        elif args.command == "generate":
+            from trainer.improvise import generate
+
+            _check_generation(args)
+            events = generate(model_dir(models_dir, args.model), args.out, args.notes,
+                              args.temperature, args.instrument, args.bpm, args.seed, args.int8)
+            print(f"wrote {args.out}: {len(events)} events "
+                  f"({sum(not e.is_rest for e in events)} sounding)")
+        else:
+            import json
+
+            from trainer.improvise import evaluate_and_record
+
+            _check_generation(args)
+            result = evaluate_and_record(model_dir(models_dir, args.model), args.pieces,
+                                         args.notes, args.temperature, args.seed)
+            print(json.dumps(result, indent=1))
+    except (UserError, ModelError, VocabError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Training configuration: presets and ``--key=value`` overrides (nanoGPT-style)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; reported as one line, exit code 2."""
+
+
+@dataclass
+class TrainConfig:
+    # data
+    seq_len: int = 64  # window length the model is trained on
+    stride: int = 32  # step between windows (seq2seq); the `last` objective uses 1
+    val_fraction: float = 0.1  # of pieces (of windows with split=windows)
+    test_fraction: float = 0.1
+    objective: str = "seq2seq"  # seq2seq: a label at every step | last: the original's one label
+    split: str = "pieces"  # pieces: honest | windows: the original's random split of windows
+    # model
+    embed_pitch: int = 64
+    embed_duration: int = 16
+    embed_velocity: int = 8
+    units: int = 256
+    layers: int = 2
+    dropout: float = 0.3
+    attention: bool = False  # local causal self-attention over the last `attention_window` steps
+    attention_window: int = 32
+    attention_heads: int = 4
+    # optimisation
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    epochs: int = 60
+    patience: int = 6  # early stopping on validation loss; the best weights are kept
+    seed: int = 1
+    # reports
+    original_protocol: bool = True  # also train on a random window split and report its accuracy
+    eval_pieces: int = 8  # pieces `evaluate` improvises at the end of training
+    eval_notes: int = 256
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("seq2seq", "last"):
+            raise UserError(f"objective must be seq2seq or last, not {self.objective!r}")
+        if self.split not in ("pieces", "windows"):
+            raise UserError(f"split must be pieces or windows, not {self.split!r}")
+        for name in ("seq_len", "stride", "units", "layers", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise UserError("dropout must be in [0, 1)")
+        if not 0 < self.val_fraction + self.test_fraction < 1:
+            raise UserError("val_fraction + test_fraction must be in (0, 1)")
+        if self.attention and self.units % self.attention_heads:
+            raise UserError("units must be a multiple of attention_heads")
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    # Tests and CI: trains in seconds on 2 CPU cores.
+    "tiny": dict(seq_len=32, stride=16, embed_pitch=16, embed_duration=4, embed_velocity=2,
+                 units=32, layers=1, dropout=0.1, batch_size=16, epochs=3, patience=2,
+                 attention_window=8, attention_heads=2, eval_pieces=2, eval_notes=64),
+    # The shipped model (see `make train`).
+    "default": {},
+}
+
+
+def _coerce(field: dataclasses.Field, raw: str) -> object:
+    kind = field.type if isinstance(field.type, type) else eval(field.type)
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"--{field.name} takes true or false, not {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise UserError(f"--{field.name} takes a {kind.__name__}, not {raw!r}") from None
+
+
+def make_config(preset: str, overrides: list[str]) -> TrainConfig:
+    """The preset, then each ``--key=value`` (unknown keys are an error, not ignored)."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset])
+    known = {f.name: f for f in fields(TrainConfig)}
+    for item in overrides:
+        key, sep, raw = item.removeprefix("--").partition("=")
+        key = key.replace("-", "_")
+        if not item.startswith("--") or not sep or key not in known:
+            raise UserError(
+                f"unknown option {item!r}; config overrides are --key=value with key one of: "
+                + ", ".join(known)
+            )
+        values[key] = _coerce(known[key], raw)
+    return TrainConfig(**values)  # type: ignore[arg-type]

@@ -1,0 +1,104 @@
+"""The training loop: Keras fit with early stopping, best weights kept, resumable, logged."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from trainer.config import TrainConfig, UserError
+from trainer.dataset import training_arrays
+from trainer.model import build_model
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def fit(cfg: TrainConfig, sizes: tuple[int, int, int], train: list[np.ndarray],
+        val: list[np.ndarray], run_dir: Path, identity: dict, resume: bool = False,
+        verbose: int | None = None):
+    """Train (or resume) in ``run_dir``; returns the best model, the history and the val arrays.
+
+    ``identity`` (config, corpus fingerprint, vocabulary sizes) must match to resume."""
+    (x, y, w), val_arrays = training_arrays(train, val, cfg)
+    if not len(y["pitch"]):
+        raise UserError("no training windows: the pieces are shorter than seq_len allows")
+    last, best, log = run_dir / "last.keras", run_dir / "best.keras", run_dir / "history.csv"
+    run_file = run_dir / "run.json"
+    history = read_history(log)
+    if resume:
+        if not last.is_file():
+            raise UserError(f"--resume: nothing to resume in {run_dir} (no last.keras)")
+        before = json.loads(run_file.read_text())
+        if before != identity:
+            changed = sorted(k for k in identity if before.get(k) != identity[k])
+            raise UserError(f"--resume: the run in {run_dir} differs in {', '.join(changed)}")
+        model = keras.models.load_model(last)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        run_file.write_text(json.dumps(identity, indent=1))
+        model, history = build_model(sizes, cfg), []
+    best_loss = min((h["val_loss"] for h in history), default=None)
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(last),
+        keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
+                                        initial_value_threshold=best_loss),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
+        keras.callbacks.CSVLogger(str(log), append=resume),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
+    ]
+    if len(history) < cfg.epochs:
+        model.fit(x, y, sample_weight=w, validation_data=val_arrays, batch_size=cfg.batch_size,
+                  epochs=cfg.epochs, initial_epoch=len(history), shuffle=True,
+                  callbacks=callbacks,
+                  verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2))
+    model = keras.models.load_model(best if best.is_file() else last)
+    return model, read_history(log), val_arrays
+
+
+def plot(history: list[dict[str, float]], path: Path, title: str,
+         baseline: float | None = None) -> None:
+    """training.png: losses, and pitch accuracy against the n-gram baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [int(h["epoch"]) + 1 for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(epochs, [h["loss"] for h in history], label="train")
+    ax1.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    best = min(range(len(history)), key=lambda i: history[i]["val_loss"])
+    ax1.axvline(epochs[best], color="grey", ls=":", label=f"best (epoch {epochs[best]})")
+    ax1.set(xlabel="epoch", ylabel="loss (all heads)", title="loss")
+    ax1.legend()
+    key = "pitch_sparse_categorical_accuracy"
+    ax2.plot(epochs, [h[key] for h in history], label="train")
+    ax2.plot(epochs, [h["val_" + key] for h in history], label="validation")
+    if baseline is not None:
+        ax2.axhline(baseline, color="C3", ls="--", label="4-gram (validation)")
+    ax2.set(xlabel="epoch", ylabel="accuracy", title="pitch accuracy")
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def identity(cfg: TrainConfig, fingerprint: str, sizes: tuple[int, ...]) -> dict:
+    return {"config": asdict(cfg), "fingerprint": fingerprint, "sizes": list(sizes)}

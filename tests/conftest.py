@@ -1,0 +1,59 @@
+"""Shared fixtures: the trainer's CLI run as a user would, in isolated folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CELLO = REPO.parent / "shared" / "data" / "cello-suites"
+SHIPPED = REPO / "models"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600
+            ) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "trainer", *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def dirs(tmp_path_factory) -> dict[str, str]:
+    """MODELS_DIR, RUNS_DIR and CACHE_DIR of the test session."""
+    root = tmp_path_factory.mktemp("trainer")
+    return {"MODELS_DIR": str(root / "models"), "RUNS_DIR": str(root / "runs"),
+            "CACHE_DIR": str(root / "cache")}
+
+
+@pytest.fixture(scope="session")
+def cello_dir(tmp_path_factory) -> Path:
+    """Five cello-suite movements and one corrupt file."""
+    if not CELLO.is_dir():
+        pytest.fail(f"test data missing: {CELLO}")
+    folder = tmp_path_factory.mktemp("cello")
+    for name in ("cs1-1pre.mid", "cs1-2all.mid", "cs1-4sar.mid", "cs2-1pre.mid", "cs3-5bou.mid"):
+        shutil.copy(CELLO / name, folder / name)
+    (folder / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage" + os.urandom(64))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def chorale_model(dirs) -> Path:
+    """The tiny preset trained end to end on a few real chorales, with attention."""
+    res = run_cli("train", "--preset", "tiny", "--name", "tiny-chorales", "--limit", "8",
+                  "--attention=true", env=dirs)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return Path(dirs["MODELS_DIR"]) / "tiny-chorales"
+
+
+@pytest.fixture(scope="session")
+def cello_run(dirs, cello_dir) -> subprocess.CompletedProcess:
+    res = run_cli("train", "--preset", "tiny", "--name", "tiny-cello", "--midi-dir",
+                  str(cello_dir), env=dirs)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res

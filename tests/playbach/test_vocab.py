@@ -1,0 +1,102 @@
+from fractions import Fraction
+
+import pytest
+
+from playbach.vocab import (
+    BOS,
+    DURATIONS,
+    REST,
+    UNK,
+    EncodingOptions,
+    Event,
+    VocabError,
+    Vocabulary,
+    dynamic,
+    normal_order,
+    note_name,
+    pitch_token,
+    quantize_duration,
+    token_midi,
+)
+
+
+def test_note_names_round_trip_every_midi_number():
+    for midi in range(128):
+        assert token_midi(note_name(midi)) == (midi,)
+    assert note_name(60) == "C4" and note_name(61) == "C#4" and note_name(21) == "A0"
+    assert note_name(0) == "C-1" and token_midi("C-1") == (0,)
+
+
+def test_chords_are_sorted_deduplicated_and_round_trip():
+    assert pitch_token([57, 45, 54, 45]) == "A2.F#3.A3"
+    assert token_midi("A2.F#3.A3") == (45, 54, 57)
+    assert pitch_token([]) == REST and token_midi(REST) == ()
+
+
+def test_normal_order_without_octaves():
+    # C major triad in any inversion and octave is one token; it sounds from C4 upwards.
+    assert pitch_token([64, 67, 72], octaves=False) == "C.E.G"
+    assert pitch_token([52, 60, 67], octaves=False) == "C.E.G"
+    assert token_midi("C.E.G") == (60, 64, 67)
+    assert normal_order([0, 4, 9]) == [9, 0, 4]  # A minor: A C E is the most compact
+    assert token_midi("A.C.E") == (69, 72, 76)
+    assert pitch_token([61], octaves=False) == "C#" and token_midi("C#") == (61,)
+
+
+@pytest.mark.parametrize("bad", ["H4", "C#", "Cb4", "E#4", "C4.X", "", "<s>"])
+def test_bad_tokens_are_refused(bad):
+    if bad == "C#":  # a note without octave is a valid `normal` token
+        assert token_midi(bad) == (61,)
+        return
+    with pytest.raises(VocabError):
+        token_midi(bad)
+
+
+def test_duration_grid_and_quantization():
+    assert DURATIONS[0] == Fraction(1, 8) and DURATIONS[-1] == 4
+    assert quantize_duration(0.5) == Fraction(1, 2)
+    assert quantize_duration(1 / 3) == Fraction(1, 3)  # triplet eighth
+    assert quantize_duration(0.33) == Fraction(1, 3)
+    assert quantize_duration(7) == 4  # capped at a whole note
+    assert quantize_duration(0.01) == Fraction(1, 8)
+    with pytest.raises(VocabError):
+        quantize_duration(0)
+
+
+def test_dynamics():
+    assert dynamic(None) == "mf" and dynamic(100) == "f" and dynamic(1) == "ppp"
+    assert dynamic(127) == "fff"
+
+
+def test_vocabulary_index_table_is_exact():
+    pieces = [[Event("C4", Fraction(1)), Event("E3.C4", Fraction(1, 2)), Event(REST, Fraction(1)),
+               Event("A3", Fraction(1, 4), "f"), Event("E3.C4", Fraction(1))]]
+    vocab = Vocabulary.build(pieces, EncodingOptions(min_count=2))
+    assert vocab.pitch == (BOS, UNK, REST, "A3", "C4", "E3.C4")
+    assert vocab.duration[:4] == (BOS, "1/8", "1/6", "1/4") and len(vocab.duration) == 15
+    assert vocab.velocity == (BOS, "ppp", "pp", "p", "mp", "mf", "f", "ff", "fff")
+    assert vocab.encode_piece(pieces[0]) == [(0, 0, 0), (4, 9, 5), (5, 6, 5), (2, 9, 5),
+                                             (3, 3, 6), (5, 9, 5)]
+    for ev in pieces[0]:
+        assert vocab.decode(vocab.encode(ev)) == ev
+    # a chord heard once is <unk> under min_count=2; unknown notes too
+    rare = Vocabulary.build(pieces, EncodingOptions(min_count=3))
+    assert "E3.C4" not in rare.pitch and rare.encode(Event("E3.C4", Fraction(1)))[0] == 1
+    assert vocab.encode(Event("G9", Fraction(1)))[0] == 1
+    with pytest.raises(VocabError):
+        vocab.decode((1, 9, 5))  # <unk> is never an event
+
+
+def test_vocabulary_json_round_trip_and_validation():
+    vocab = Vocabulary.build([[Event("C4", Fraction(1))]], EncodingOptions(octaves=False,
+                                                                           parts="part:Soprano"))
+    again = Vocabulary.from_json(vocab.to_json())
+    assert again == vocab and again.options.parts == "part:Soprano"
+    with pytest.raises(VocabError, match="start with"):
+        Vocabulary(("C4", BOS, UNK))
+    with pytest.raises(VocabError, match="duplicate"):
+        Vocabulary((BOS, UNK, REST, "C4", "C4"))
+    with pytest.raises(VocabError, match="malformed"):
+        Vocabulary.from_json('{"format": 1}')
+    with pytest.raises(VocabError, match="parts must be"):
+        EncodingOptions(parts="voices")

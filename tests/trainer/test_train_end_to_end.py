@@ -1,0 +1,83 @@
+"""The trainer on real data, end to end: corpus -> tiny model -> LiteRT."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from playbach.modeldir import list_models
+from playbach.stepmodel import Improviser, StepModel
+from tests.conftest import run_cli
+
+
+def test_chorales_model_directory(chorale_model):
+    files = {p.name for p in chorale_model.iterdir()}
+    assert files == {"step.tflite", "step_int8.tflite", "vocab.json", "meta.json", "model.keras",
+                     "training.png"}
+    assert chorale_model.name in list_models(chorale_model.parent)
+    meta = json.loads((chorale_model / "meta.json").read_text())
+    assert meta["command"].startswith("python -m trainer train --preset tiny")
+    assert meta["corpus"]["pieces"] == 8 and meta["corpus"]["skipped_count"] == 0
+    assert len(meta["corpus"]["fingerprint"]) == 16
+    assert meta["model"]["parameters"] > 1000
+    for split in ("val", "test"):
+        for head in ("pitch", "duration", "velocity"):
+            net = meta["metrics"]["network"][split][head]
+            ngram = meta["metrics"]["ngram"][split][head]
+            assert 0 <= net["accuracy"] <= 1 and net["perplexity"] >= 1 and net["tokens"] > 0
+            assert 0 <= ngram["accuracy"] <= 1 and ngram["perplexity"] >= 1
+    assert meta["metrics"]["original_protocol"]["original_reported"] == 0.74
+    # the exported step model (with attention) is the Keras model, one step at a time
+    assert meta["export"]["float"]["steps"] >= 100
+    assert meta["export"]["float"]["max_logit_diff"] < 1e-4
+    assert meta["evaluation"]["pieces"] == 2
+
+
+def test_litert_loads_and_improvises(chorale_model):
+    model = StepModel(chorale_model)
+    assert model.state_size == json.loads((chorale_model / "meta.json").read_text())[
+        "model"]["state_size"]
+    events = list(Improviser(model, temperature=1.0, seed=3).notes(20))
+    assert sum(not e.is_rest for e in events) == 20
+    again = list(Improviser(StepModel(chorale_model, quantized=True), 1.0, seed=3).notes(5))
+    assert len(again) >= 5
+
+
+def test_cello_suites_with_a_corrupt_file(cello_run, dirs):
+    assert "skipped broken.mid:" in cello_run.stderr
+    meta = json.loads((Path(dirs["MODELS_DIR"]) / "tiny-cello" / "meta.json").read_text())
+    assert meta["corpus"]["files"] == 6 and meta["corpus"]["pieces"] == 5
+    assert meta["corpus"]["skipped_count"] == 1
+    assert meta["corpus"]["skipped"][0]["file"] == "broken.mid"
+    assert meta["corpus"]["skipped"][0]["reason"]
+    # the cello suites are single lines: velocity 100 everywhere -> one dynamics bucket
+    assert meta["corpus"]["stats"]["pitch_range"] > 20
+
+
+def test_resume_continues_the_same_run(cello_run, dirs, cello_dir):
+    res = run_cli("train", "--preset", "tiny", "--name", "tiny-cello", "--midi-dir",
+                  str(cello_dir), "--resume", "--epochs=5", env=dirs)
+    # a changed config is refused: the run was made with epochs=3
+    assert res.returncode == 2 and "differs in config" in res.stderr
+    res = run_cli("train", "--preset", "tiny", "--name", "tiny-cello", "--midi-dir",
+                  str(cello_dir), "--resume", env=dirs)
+    assert res.returncode == 0, res.stderr[-2000:]
+    meta = json.loads((Path(dirs["MODELS_DIR"]) / "tiny-cello" / "meta.json").read_text())
+    assert meta["training"]["epochs_run"] == 3
+    assert meta["command"].endswith("--resume")
+
+
+def test_second_run_uses_the_parse_cache(cello_run, dirs):
+    cached = list((Path(dirs["CACHE_DIR"]) / "events").glob("*.json"))
+    assert len(cached) >= 6  # five pieces and the corrupt file's reason
+    assert any("error" in json.loads(p.read_text()) for p in cached)
+
+
+def test_sampling_respects_temperature(chorale_model):
+    model = StepModel(chorale_model)
+    cold = [e.pitch for e in Improviser(model, 0.1, seed=1).notes(30)]
+    hot = [e.pitch for e in Improviser(model, 3.0, seed=1).notes(30)]
+    assert len(set(cold)) < len(set(hot))
+    assert np.isfinite(model.step((0, 0, 0), model.initial_state())[0][0]).all()
+
+
