@@ -10,13 +10,13 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 .PHONY: help setup sysdeps up test lint train bench clean
 
 help:
-	@echo "make up     improvise with the shipped model (writes out/bach.mid)"
+	@echo "make up     run everything locally: open http://127.0.0.1:8000/ and press Play"
 	@echo "make test   lint and run every test"
 	@echo "make train  retrain the shipped model (models/default)"
 	@echo "make bench  speed measurements (figures go in README.md)"
 
 sysdeps:
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 setup: sysdeps $(STAMP)
 
 up: setup
-	$(PY) -m trainer generate --model default --notes 256 --seed 7 --instrument "Church Organ" --bpm 80 --out out/bach.mid
+	$(PY) scripts/up.py
 
 test: setup lint
 	$(PY) -m pytest -q
@@ -37,7 +37,7 @@ lint: $(STAMP)
 
 # Reproduces models/default exactly as its meta.json records.
 train: setup
-	$(PY) -m trainer train --preset default --name default
+	$(PY) -m trainer train --preset default --name default --transpose
 
 bench: setup
 	$(PY) bench/step_vs_window.py

@@ -108,7 +108,7 @@ def training_race(budget: float, epochs: int) -> dict[str, list[tuple[float, flo
         vocab = Vocabulary.build([p.events for p in train], EncodingOptions())
         tr, va = encode(train, vocab), encode(val, vocab)
         (x, y, w), _ = training_arrays(tr, va, cfg)
-        model = build_model(vocab.sizes, cfg)
+        model = build_model(vocab, cfg)
         clock = clock_class(objective, va, budget)
         model.fit(x, y, sample_weight=w, batch_size=cfg.batch_size, epochs=epochs,
                   callbacks=[clock], verbose=0)

@@ -56,6 +56,7 @@ class EncodingOptions:
     octaves: bool = True  # False: the original project's `normal` (pitch classes, normal order)
     parts: str = "chordify"  # chordify all voices | flatten them | one part:<name or number>
     min_count: int = 5  # chords heard fewer times in training become <unk> (never sampled)
+    transpose: bool = False  # each piece moved to C major / A minor, so keys share statistics
 
     def __post_init__(self) -> None:
         if self.parts not in ("chordify", "flatten") and not (
@@ -67,7 +68,7 @@ class EncodingOptions:
 
     def key(self) -> str:
         """What changes the parsed events (min_count only filters the table)."""
-        return f"octaves={self.octaves};parts={self.parts}"
+        return f"octaves={self.octaves};parts={self.parts};transpose={self.transpose}"
 
 
 # --- tokens ----------------------------------------------------------------------------------

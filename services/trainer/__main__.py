@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="pitch classes without octaves, chords in normal order (the original's "
                         "`normal` flag)")
     t.add_argument("--min-count", type=int, default=5, help="rarer chords become <unk>")
+    t.add_argument("--transpose", action="store_true",
+                   help="move every piece to C major / A minor (keys share statistics)")
     t.add_argument("--resume", action="store_true", help="continue the last run of this name")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             # Everything the user gave is checked before TensorFlow loads (and starts logging).
             cfg = make_config(args.preset, extra)
-            options = EncodingOptions(not args.normal, args.parts, args.min_count)
+            options = EncodingOptions(not args.normal, args.parts, args.min_count, args.transpose)
             from trainer.corpus import chorale_paths, midi_paths
 
             if args.midi_dir:

@@ -76,13 +76,21 @@ def _stream(score, parts: str):
     raise ValueError(f"no part {wanted!r} (parts: {', '.join(names) or 'none'})")
 
 
+def key_shift(score) -> int:
+    """Semitones (-6..5) that move the piece's key to C major or A minor."""
+    key = score.analyze("key")
+    target = 0 if key.mode == "major" else 9
+    return (target - key.tonic.pitchClass + 6) % 12 - 6
+
+
 def events_from_score(score, options: EncodingOptions) -> list[Event]:
     """Rests merged, zero-length (grace) notes dropped, leading and trailing rests trimmed."""
     events: list[Event] = []
+    shift = key_shift(score) if options.transpose else 0
     for el in _stream(score, options.parts):
         if float(el.quarterLength) <= 0:
             continue
-        midis = [] if el.isRest else [p.midi for p in el.pitches]
+        midis = [] if el.isRest else [p.midi + shift for p in el.pitches]
         token = pitch_token(midis, options.octaves)
         if token == REST and events and events[-1].pitch == REST:
             prev = events.pop()

@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from playbach.vocab import Vocabulary
 from trainer.config import TrainConfig, UserError
 from trainer.dataset import training_arrays
 from trainer.model import build_model
@@ -24,7 +25,7 @@ def read_history(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def fit(cfg: TrainConfig, sizes: tuple[int, int, int], train: list[np.ndarray],
+def fit(cfg: TrainConfig, vocab: Vocabulary, train: list[np.ndarray],
         val: list[np.ndarray], run_dir: Path, identity: dict, resume: bool = False,
         verbose: int | None = None):
     """Train (or resume) in ``run_dir``; returns the best model, the history and the val arrays.
@@ -48,7 +49,7 @@ def fit(cfg: TrainConfig, sizes: tuple[int, int, int], train: list[np.ndarray],
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
         run_file.write_text(json.dumps(identity, indent=1))
-        model, history = build_model(sizes, cfg), []
+        model, history = build_model(vocab, cfg), []
     best_loss = min((h["val_loss"] for h in history), default=None)
     callbacks = [
         keras.callbacks.ModelCheckpoint(last),

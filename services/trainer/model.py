@@ -4,9 +4,11 @@ kind; and its single-step twin for export, sharing the very same layers and weig
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from playbach.stepmodel import HEADS
+from playbach.vocab import Vocabulary, token_midi
 from trainer.config import TrainConfig
 
 
@@ -43,15 +45,30 @@ class LocalAttention(layers.Layer):
                 "key_dim": self.key_dim}
 
 
-def build_model(sizes: tuple[int, int, int], cfg: TrainConfig) -> keras.Model:
+def note_features(vocab: Vocabulary) -> np.ndarray:
+    """[pitch tokens, 128]: which MIDI notes each token sounds (multi-hot; specials and rests
+    all zero). A fixed input beside the learned embedding, so a chord the network has rarely
+    seen still shares what it knows about its notes."""
+    table = np.zeros((len(vocab.pitch), 128), np.float32)
+    for i, token in enumerate(vocab.pitch[3:], start=3):
+        table[i, list(token_midi(token))] = 1.0
+    return table
+
+
+def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
     """Sequence to sequence: logits of every head at every step."""
     keras.utils.set_random_seed(cfg.seed)
+    sizes = vocab.sizes
     dims = (cfg.embed_pitch, cfg.embed_duration, cfg.embed_velocity)
     inputs = {h: keras.Input((None,), dtype="int32", name=h) for h in HEADS}
-    x = layers.Concatenate(name="embed")([
-        layers.Embedding(n, d, name=f"embed_{h}")(inputs[h])
-        for h, n, d in zip(HEADS, sizes, dims, strict=True)
-    ])
+    embedded = [layers.Embedding(n, d, name=f"embed_{h}")(inputs[h])
+                for h, n, d in zip(HEADS, sizes, dims, strict=True)]
+    if cfg.note_features:
+        table = note_features(vocab)
+        notes = layers.Embedding(*table.shape, trainable=False, name="notes_pitch",
+                                 embeddings_initializer=keras.initializers.Constant(table))
+        embedded.append(notes(inputs["pitch"]))
+    x = layers.Concatenate(name="embed")(embedded)
     for i in range(cfg.layers):
         x = layers.LSTM(cfg.units, return_sequences=True, dropout=cfg.dropout, name=f"lstm{i}")(x)
     if cfg.attention:
@@ -81,6 +98,7 @@ def step_function(model: keras.Model, cfg: TrainConfig):
     import tensorflow as tf
 
     embeds = [model.get_layer(f"embed_{h}") for h in HEADS]
+    notes = model.get_layer("notes_pitch") if cfg.note_features else None
     lstms = [model.get_layer(f"lstm{i}") for i in range(cfg.layers)]
     attention = model.get_layer("attention") if cfg.attention else None
     heads = [model.get_layer(f"{h}_head") for h in HEADS]
@@ -90,7 +108,8 @@ def step_function(model: keras.Model, cfg: TrainConfig):
 
     @tf.function(input_signature=spec)
     def step(pitch, duration, velocity, state):
-        x = tf.concat([e(t) for e, t in zip(embeds, (pitch, duration, velocity), strict=True)], -1)
+        parts = [e(t) for e, t in zip(embeds, (pitch, duration, velocity), strict=True)]
+        x = tf.concat([*parts, notes(pitch)] if notes is not None else parts, -1)
         new, at = [], 0
         for lstm in lstms:
             h, c = state[:, at:at + u], state[:, at + u:at + 2 * u]

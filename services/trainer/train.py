@@ -59,7 +59,7 @@ def train(job: Job) -> Path:
 
     run_dir = job.runs_dir / job.name
     ident = identity(cfg, corpus.fingerprint, vocab.sizes)
-    model, history, _ = fit(cfg, vocab.sizes, tr, va, run_dir, ident, job.resume)
+    model, history, _ = fit(cfg, vocab, tr, va, run_dir, ident, job.resume)
     train_seconds = time.time() - started
     metrics = {
         "network": {"val": heldout.network_scores(model, va),
@@ -91,7 +91,7 @@ def original_protocol(cfg: TrainConfig, vocab: Vocabulary, seqs: list[np.ndarray
     """The same network trained on a random split of overlapping windows, as the original did.
     Its validation windows share notes with training windows, so its accuracy is optimistic."""
     twin_cfg = replace(cfg, split="windows", original_protocol=False)
-    twin, history, (vx, vy, vw) = fit(twin_cfg, vocab.sizes, seqs, [], run_dir / "original",
+    twin, history, (vx, vy, vw) = fit(twin_cfg, vocab, seqs, [], run_dir / "original",
                                       {**ident, "config": asdict(twin_cfg)})
     best = min(history, key=lambda h: h["val_loss"])
     logits = np.asarray(twin(vx, training=False)["pitch"])[:, -1].argmax(-1)
@@ -140,7 +140,7 @@ def export(model, cfg: TrainConfig, vocab: Vocabulary, meta: dict, folder: Path,
     (folder / "step.tflite").write_bytes(plain)
     (folder / "step_int8.tflite").write_bytes(int8)
     (folder / "vocab.json").write_text(vocab.to_json())
-    model.save(folder / "model.keras")
+    inference_copy(model).save(folder / "model.keras")
     modeldir.write_json(folder / "meta.json", meta)
     tokens = np.concatenate(test)[:PARITY_STEPS]
     meta["export"] = {
@@ -151,6 +151,15 @@ def export(model, cfg: TrainConfig, vocab: Vocabulary, meta: dict, folder: Path,
     meta["model"]["state_size"] = state_size(cfg)
     meta["evaluation"] = improvise.evaluate(folder, cfg.eval_pieces, cfg.eval_notes)
     modeldir.write_json(folder / "meta.json", meta)
+
+
+def inference_copy(model):
+    """The network without its optimizer: Adam's two moment buffers would triple the file."""
+    import keras
+
+    bare = keras.Model.from_config(model.get_config())
+    bare.set_weights(model.get_weights())
+    return bare
 
 
 def print_report(meta: dict) -> None:

@@ -73,3 +73,19 @@ def test_config_overrides():
         make_config("huge", [])
     with pytest.raises(UserError, match="multiple of attention_heads"):
         make_config("tiny", ["--attention=true", "--units=33"])
+
+
+def test_transpose_moves_pieces_to_c_major_or_a_minor():
+    from music21 import note as m21note
+    from music21 import stream
+
+    from playbach.vocab import EncodingOptions
+    from trainer.corpus import events_from_score, key_shift
+
+    d_major = stream.Score([stream.Part([m21note.Note(n, quarterLength=1) for n in
+                                         ("D4", "F#4", "A4", "D5", "E4", "C#5", "D4")])])
+    assert key_shift(d_major) == -2
+    plain = events_from_score(d_major, EncodingOptions())
+    moved = events_from_score(d_major, EncodingOptions(transpose=True))
+    assert plain[0].pitch == "D4" and moved[0].pitch == "C4"
+    assert [e.midi[0] - 2 for e in plain] == [e.midi[0] for e in moved]

@@ -1,0 +1,112 @@
+"""`make up`: the whole system as local processes, logs labelled, stopped together by Ctrl-C.
+
+A local redis-server is started unless one answers at REDIS_URL already. Without an
+ADMIN_PASSWORD (environment or .env) one is made up for this run and printed."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+REPO = Path(__file__).resolve().parents[1]
+COLOURS = {"redis": 90, "inference": 36, "synth": 35, "gateway": 32, "ui": 33}
+
+
+def dotenv() -> dict[str, str]:
+    """`.env` values, for the few this script itself needs (the services read it themselves)."""
+    path = REPO / ".env"
+    if not path.is_file():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines()
+             if "=" in line and not line.lstrip().startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def setting(name: str, default: str) -> str:
+    return os.environ.get(name) or dotenv().get(name) or default
+
+
+def pump(name: str, stream, tty: bool) -> None:
+    label = f"\033[{COLOURS.get(name, 37)}m{name:>9}\033[0m |" if tty else f"{name:>9} |"
+    for line in iter(stream.readline, b""):
+        sys.stdout.write(f"{label} {line.decode(errors='replace').rstrip()}\n")
+        sys.stdout.flush()
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except (RedisError, OSError):
+        return False
+
+
+def main() -> int:
+    tty = sys.stdout.isatty()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    redis_url = setting("REDIS_URL", "redis://127.0.0.1:6379/0")
+    port = setting("PORT", "8000")
+    host = setting("HOST", "127.0.0.1")
+    env.update(REDIS_URL=redis_url, PORT=port, HOST=host)
+    if not setting("ADMIN_PASSWORD", "") and not setting("ADMIN_PASSWORD_FILE", ""):
+        env["ADMIN_PASSWORD"] = secrets.token_urlsafe(9)
+        print(f"no ADMIN_PASSWORD set: for this run, log in as admin / {env['ADMIN_PASSWORD']}")
+    procs: dict[str, subprocess.Popen] = {}
+
+    def start(name: str, cmd: list[str]) -> None:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        procs[name] = proc
+        threading.Thread(target=pump, args=(name, proc.stdout, tty), daemon=True).start()
+
+    if not redis_answers(redis_url):
+        server = shutil.which("redis-server")
+        if server is None:
+            print("up: no Redis at REDIS_URL and no redis-server here (make setup installs it)")
+            return 2
+        where = urlsplit(redis_url)
+        start("redis", [server, "--port", str(where.port or 6379), "--bind",
+                        where.hostname or "127.0.0.1", "--save", "", "--appendonly", "no"])
+        deadline = time.time() + 10
+        while not redis_answers(redis_url) and time.time() < deadline:
+            time.sleep(0.1)
+    for name in ("inference", "synth", "gateway"):
+        start(name, [sys.executable, "-m", name])
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(f"\n  Play Bach is starting: open http://{shown}:{port}/ and press Play "
+          f"(API docs: /docs). Ctrl-C stops everything.\n", flush=True)
+
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    failed = None
+    while not stopping.is_set():
+        failed = next((n for n, p in procs.items() if p.poll() is not None), None)
+        if failed:
+            print(f"up: {failed} exited with code {procs[failed].returncode}; stopping all")
+            break
+        stopping.wait(0.5)
+    for proc in reversed(list(procs.values())):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.time() + 8
+    for proc in procs.values():
+        try:
+            proc.wait(max(deadline - time.time(), 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Fan-out: one Redis reader per channel per gateway process, many listeners behind it.
+
+Each listener has a bounded queue. Broadcasting never waits on a listener: when a queue is full
+its oldest audio frame is dropped, and a listener that keeps losing frames is cut off. So a slow
+client loses audio or its connection and never slows anyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway import metrics
+from playbach import streams
+from playbach.schemas import AudioChunk
+
+log = logging.getLogger("gateway")
+HEADER = struct.Struct("<Q")  # binary frame: u64 little-endian sample position, then s16le PCM
+
+
+def frame(chunk: AudioChunk) -> bytes:
+    return HEADER.pack(chunk.pos) + chunk.pcm
+
+
+def notes_message(chunk: AudioChunk) -> str | None:
+    if not chunk.notes:
+        return None
+    return json.dumps({"type": "notes", "notes": [
+        {"pos": chunk.pos + n.offset, **n.model_dump(exclude={"offset"})} for n in chunk.notes]})
+
+
+@dataclass(eq=False)
+class Listener:
+    """One client's queue of frames (bytes: audio, str: JSON events)."""
+
+    limit: int
+    max_drops: int
+    queue: deque[bytes | str] = field(default_factory=deque)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    dropped: int = 0
+    closed: bool = False
+
+    def offer(self, item: bytes | str) -> None:
+        if self.closed:
+            return
+        if len(self.queue) >= self.limit:
+            for i, old in enumerate(self.queue):  # lose the oldest audio, keep the events
+                if isinstance(old, bytes):
+                    del self.queue[i]
+                    break
+            else:
+                self.queue.popleft()
+            self.dropped += 1
+            metrics.FRAMES_DROPPED.inc()
+            if self.dropped > self.max_drops:
+                self.closed = True
+                metrics.SLOW_CLIENTS_CUT.inc()
+        self.queue.append(item)
+        self.ready.set()
+
+    async def next(self) -> bytes | str | None:
+        """The next frame, or None once the listener has been cut off."""
+        while not self.queue:
+            if self.closed:
+                return None
+            self.ready.clear()
+            await self.ready.wait()
+        return None if self.closed else self.queue.popleft()
+
+    def close(self) -> None:
+        self.closed = True
+        self.ready.set()
+
+
+class ChannelHub:
+    """Reads ``pb:audio:<id>`` once and hands every chunk to this process's listeners."""
+
+    def __init__(self, redis: Redis, cid: str, backlog_chunks: int,
+                 on_empty: Callable[[str], Awaitable[None]]) -> None:
+        self.redis, self.cid = redis, cid
+        self.listeners: set[Listener] = set()
+        self.recent: deque[tuple[str | None, bytes]] = deque(maxlen=max(backlog_chunks, 1))
+        self.backlog_chunks = backlog_chunks
+        self.on_empty = on_empty
+        self.task: asyncio.Task | None = None
+        self.started = asyncio.Event()
+
+    async def start(self) -> None:
+        """Fill the backlog from the stream's tail, then follow it."""
+        entries = await self.redis.xrevrange(streams.audio(self.cid), count=self.backlog_chunks)
+        for _, fields in reversed(entries):
+            chunk = AudioChunk.from_fields(fields)
+            self.recent.append((notes_message(chunk), frame(chunk)))
+        last = entries[0][0] if entries else b"$"
+        self.task = asyncio.create_task(self._follow(last))
+
+    def join(self, listener: Listener) -> None:
+        for notes, audio in self.recent if self.backlog_chunks else ():
+            if notes:
+                listener.offer(notes)
+            listener.offer(audio)
+        self.listeners.add(listener)
+        metrics.LISTENERS.labels(self.cid).set(len(self.listeners))
+
+    async def leave(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+        metrics.LISTENERS.labels(self.cid).set(len(self.listeners))
+        if not self.listeners:
+            await self.on_empty(self.cid)
+
+    def broadcast(self, item: bytes | str) -> None:
+        for listener in list(self.listeners):
+            listener.offer(item)
+
+    async def _follow(self, last: bytes | str) -> None:
+        key = streams.audio(self.cid)
+        while True:
+            try:
+                found = await self.redis.xread({key: last}, block=1000, count=50)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("channel %s: reading audio failed (%s); retrying", self.cid, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for _, entries in found:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    chunk = AudioChunk.from_fields(fields)
+                    notes, audio = notes_message(chunk), frame(chunk)
+                    self.recent.append((notes, audio))
+                    if notes:
+                        self.broadcast(notes)
+                    self.broadcast(audio)
+                    metrics.CHUNKS_FANNED.inc()
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        for listener in list(self.listeners):
+            listener.close()
+
+
+class Hubs:
+    """This process's hubs, the listener heartbeat that keeps channels playing, and the
+    control stream reader that passes parameter changes and errors on to listeners."""
+
+    def __init__(self, redis: Redis, replica: str, backlog_chunks: int) -> None:
+        self.redis, self.replica, self.backlog_chunks = redis, replica, backlog_chunks
+        self.hubs: dict[str, ChannelHub] = {}
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task] = []
+
+    async def join(self, cid: str, listener: Listener) -> ChannelHub:
+        async with self._lock:
+            hub = self.hubs.get(cid)
+            if hub is None:
+                hub = ChannelHub(self.redis, cid, self.backlog_chunks, self._empty)
+                await hub.start()
+                self.hubs[cid] = hub
+        hub.join(listener)
+        await self.beat(cid, len(hub.listeners))  # a channel nobody heard starts at once
+        return hub
+
+    async def _empty(self, cid: str) -> None:
+        async with self._lock:
+            hub = self.hubs.get(cid)
+            if hub and not hub.listeners:
+                del self.hubs[cid]
+                await hub.stop()
+                await self.redis.hdel(streams.listeners(cid), self.replica)
+
+    async def beat(self, cid: str, count: int) -> None:
+        now = int(time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(streams.ACTIVE, {cid: now})
+        pipe.hset(streams.listeners(cid), self.replica, count)
+        pipe.expire(streams.listeners(cid), 5)
+        await pipe.execute()
+
+    async def heartbeat(self) -> None:
+        while True:
+            for cid, hub in list(self.hubs.items()):
+                try:
+                    await self.beat(cid, len(hub.listeners))
+                except (RedisError, OSError) as exc:
+                    log.warning("heartbeat failed: %s", exc)
+            await asyncio.sleep(1.0)
+
+    async def control(self) -> None:
+        """Forward pb:control events (params, error, tone) to the channel's listeners."""
+        last: bytes | str = "$"
+        while True:
+            try:
+                found = await self.redis.xread({streams.CONTROL: last}, block=1000, count=100)
+            except (RedisError, OSError) as exc:
+                log.warning("control stream: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for _, entries in found:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    f = {_t(k): _t(v) for k, v in fields.items()}
+                    hub = self.hubs.get(f.get("channel", ""))
+                    if hub:
+                        hub.broadcast(json.dumps(event_of(f)))
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self.heartbeat()), asyncio.create_task(self.control())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for hub in list(self.hubs.values()):
+            await hub.stop()
+        self.hubs.clear()
+
+
+def _t(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def event_of(fields: dict[str, str]) -> dict[str, Any]:
+    """A control entry as the JSON event listeners get: {"type": ..., ...data}."""
+    data = json.loads(fields["json"]) if "json" in fields else {}
+    if "message" in fields:
+        data["message"] = fields["message"]
+    return {"type": fields.get("type", "event"), "channel": fields.get("channel"), **data}

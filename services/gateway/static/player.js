@@ -1,0 +1,151 @@
+// Play Bach's web player: WebSocket in, AudioWorklet out, a live piano roll in between.
+'use strict';
+const q = new URLSearchParams(location.search);
+const state = window.playbach = {           // read by the browser tests
+  channel: q.get('channel') || 'radio', rate: 44100, params: null, instruments: [],
+  notes: [], noteCount: 0, playhead: null, consumed: 0, underruns: 0, reported: 0,
+  buffered: 0, errors: [], ws: null, ctx: null, node: null, frames: 0,
+};
+const $ = (id) => document.getElementById(id);
+window.addEventListener('error', (e) => state.errors.push(String(e.message)));
+
+function showParams(p) {
+  if (!p) return;
+  state.params = p;
+  $('p-model').textContent = p.model;
+  const inst = state.instruments.find((i) => i.program === p.instrument);
+  $('p-instrument').textContent = inst ? inst.name : `program ${p.instrument}`;
+  $('p-bpm').textContent = Math.round(p.bpm);
+  $('p-temperature').textContent = Number(p.temperature).toFixed(2);
+}
+
+async function loadLists() {
+  try {
+    state.instruments = await (await fetch('/api/instruments')).json();
+    const channels = await (await fetch('/api/channels')).json();
+    const sel = $('channel');
+    sel.innerHTML = '';
+    const ids = channels.map((c) => c.id);
+    if (!ids.includes(state.channel)) ids.unshift(state.channel);
+    for (const id of ids) sel.add(new Option(id, id, false, id === state.channel));
+    const mine = channels.find((c) => c.id === state.channel);
+    if (mine) showParams(mine.params);
+  } catch (e) { $('m-error').textContent = 'the server is unreachable'; }
+  $('wav').href = `/stream/${encodeURIComponent(state.channel)}.wav`;
+}
+
+function onMessage(ev) {
+  if (typeof ev.data !== 'string') {
+    const view = new DataView(ev.data);
+    const pos = Number(view.getBigUint64(0, true));
+    const pcm = new Int16Array(ev.data, 8);
+    const samples = new Float32Array(pcm.length);
+    for (let i = 0; i < pcm.length; i++) samples[i] = pcm[i] / 32768;
+    state.node.port.postMessage({ type: 'pcm', pos, samples }, [samples.buffer]);
+    state.frames++;
+    return;
+  }
+  const msg = JSON.parse(ev.data);
+  if (msg.type === 'hello') { state.rate = msg.rate; showParams(msg.params); }
+  else if (msg.type === 'notes') {
+    for (const n of msg.notes) state.notes.push(n);
+    state.noteCount += msg.notes.length;
+    $('m-notes').textContent = state.noteCount;
+  } else if (msg.type === 'params') showParams(msg.params);
+  else if (msg.type === 'error') $('m-error').textContent = msg.message;
+}
+
+function connect() {
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  const token = q.get('token') ? `?token=${encodeURIComponent(q.get('token'))}` : '';
+  const ws = new WebSocket(`${proto}://${location.host}/ws/${encodeURIComponent(state.channel)}${token}`);
+  ws.binaryType = 'arraybuffer';
+  ws.onopen = () => { $('status').textContent = 'playing'; $('m-error').textContent = ''; };
+  ws.onmessage = onMessage;
+  ws.onclose = (e) => {
+    if (state.ws !== ws) return;
+    $('status').textContent = e.reason ? `disconnected: ${e.reason}` : 'reconnecting…';
+    setTimeout(() => { if (state.ws === ws) { state.node.port.postMessage({ type: 'reset' }); state.ws = connect(); } }, 1500);
+  };
+  return ws;
+}
+
+async function start() {
+  if (!state.ctx) {
+    // The device picks its own rate (often 48 kHz); the worklet resamples. ?ctxrate= forces one.
+    const forced = Number(q.get('ctxrate')) || undefined;
+    state.ctx = new AudioContext({ latencyHint: 'interactive', sampleRate: forced });
+    await state.ctx.audioWorklet.addModule('worklet.js');
+    state.node = new AudioWorkletNode(state.ctx, 'pcm-player', {
+      outputChannelCount: [2], processorOptions: { srcRate: state.rate } });
+    state.node.port.onmessage = (e) => {
+      const s = e.data;
+      state.playhead = s.playhead; state.consumed = s.consumed; state.underruns = s.underruns;
+      state.buffered = s.buffered;
+      $('m-buffer').textContent = `${Math.round(s.buffered * 1000)} ms (target ${Math.round(s.target * 1000)})`;
+      $('m-underruns').textContent = s.underruns;
+    };
+    state.node.connect(state.ctx.destination);
+  }
+  await state.ctx.resume();
+  state.ws = connect();
+  $('play').textContent = '■ Stop';
+  $('play').setAttribute('aria-pressed', 'true');
+}
+
+function stop() {
+  const ws = state.ws;
+  state.ws = null;
+  if (ws) ws.close();
+  if (state.ctx) state.ctx.suspend();
+  if (state.node) state.node.port.postMessage({ type: 'reset' });
+  state.notes = [];
+  $('play').textContent = '▶ Play';
+  $('play').setAttribute('aria-pressed', 'false');
+  $('status').textContent = 'stopped';
+}
+
+// Underruns go back to the gateway, which shows them in /api/stats.
+setInterval(() => {
+  const d = state.underruns - state.reported;
+  if (d > 0 && state.ws && state.ws.readyState === 1) {
+    state.ws.send(JSON.stringify({ type: 'underrun', count: d }));
+    state.reported = state.underruns;
+  }
+}, 2000);
+
+// The piano roll: time runs right to left; the line is "now"; notes to its right are coming.
+function draw() {
+  const c = $('roll');
+  const w = c.width = c.clientWidth * devicePixelRatio;
+  const h = c.height = c.clientHeight * devicePixelRatio;
+  const g = c.getContext('2d');
+  g.fillStyle = '#0e1013'; g.fillRect(0, 0, w, h);
+  const span = 8, nowX = w * 0.75, low = 24, high = 96;   // seconds shown, MIDI range
+  const xOf = (pos) => nowX + ((pos - state.playhead) / state.rate) * (w / span);
+  g.strokeStyle = '#2a2e35';
+  for (let m = low; m <= high; m += 12) { const y = h - ((m - low) / (high - low)) * h; g.beginPath(); g.moveTo(0, y); g.lineTo(w, y); g.stroke(); }
+  if (state.playhead !== null) {
+    const keep = state.playhead - span * state.rate;
+    state.notes = state.notes.filter((n) => n.pos + n.duration * state.rate > keep);
+    const bar = Math.max(2, h / (high - low));
+    for (const n of state.notes) {
+      const x0 = xOf(n.pos), x1 = xOf(n.pos + n.duration * state.rate);
+      const sounding = n.pos <= state.playhead && state.playhead < n.pos + n.duration * state.rate;
+      g.fillStyle = sounding ? '#ffd27a' : (x0 > nowX ? '#5a6b85' : '#b08a3e');
+      for (const m of n.midi) g.fillRect(x0, h - ((m - low) / (high - low)) * h - bar / 2, Math.max(2, x1 - x0 - 1), bar);
+    }
+  }
+  g.strokeStyle = '#e0b25a'; g.beginPath(); g.moveTo(nowX, 0); g.lineTo(nowX, h); g.stroke();
+  requestAnimationFrame(draw);
+}
+
+$('play').addEventListener('click', () => (state.ws ? stop() : start().catch((e) => {
+  state.errors.push(String(e)); $('m-error').textContent = `cannot play: ${e}`; })));
+$('channel').addEventListener('change', (e) => {
+  const playing = !!state.ws; stop(); state.channel = e.target.value;
+  history.replaceState(null, '', `?channel=${encodeURIComponent(state.channel)}`);
+  loadLists().then(() => { if (playing) start(); });
+});
+loadLists();
+requestAnimationFrame(draw);

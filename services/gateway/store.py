@@ -1,0 +1,123 @@
+"""Channels, models and instruments as the REST API sees them (Redis and MODELS_DIR)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from playbach import streams
+from playbach.gm import PROGRAMS
+from playbach.modeldir import ModelError, list_models, model_dir, read_meta
+from playbach.schemas import ChannelParams, ChannelUpdate
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Store:
+    def __init__(self, redis: Redis, models_dir: Path) -> None:
+        self.redis, self.models_dir = redis, Path(models_dir)
+
+    # --- channels --------------------------------------------------------------------------
+
+    async def exists(self, cid: str) -> bool:
+        return bool(await self.redis.sismember(streams.CHANNELS, cid))
+
+    async def params(self, cid: str) -> ChannelParams | None:
+        fields = await self.redis.hgetall(streams.channel(cid))
+        return ChannelParams.from_fields(fields) if fields else None
+
+    async def ids(self) -> list[str]:
+        return sorted(_text(c) for c in await self.redis.smembers(streams.CHANNELS))
+
+    async def create(self, cid: str, params: ChannelParams) -> bool:
+        """False if the channel exists already."""
+        if not await self.redis.sadd(streams.CHANNELS, cid):
+            return False
+        await self.redis.hset(streams.channel(cid), mapping=params.to_fields())
+        return True
+
+    async def update(self, cid: str, change: ChannelUpdate) -> ChannelParams:
+        current = await self.params(cid) or ChannelParams()
+        values = change.model_dump(exclude_unset=True)
+        new = ChannelParams(**{**current.model_dump(), **values})
+        await self.redis.hset(streams.channel(cid), mapping=new.to_fields())
+        await self.announce(cid, "params", params=new.model_dump())
+        return new
+
+    async def delete(self, cid: str) -> None:
+        await self.redis.srem(streams.CHANNELS, cid)
+        await self.redis.zrem(streams.ACTIVE, cid)
+        await self.redis.delete(streams.channel(cid), streams.notes(cid), streams.audio(cid),
+                                streams.synth_position(cid), streams.listeners(cid),
+                                streams.stats(cid))
+
+    async def announce(self, cid: str, kind: str, **data: Any) -> None:
+        """An event on pb:control: services act on it, gateways pass it to listeners."""
+        await self.redis.xadd(streams.CONTROL, {"type": kind, "channel": cid,
+                                                "json": json.dumps(data)},
+                              maxlen=1000, approximate=True)
+
+    async def listeners(self, cid: str) -> int:
+        counts = await self.redis.hvals(streams.listeners(cid))
+        return sum(int(c) for c in counts)
+
+    async def stats(self, cid: str) -> dict[str, Any]:
+        """Rates over the last 10 s from the streams' own ids (ms timestamps)."""
+        since = int(time.time() * 1000) - 10_000
+        notes = await self.redis.xrange(streams.notes(cid), min=f"{since}-0", count=10_000)
+        chunks = await self.redis.xrange(streams.audio(cid), min=f"{since}-0", count=10_000)
+        pos = {_text(k): _text(v) for k, v in
+               (await self.redis.hgetall(streams.synth_position(cid))).items()}
+        counters = {_text(k): int(v) for k, v in
+                    (await self.redis.hgetall(streams.stats(cid))).items()}
+        owner = await self.redis.get(streams.lease(streams.INFERENCE, cid))
+        return {
+            "listeners": await self.listeners(cid),
+            "notes_per_s": len(notes) / 10, "chunks_per_s": len(chunks) / 10,
+            "lead_ms": float(pos.get("lead_ms", 0)), "starved_chunks": int(pos.get("starved", 0)),
+            "underruns": counters.get("underruns", 0),
+            "inference": _text(owner) if owner else None, "synth": pos.get("replica"),
+        }
+
+    async def count_underruns(self, cid: str, count: int) -> None:
+        await self.redis.hincrby(streams.stats(cid), "underruns", count)
+
+    # --- models and instruments --------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        return list_models(self.models_dir)
+
+    def model_meta(self, name: str) -> dict[str, Any]:
+        """Raises ModelError (unknown or unreadable)."""
+        path = model_dir(self.models_dir, name)
+        if name not in self.model_names():
+            raise ModelError(f"unknown model {name!r}; available: {', '.join(self.model_names())}")
+        return read_meta(path)
+
+    def model_summary(self, name: str) -> dict[str, Any]:
+        meta = self.model_meta(name)
+        m = meta.get("metrics", {})
+        test = m.get("network", {}).get("test", {})
+        ngram = m.get("ngram", {}).get("test", {})
+        return {
+            "name": name, "created": meta.get("created"),
+            "corpus": meta.get("corpus", {}).get("source"),
+            "pieces": meta.get("corpus", {}).get("pieces"),
+            "parameters": meta.get("model", {}).get("parameters"),
+            "test_accuracy": {h: v.get("accuracy") for h, v in test.items()},
+            "test_perplexity": {h: v.get("perplexity") for h, v in test.items()},
+            "ngram_accuracy": {h: v.get("accuracy") for h, v in ngram.items()},
+        }
+
+    async def instruments(self) -> list[dict[str, Any]]:
+        """The SoundFont's names as the synth published them, else the GM standard names."""
+        names = {int(_text(k)): _text(v) for k, v in
+                 (await self.redis.hgetall(streams.INSTRUMENTS)).items()}
+        return [{"program": p, "name": names.get(p, PROGRAMS[p]), "gm_name": PROGRAMS[p]}
+                for p in range(128)]

@@ -1,0 +1,1 @@
+"""Inference: improvises the notes of the channels it owns, with LiteRT step models."""

@@ -1,0 +1,142 @@
+"""Messages between the services: channel parameters, note events, audio chunks.
+
+Each has a flat Redis-stream form (``to_fields`` / ``from_fields``) and a JSON form for
+browsers. Ranges live here once; the gateway's 422 messages quote them."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from playbach.vocab import Event
+
+BPM = (40, 240)
+TEMPERATURE = (0.1, 3.0)
+SAMPLE_RATE = 44100
+AUDIO_CHANNELS = 1  # mono: the instrument is one voice; half the bandwidth of stereo
+MODEL_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+ModelName = Annotated[str, Field(pattern=MODEL_PATTERN, description="a model in MODELS_DIR")]
+Program = Annotated[int, Field(ge=0, le=127, description="General MIDI program 0-127")]
+Bpm = Annotated[float, Field(ge=BPM[0], le=BPM[1], description="beats per minute, 40-240")]
+Temperature = Annotated[float, Field(ge=TEMPERATURE[0], le=TEMPERATURE[1],
+                                     description="sampling temperature, 0.1-3.0")]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed, 0-4294967295")]
+
+
+def _text(fields: dict, key: str) -> str:
+    value = fields[key.encode()] if key.encode() in fields else fields[key]
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class ChannelParams(BaseModel):
+    """What a channel plays. Every service reads these from ``pb:channel:<id>``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName = "default"
+    instrument: Program = 19  # Church Organ: the chorales were sung over an organ
+    bpm: Bpm = 84
+    temperature: Temperature = 1.0
+    seed: Seed | None = None
+
+    def to_fields(self) -> dict[str, str]:
+        return {k: ("" if v is None else str(v)) for k, v in self.model_dump().items()}
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> ChannelParams:
+        raw = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
+               else v) for k, v in fields.items()}
+        return cls(**{k: v for k, v in raw.items() if k in cls.model_fields and v != ""})
+
+
+class ChannelUpdate(BaseModel):
+    """A change while playing: any subset of the parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName | None = None
+    instrument: Program | None = None
+    bpm: Bpm | None = None
+    temperature: Temperature | None = None
+    seed: Seed | None = None
+
+
+class NoteEvent(BaseModel):
+    """One improvised event on a channel's timeline (``beat`` is where it starts)."""
+
+    seq: int
+    beat: float
+    pitch: str
+    midi: list[int]
+    duration: float  # quarter lengths (beats)
+    velocity: int
+    model: str
+    temperature: float
+    replica: str = ""  # the inference replica that wrote it
+
+    @classmethod
+    def of(cls, ev: Event, seq: int, beat: float, params: ChannelParams,
+           replica: str = "") -> NoteEvent:
+        return cls(seq=seq, beat=beat, pitch=ev.pitch, midi=list(ev.midi),
+                   duration=float(ev.duration), velocity=ev.midi_velocity, model=params.model,
+                   temperature=params.temperature, replica=replica)
+
+    def event(self) -> Event:
+        from playbach.vocab import dynamic
+
+        return Event(self.pitch, Fraction(self.duration).limit_denominator(96),
+                     dynamic(self.velocity))
+
+    def to_fields(self) -> dict[str, str]:
+        return {"type": "note", "json": self.model_dump_json()}
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> NoteEvent:
+        return cls.model_validate_json(_text(fields, "json"))
+
+
+class NoteOn(BaseModel):
+    """A note-on inside an audio chunk, at ``offset`` frames from the chunk's start."""
+
+    offset: int
+    seq: int
+    pitch: str
+    midi: list[int]
+    velocity: int
+    duration: float  # seconds, at the BPM it was rendered with
+    beats: float  # its length in beats
+    program: int  # the GM program it sounds with
+    model: str
+    temperature: float
+
+
+class AudioChunk(BaseModel):
+    """``frames`` of s16le PCM starting at sample ``pos`` of the channel's timeline."""
+
+    pos: int
+    rate: int = SAMPLE_RATE
+    channels: int = AUDIO_CHANNELS
+    pcm: bytes = b""
+    notes: list[NoteOn] = []
+    tone: bool = False  # the audio test's known tone, not music
+
+    @property
+    def frames(self) -> int:
+        return len(self.pcm) // (2 * self.channels)
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"pos": self.pos, "rate": self.rate, "ch": self.channels, "pcm": self.pcm,
+                "tone": int(self.tone),
+                "notes": json.dumps([n.model_dump() for n in self.notes])}
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> AudioChunk:
+        return cls(pos=int(_text(fields, "pos")), rate=int(_text(fields, "rate")),
+                   channels=int(_text(fields, "ch")),
+                   pcm=fields.get(b"pcm", fields.get("pcm", b"")),
+                   tone=_text(fields, "tone") == "1",
+                   notes=[NoteOn(**n) for n in json.loads(_text(fields, "notes"))])

@@ -1,0 +1,61 @@
+"""Redis key names: the one place they are spelled.
+
+=============================  ======  ===============================================
+key                            type    holds
+=============================  ======  ===============================================
+``pb:channels``                set     ids of the channels that exist
+``pb:channel:<id>``            hash    the channel's parameters (:class:`ChannelParams`)
+``pb:control``                 stream  parameter changes and errors, for every service
+``pb:notes:<id>``              stream  note events, written by the channel's inference owner
+``pb:audio:<id>``              stream  PCM chunks and their note-ons, by its synth owner
+``pb:lease:<role>:<id>``       string  the replica that owns the channel (SET NX PX)
+``pb:replicas:<role>``         zset    live replicas of a role -> last heartbeat (ms)
+``pb:synth:<id>``              hash    the synth's position: sample, beat, last note seq
+``pb:active``                  zset    channel -> last time (ms) anyone listened
+``pb:listeners:<id>``          hash    gateway replica -> its listener count
+``pb:stats:<id>``              hash    counters: underruns reported by players, ...
+``pb:instruments``             hash    GM program -> name, as the synth's SoundFont says
+=============================  ======  ===============================================
+"""
+
+from __future__ import annotations
+
+CHANNELS = "pb:channels"
+CONTROL = "pb:control"
+ACTIVE = "pb:active"
+INSTRUMENTS = "pb:instruments"
+PING = "pb:ping"
+
+INFERENCE, SYNTH = "inference", "synth"
+
+
+def channel(cid: str) -> str:
+    return f"pb:channel:{cid}"
+
+
+def notes(cid: str) -> str:
+    return f"pb:notes:{cid}"
+
+
+def audio(cid: str) -> str:
+    return f"pb:audio:{cid}"
+
+
+def lease(role: str, cid: str) -> str:
+    return f"pb:lease:{role}:{cid}"
+
+
+def replicas(role: str) -> str:
+    return f"pb:replicas:{role}"
+
+
+def synth_position(cid: str) -> str:
+    return f"pb:synth:{cid}"
+
+
+def listeners(cid: str) -> str:
+    return f"pb:listeners:{cid}"
+
+
+def stats(cid: str) -> str:
+    return f"pb:stats:{cid}"

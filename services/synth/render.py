@@ -1,0 +1,128 @@
+"""One channel's sound: a FluidSynth instance and a timeline in beats.
+
+Notes are played back to back in the order of their sequence numbers: each starts where the one
+before it ends, on the synth's own beat clock. BPM converts beats to samples chunk by chunk, so
+a tempo change applies from the next chunk on; if the next note has not arrived in time it
+starts late rather than being skipped."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import fluidsynth
+import numpy as np
+
+from playbach.schemas import NoteEvent, NoteOn
+
+TONE_HZ, TONE_SECONDS, TONE_LEVEL = 440.0, 1.0, 0.25  # the audio test: A4 at -12 dBFS
+
+
+@dataclass
+class Pending:
+    note: NoteEvent
+    stream_id: str
+
+
+def load_soundfont(synth: fluidsynth.Synth, path: Path) -> int:
+    sfid = synth.sfload(str(path))
+    if sfid < 0:
+        raise ValueError(f"FluidSynth could not load the SoundFont {path}")
+    return sfid
+
+
+def instrument_names(path: Path) -> dict[int, str]:
+    """Program -> preset name of bank 0, as the SoundFont names them."""
+    synth = fluidsynth.Synth()
+    try:
+        sfid = load_soundfont(synth, path)
+        return {p: (synth.sfpreset_name(sfid, 0, p) or f"Program {p}") for p in range(128)}
+    finally:
+        synth.delete()
+
+
+class Renderer:
+    def __init__(self, soundfont: Path, rate: int, gain: float, program: int) -> None:
+        self.rate = rate
+        self.synth = fluidsynth.Synth(samplerate=float(rate), gain=gain)
+        self.sfid = load_soundfont(self.synth, soundfont)
+        self.program = -1
+        self.set_program(program)
+        self.pending: deque[Pending] = deque()
+        self.sounding: list[tuple[float, tuple[int, ...]]] = []  # (end beat, notes)
+        self.beat = 0.0  # the synth's beat clock at the next frame to render
+        self.next_beat = 0.0  # where the next pending note starts
+        self.last_seq = -1  # last note started
+        self.last_id = "0-0"  # its stream id: a new owner reads the notes after it
+        self.starved_chunks = 0  # chunks with no note to start in time (inference behind)
+        self.tone_left = 0  # frames of test tone still to play
+
+    def close(self) -> None:
+        self.synth.delete()
+
+    def set_program(self, program: int) -> None:
+        if program != self.program:
+            self.synth.program_select(0, self.sfid, 0, program)
+            self.program = program
+
+    def _segment(self, frames: int) -> np.ndarray:
+        if frames <= 0:
+            return np.zeros(0, np.int16)
+        stereo = np.asarray(self.synth.get_samples(frames), np.int32).reshape(-1, 2)
+        return (stereo.sum(axis=1) // 2).astype(np.int16)
+
+    def tone(self) -> None:
+        self.tone_left = int(TONE_SECONDS * self.rate)
+
+    def render(self, pos: int, frames: int, bpm: float) -> tuple[np.ndarray, list[NoteOn]]:
+        """``frames`` of mono PCM from sample ``pos``, and the note-ons inside them."""
+        if self.tone_left:
+            return self._tone(pos, frames), []
+        per_frame = bpm / 60 / self.rate  # beats per frame
+        end = self.beat + frames * per_frame
+        if not self.pending and self.next_beat < end:
+            self.next_beat = end  # nothing to play yet: the next note starts late
+            self.starved_chunks += 1
+        actions: list[tuple[int, int, object]] = []  # (frame offset, 0 off / 1 on, payload)
+        for end_beat, midis in self.sounding:
+            if end_beat < end:
+                actions.append((max(0, round((end_beat - self.beat) / per_frame)), 0, midis))
+        self.sounding = [s for s in self.sounding if s[0] >= end]
+        while self.pending and self.next_beat < end:
+            item = self.pending.popleft()
+            offset = max(0, min(frames - 1, round((self.next_beat - self.beat) / per_frame)))
+            actions.append((offset, 1, item))
+            note_end = self.next_beat + item.note.duration
+            if note_end < end:
+                actions.append((round((note_end - self.beat) / per_frame), 0,
+                                tuple(item.note.midi)))
+            else:
+                self.sounding.append((note_end, tuple(item.note.midi)))
+            self.next_beat = note_end
+        actions.sort(key=lambda a: (a[0], a[1]))
+        out, ons, done = [], [], 0
+        for offset, kind, payload in actions:
+            offset = min(offset, frames)
+            out.append(self._segment(offset - done))
+            done = max(done, offset)
+            if kind == 0:
+                for m in payload:  # type: ignore[union-attr]
+                    self.synth.noteoff(0, m)
+                continue
+            note = payload.note  # type: ignore[union-attr]
+            for m in note.midi:
+                self.synth.noteon(0, m, note.velocity)
+            ons.append(NoteOn(offset=offset, seq=note.seq, pitch=note.pitch, midi=note.midi,
+                              velocity=note.velocity, duration=note.duration * 60 / bpm,
+                              beats=note.duration, program=self.program, model=note.model,
+                              temperature=note.temperature))
+            self.last_seq, self.last_id = note.seq, payload.stream_id  # type: ignore[union-attr]
+        out.append(self._segment(frames - done))
+        self.beat = end
+        return np.concatenate(out), ons
+
+    def _tone(self, pos: int, frames: int) -> np.ndarray:
+        t = (np.arange(frames) + pos) / self.rate
+        self.tone_left = max(0, self.tone_left - frames)
+        return (np.sin(2 * np.pi * TONE_HZ * t) * TONE_LEVEL * 32767).astype(np.int16)

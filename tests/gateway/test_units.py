@@ -1,0 +1,47 @@
+"""Gateway parts without a server: tokens, origins, the listener queue, the WAV header."""
+
+import asyncio
+import struct
+import time
+
+from gateway import auth
+from gateway.hub import Listener
+from gateway.listen import origin_allowed, wav_header
+
+
+def test_tokens_are_signed_and_expire():
+    token, expires = auth.sign("secret", "admin", 60)
+    assert auth.verify("secret", token) == "admin" and expires > time.time()
+    assert auth.verify("other-secret", token) is None
+    body, mac = token.split(".")
+    assert auth.verify("secret", body + "x." + mac) is None
+    assert auth.verify("secret", "garbage") is None
+    old, _ = auth.sign("secret", "admin", -1)
+    assert auth.verify("secret", old) is None
+
+
+def test_origins():
+    assert origin_allowed("http://bach.example:8000", "bach.example:8000", [])
+    assert not origin_allowed("http://evil.example", "bach.example:8000", [])
+    assert origin_allowed("http://ui.example", "bach.example", ["http://ui.example"])
+    assert origin_allowed("http://anything", "bach.example", ["*"])
+    assert origin_allowed(None, "bach.example", [])  # not a browser
+
+
+def test_a_full_queue_drops_the_oldest_audio_and_cuts_a_hopeless_listener():
+    listener = Listener(limit=3, max_drops=2)
+    for item in (b"a1", "note", b"a2", b"a3"):
+        listener.offer(item)
+    assert list(listener.queue) == ["note", b"a2", b"a3"]  # events survive, old audio goes
+    listener.offer(b"a4")
+    assert not listener.closed
+    listener.offer(b"a5")
+    assert listener.closed  # a third drop: cut off
+    assert asyncio.run(listener.next()) is None
+
+
+def test_wav_header_is_a_valid_endless_wav():
+    h = wav_header(44100, 1)
+    assert len(h) == 44 and h[:4] == b"RIFF" and h[8:12] == b"WAVE"
+    channels, rate, byte_rate, align, bits = struct.unpack("<HIIHH", h[22:36])
+    assert (channels, rate, byte_rate, align, bits) == (1, 44100, 88200, 2, 16)

@@ -1,0 +1,71 @@
+"""A WebSocket listener for the tests: collects audio, note events and other events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import websockets
+
+
+@dataclass
+class Heard:
+    hello: dict = field(default_factory=dict)
+    chunks: list[tuple[int, np.ndarray, float]] = field(default_factory=list)  # pos, pcm, when
+    notes: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    closed: str | None = None
+
+    @property
+    def pcm(self) -> np.ndarray:
+        return np.concatenate([c[1] for c in self.chunks]) if self.chunks else np.zeros(0)
+
+    def seconds(self, rate: int = 44100) -> float:
+        return len(self.pcm) / rate
+
+    def rms(self) -> float:
+        pcm = self.pcm.astype(np.float64)
+        return float(np.sqrt(np.mean(pcm**2))) if len(pcm) else 0.0
+
+    def audio_at(self, pos: int, frames: int) -> np.ndarray:
+        """PCM of the stream's samples [pos, pos + frames), from what was heard."""
+        out = []
+        for start, pcm, _ in self.chunks:
+            a, b = max(pos, start), min(pos + frames, start + len(pcm))
+            if a < b:
+                out.append(pcm[a - start:b - start])
+        return np.concatenate(out) if out else np.zeros(0, np.int16)
+
+
+async def listen(base: str, cid: str, seconds: float, heard: Heard | None = None,
+                 until=None, **connect) -> Heard:
+    """Listen for ``seconds`` (or until ``until(heard)`` is true)."""
+    heard = heard or Heard()
+    url = base.replace("http://", "ws://") + f"/ws/{cid}"
+    deadline = time.monotonic() + seconds
+    async with websockets.connect(url, max_size=2**22, **connect) as ws:
+        try:
+            while time.monotonic() < deadline and not (until and until(heard)):
+                try:
+                    msg = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
+                except TimeoutError:
+                    break
+                if isinstance(msg, bytes):
+                    (pos,) = struct.unpack_from("<Q", msg)
+                    heard.chunks.append((pos, np.frombuffer(msg[8:], np.int16),
+                                         time.monotonic()))
+                    continue
+                event = json.loads(msg)
+                if event["type"] == "hello":
+                    heard.hello = event
+                elif event["type"] == "notes":
+                    heard.notes.extend(event["notes"])
+                else:
+                    heard.events.append(event)
+        except websockets.ConnectionClosed as exc:
+            heard.closed = f"{exc.rcvd.code} {exc.rcvd.reason}" if exc.rcvd else "closed"
+    return heard

@@ -1,0 +1,120 @@
+"""The live stream end to end: real redis-server, inference with the shipped model under
+LiteRT, FluidSynth with FluidR3_GM, the gateway's WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+
+import httpx
+import numpy as np
+
+from tests.live.client import Heard, listen
+from tests.live.conftest import login, run
+
+RATE = 44100
+
+
+def test_listener_hears_music_whose_notes_match_the_audio(live):
+    url = live.gateway_url
+    httpx.patch(f"{url}/api/channels/radio", json={"instrument": 0, "bpm": 120},
+                headers=login(url)).raise_for_status()  # a piano: every note has an attack
+    heard = run(listen(url, "radio", 6.0))
+    assert heard.hello["rate"] == RATE and heard.hello["format"] == "s16le"
+    assert heard.seconds() >= 3.0, live.log("synth-1")
+    assert heard.rms() > 300  # not silence
+    for (pos, pcm, _), (following, _, _) in zip(heard.chunks, heard.chunks[1:], strict=False):
+        assert following == pos + len(pcm)  # one gapless timeline
+    start = heard.chunks[0][0]
+    end = heard.chunks[-1][0] + len(heard.chunks[-1][1])
+    inside = [n for n in heard.notes if start + 2048 <= n["pos"] < end - 2048]
+    assert len(inside) >= 4, heard.notes
+    rises = 0
+    for note in inside:  # each note-on is where the piano's attack is in the PCM
+        before = heard.audio_at(note["pos"] - 1024, 1024).astype(float)
+        after = heard.audio_at(note["pos"], 1024).astype(float)
+        rises += np.sqrt(np.mean(after**2)) > np.sqrt(np.mean(before**2))
+    assert rises >= 0.7 * len(inside), f"{rises} of {len(inside)} note-ons louder than before"
+
+
+def test_raising_bpm_shortens_the_spacing_of_note_ons(live):
+    url, auth = live.gateway_url, login(live.gateway_url)
+    httpx.patch(f"{url}/api/channels/radio", json={"bpm": 60}, headers=auth).raise_for_status()
+
+    def samples_per_beat(heard: Heard) -> float:
+        notes = sorted(heard.notes, key=lambda n: n["seq"])
+        return statistics.median((b["pos"] - a["pos"]) / a["beats"]
+                                 for a, b in itertools.pairwise(notes) if b["seq"] == a["seq"] + 1)
+
+    async def scenario():
+        slow = await listen(url, "radio", 5.0)
+        httpx.patch(f"{url}/api/channels/radio", json={"bpm": 180}, headers=auth)
+        await asyncio.sleep(1.0)  # what was rendered at 60 BPM plays out
+        fast = await listen(url, "radio", 4.0)
+        return slow, fast
+
+    slow, fast = run(scenario())
+    assert abs(samples_per_beat(slow) - RATE) / RATE < 0.03
+    assert abs(samples_per_beat(fast) - RATE / 3) / (RATE / 3) < 0.03
+
+
+def test_instrument_and_temperature_changes_show_in_the_events(live):
+    url, auth = live.gateway_url, login(live.gateway_url)
+
+    async def scenario():
+        heard = Heard()
+        task = asyncio.create_task(listen(url, "radio", 9.0, heard))
+        await asyncio.sleep(3.0)
+        changed = httpx.patch(f"{url}/api/channels/radio", headers=auth,
+                              json={"instrument": 42, "temperature": 0.4})
+        assert changed.status_code == 200, changed.text
+        await task
+        return heard
+
+    heard = run(scenario())
+    params = [e for e in heard.events if e["type"] == "params"]
+    assert params and params[-1]["params"]["instrument"] == 42
+    assert params[-1]["params"]["temperature"] == 0.4
+    programs = [n["program"] for n in heard.notes]
+    temps = [n["temperature"] for n in heard.notes]
+    assert programs[0] == 19 and programs[-1] == 42  # the organ, then the cello
+    assert temps[0] == 1.0 and temps[-1] == 0.4
+    first_cello = next(i for i, p in enumerate(programs) if p == 42)
+    assert all(p == 42 for p in programs[first_cello:])
+
+
+def test_audio_test_plays_a_440_hz_tone(live):
+    url = live.gateway_url
+
+    async def scenario():
+        heard = Heard()
+        task = asyncio.create_task(listen(url, "radio", 5.0, heard))
+        await asyncio.sleep(2.0)
+        assert httpx.post(f"{url}/api/channels/radio/tone").status_code == 202
+        await task
+        return heard
+
+    heard = run(scenario())
+    pcm = heard.pcm.astype(float)
+    best = 0.0
+    for start in range(0, len(pcm) - RATE // 4, RATE // 8):  # find the tone's quarter second
+        window = pcm[start:start + RATE // 4]
+        spectrum = np.abs(np.fft.rfft(window * np.hanning(len(window))))
+        peak = np.fft.rfftfreq(len(window), 1 / RATE)[spectrum.argmax()]
+        if abs(peak - 440) < 5:
+            best = max(best, spectrum.max() / spectrum.sum())
+    assert best > 0.2, "no clean 440 Hz tone in what was heard"
+
+
+def test_wav_stream_for_vlc(live):
+    with httpx.stream("GET", f"{live.gateway_url}/stream/radio.wav", timeout=10) as res:
+        assert res.status_code == 200 and res.headers["content-type"] == "audio/wav"
+        data = b""
+        for part in res.iter_bytes():
+            data += part
+            if len(data) > 44 + RATE * 2:  # the header and a second of audio
+                break
+    assert data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt "
+    pcm = np.frombuffer(data[44:44 + RATE * 2], np.int16)
+    assert np.sqrt(np.mean(pcm.astype(float) ** 2)) > 100

@@ -1,0 +1,64 @@
+"""Leases on a real redis-server, and the message schemas' round trips."""
+
+import asyncio
+from fractions import Fraction
+
+from redis.asyncio import Redis
+
+from playbach import streams
+from playbach.leases import Leases, Ownership
+from playbach.schemas import AudioChunk, ChannelParams, NoteEvent, NoteOn
+from playbach.vocab import Event
+
+
+def test_leases_are_exclusive_renewable_and_expire(redis_url, redis):
+    async def scenario():
+        r = Redis.from_url(redis_url)
+        a, b = Leases(r, "inference", "a", 300), Leases(r, "inference", "b", 300)
+        assert await a.acquire("x") and not await b.acquire("x")
+        assert await a.renew("x") and not await b.renew("x")
+        await b.release("x")  # not b's to release
+        assert await a.holder("x") == "a"
+        await asyncio.sleep(0.45)  # a stops renewing, as if it died
+        assert await b.acquire("x") and not await a.renew("x")
+        await r.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_fair_share_splits_active_channels(redis_url, redis):
+    async def scenario():
+        r = Redis.from_url(redis_url)
+        for cid in "abcd":
+            await r.sadd(streams.CHANNELS, cid)
+        await r.zadd(streams.ACTIVE, dict.fromkeys("abc", 10**13))  # d: nobody listens
+        one = Ownership(Leases(r, "synth", "one", 2000), 5000)
+        two = Ownership(Leases(r, "synth", "two", 2000), 5000)
+        await two.share(0)  # `two` is alive
+        _, gained = await one.reconcile()
+        assert gained == ["a", "b"]  # its share of 3 channels between 2 replicas
+        _, gained = await two.reconcile()
+        assert gained == ["c"]
+        await one.release_all()
+        _, gained = await two.reconcile()
+        assert sorted(two.owned) == ["a", "b", "c"]  # alone now: it takes them all
+        await r.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_schemas_round_trip_through_stream_fields():
+    params = ChannelParams(model="default", instrument=42, bpm=100, temperature=0.7)
+    assert ChannelParams.from_fields(
+        {k.encode(): v.encode() for k, v in params.to_fields().items()}) == params
+    assert ChannelParams.from_fields(ChannelParams(seed=7).to_fields()).seed == 7
+    ev = Event("C4.E4", Fraction(3, 2), "f")
+    note = NoteEvent.of(ev, 5, 12.5, params, "r1")
+    again = NoteEvent.from_fields({b"json": note.to_fields()["json"].encode()})
+    assert again == note and again.event() == ev and again.midi == [60, 64]
+    chunk = AudioChunk(pos=4096, pcm=b"\x01\x00" * 2048, notes=[NoteOn(
+        offset=10, seq=5, pitch="C4", midi=[60], velocity=96, duration=0.5, beats=1,
+        program=42, model="default", temperature=0.7)])
+    raw = {k.encode(): (v if isinstance(v, bytes) else str(v).encode())
+           for k, v in chunk.to_fields().items()}
+    assert AudioChunk.from_fields(raw) == chunk and chunk.frames == 2048

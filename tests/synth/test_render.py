@@ -1,0 +1,84 @@
+"""The renderer with real FluidSynth and FluidR3_GM: sample-accurate notes, tempo, the tone."""
+
+import numpy as np
+import pytest
+
+from playbach.schemas import NoteEvent
+from synth.render import Pending, Renderer, instrument_names
+from synth.settings import FLUID_R3
+
+RATE, CHUNK = 44100, 2048
+
+
+def note(seq: int, midi: list[int], beats: float) -> Pending:
+    ev = NoteEvent(seq=seq, beat=0, pitch=".".join(map(str, midi)), midi=midi, duration=beats,
+                   velocity=100, model="m", temperature=1.0)
+    return Pending(ev, f"{seq}-0")
+
+
+def render(r: Renderer, seconds: float, bpm: float):
+    pcm, ons, pos = [], [], 0
+    while pos < seconds * RATE:
+        out, found = r.render(pos, CHUNK, bpm)
+        pcm.append(out)
+        ons += [(pos + n.offset, n) for n in found]
+        pos += CHUNK
+    return np.concatenate(pcm).astype(float), ons
+
+
+@pytest.fixture
+def piano():
+    r = Renderer(FLUID_R3, RATE, 0.5, program=0)
+    yield r
+    r.close()
+
+
+def test_notes_sound_exactly_where_their_note_on_says(piano):
+    piano.pending.extend([note(0, [], 1.5), note(1, [64], 0.5), note(2, [67, 72], 2)])
+    pcm, ons = render(piano, 3.0, bpm=120)  # a beat is 0.5 s = 22050 samples
+    assert [(pos, n.seq) for pos, n in ons] == [(0, 0), (33075, 1), (44100, 2)]
+    assert ons[2][1].duration == pytest.approx(1.0) and ons[2][1].beats == 2
+    assert np.abs(pcm[:33075]).max() <= 2  # the rest is silent (FluidSynth dithers by 1)
+    onset = int(np.argmax(np.abs(pcm) > 20))
+    # to FluidSynth's 64-frame block plus the attack, never at a chunk boundary (32768)
+    assert 33075 <= onset < 33075 + 192
+    assert np.sqrt(np.mean(pcm[33075:33075 + 4096] ** 2)) > 200
+    assert piano.last_seq == 2 and piano.last_id == "2-0"
+
+
+def test_tempo_sets_the_spacing_and_late_notes_start_late(piano):
+    piano.pending.extend([note(0, [60], 1), note(1, [62], 1)])
+    _, ons = render(piano, 0.5, bpm=240)  # a beat: 11025 samples
+    assert [p for p, _ in ons] == [0, 11025]
+    _, more = render(piano, 0.2, bpm=240)
+    assert not more and piano.starved_chunks > 0  # nothing left to play: the clock waits
+    piano.pending.append(note(2, [64], 1))
+    _, late = render(piano, 0.1, bpm=240)
+    assert len(late) == 1  # it starts as soon as it arrives
+
+
+def test_instrument_changes_the_sound(piano):
+    piano.pending.append(note(0, [60], 4))
+    a, _ = render(piano, 0.5, bpm=60)
+    organ = Renderer(FLUID_R3, RATE, 0.5, program=19)
+    organ.pending.append(note(0, [60], 4))
+    b, _ = render(organ, 0.5, bpm=60)
+    organ.close()
+    spectra = [np.abs(np.fft.rfft(x[4096:4096 + 8192])) for x in (a, b)]
+    spectra = [s / s.sum() for s in spectra]
+    assert 0.5 * np.abs(spectra[0] - spectra[1]).sum() > 0.2
+
+
+def test_the_audio_test_tone_is_440_hz(piano):
+    piano.tone()
+    pcm, ons = render(piano, 1.0, bpm=90)
+    assert not ons
+    window = pcm[:RATE // 2]
+    peak = np.fft.rfftfreq(len(window), 1 / RATE)[np.abs(np.fft.rfft(window)).argmax()]
+    assert peak == pytest.approx(440, abs=2)
+    assert np.abs(window).max() == pytest.approx(0.25 * 32767, rel=0.01)
+
+
+def test_instrument_names_come_from_the_soundfont():
+    names = instrument_names(FLUID_R3)
+    assert len(names) == 128 and names[42] == "Cello" and names[0] == "Yamaha Grand Piano"

@@ -1,0 +1,42 @@
+"""`make up`'s runner: the whole system from one command, stopped together by Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.conftest import REPO, free_port
+from tests.live.client import listen
+from tests.live.conftest import run
+
+
+def test_up_runs_everything_and_ctrl_c_stops_everything(tmp_path):
+    port, redis_port = free_port(), free_port()
+    env = {**os.environ, "PORT": str(port), "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
+    env.pop("ADMIN_PASSWORD", None)
+    proc = subprocess.Popen([sys.executable, "scripts/up.py"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        heard = run(listen(url, "radio", 4.0))
+        assert heard.seconds() > 2 and heard.rms() > 100
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out[-2000:]
+    assert "log in as admin / " in out and f"open http://127.0.0.1:{port}/" in out
+    for name in ("redis", "inference", "synth", "gateway"):
+        assert f"{name:>9} |" in out, f"no labelled log lines from {name}"
+    children = subprocess.run(["pgrep", "-f", f"redis-server.*{redis_port}"],
+                              capture_output=True, text=True)
+    assert children.stdout.strip() == "", "redis-server was left running"
