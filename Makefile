@@ -15,6 +15,7 @@ help:
 	@echo "make train  retrain the shipped model (models/default)"
 	@echo "make bench  speed measurements (figures go in README.md)"
 
+
 sysdeps:
 	@scripts/bootstrap.sh chromium
 
@@ -41,6 +42,7 @@ train: setup
 
 bench: setup
 	$(PY) bench/step_vs_window.py
+	$(PY) bench/live.py
 
 clean:
 	rm -rf $(VENV) runs out .pytest_cache .ruff_cache

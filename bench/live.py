@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import resource
+from collections import Counter
 import sys
 import time
 from pathlib import Path
@@ -26,8 +27,7 @@ import websockets
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import SHIPPED, start_redis  # noqa: E402
-from tests.live.conftest import Services, login  # noqa: E402
+from tests.conftest import SHIPPED, Services, login, start_redis  # noqa: E402
 
 RATE, CHUNK, BACKLOG = 44100, 2048, 0.6
 
@@ -38,6 +38,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def first_frame(url: str, cid: str, sounding: bool = False) -> float:
+    return await asyncio.wait_for(_first_frame(url, cid, sounding), 20)
+
+
+async def _first_frame(url: str, cid: str, sounding: bool = False) -> float:
     """Seconds from connecting to the first binary frame (with ``sounding``: the first frame
     in which a note starts)."""
     t = time.perf_counter()
@@ -53,6 +57,10 @@ async def first_frame(url: str, cid: str, sounding: bool = False) -> float:
 
 
 async def change_latency(url: str, auth: dict, field: str, value, key: str) -> float:
+    return await asyncio.wait_for(_change_latency(url, auth, field, value, key), 30)
+
+
+async def _change_latency(url: str, auth: dict, field: str, value, key: str) -> float:
     """Seconds from PATCH to the arrival of the first note-on that carries the new value."""
     async with websockets.connect(f"{url.replace('http', 'ws')}/ws/radio", max_size=2**22) as ws:
         await asyncio.sleep(2.0)
@@ -73,6 +81,7 @@ async def crowd(url: str, n: int, seconds: float, gateway_pid: int) -> dict[str,
     """N listeners for ``seconds``: gateway CPU share, late frames, dropped clients."""
     frames_per_s = RATE / CHUNK
     stats = {"frames": 0, "late": 0, "dropped": 0, "connected": 0}
+    reasons: Counter[str] = Counter()
 
     async def one(i: int) -> None:
         try:
@@ -93,13 +102,17 @@ async def crowd(url: str, n: int, seconds: float, gateway_pid: int) -> dict[str,
                     if now - start > (got - 1) / frames_per_s - BACKLOG + 0.5:
                         stats["late"] += 1
                 stats["frames"] += got
-        except (TimeoutError, OSError, websockets.WebSocketException):
+        except (TimeoutError, OSError, websockets.WebSocketException) as exc:
             stats["dropped"] += 1
+            response = getattr(exc, "response", None)
+            reasons[type(exc).__name__ + (f" {response.status_code}" if response else "")] += 1
 
     cpu0, t0 = cpu_seconds(gateway_pid), time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     cpu = (cpu_seconds(gateway_pid) - cpu0) / (time.perf_counter() - t0)
     expected = n * (seconds + BACKLOG) * frames_per_s
+    if reasons:
+        print(f"    dropped because: {dict(reasons)}")
     return {"listeners": n, "gateway_cpu": cpu, "delivered": stats["frames"] / expected,
             "late_frames": stats["late"] / max(stats["frames"], 1), "dropped": stats["dropped"]}
 

@@ -57,7 +57,10 @@ def main() -> int:
     redis_url = setting("REDIS_URL", "redis://127.0.0.1:6379/0")
     port = setting("PORT", "8000")
     host = setting("HOST", "127.0.0.1")
-    env.update(REDIS_URL=redis_url, PORT=port, HOST=host)
+    ui_port = setting("UI_PORT", "8501")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    env.update(REDIS_URL=redis_url, PORT=port, HOST=host,
+               GATEWAY_URL=setting("GATEWAY_URL", f"http://{shown}:{port}"))
     if not setting("ADMIN_PASSWORD", "") and not setting("ADMIN_PASSWORD_FILE", ""):
         env["ADMIN_PASSWORD"] = secrets.token_urlsafe(9)
         print(f"no ADMIN_PASSWORD set: for this run, log in as admin / {env['ADMIN_PASSWORD']}")
@@ -82,9 +85,11 @@ def main() -> int:
             time.sleep(0.1)
     for name in ("inference", "synth", "gateway"):
         start(name, [sys.executable, "-m", name])
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    print(f"\n  Play Bach is starting: open http://{shown}:{port}/ and press Play "
-          f"(API docs: /docs). Ctrl-C stops everything.\n", flush=True)
+    env.update(UI_PORT=ui_port, UI_HOST=host)
+    start("ui", [sys.executable, "-m", "ui"])
+    print(f"\n  Play Bach is starting. The control room: http://{shown}:{ui_port}/ · the player "
+          f"alone: http://{shown}:{port}/ · API docs: http://{shown}:{port}/docs\n"
+          f"  Ctrl-C stops everything.\n", flush=True)
 
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,14 +8,14 @@ import time
 
 import httpx
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, run
 from tests.live.client import listen
-from tests.live.conftest import run
 
 
 def test_up_runs_everything_and_ctrl_c_stops_everything(tmp_path):
-    port, redis_port = free_port(), free_port()
-    env = {**os.environ, "PORT": str(port), "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
+    port, redis_port, ui_port = free_port(), free_port(), free_port()
+    env = {**os.environ, "PORT": str(port), "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+           "UI_PORT": str(ui_port)}
     env.pop("ADMIN_PASSWORD", None)
     proc = subprocess.Popen([sys.executable, "scripts/up.py"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -30,12 +30,14 @@ def test_up_runs_everything_and_ctrl_c_stops_everything(tmp_path):
                 time.sleep(0.2)
         heard = run(listen(url, "radio", 4.0))
         assert heard.seconds() > 2 and heard.rms() > 100
+        ui = httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=10)
+        assert ui.text == "ok"
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out[-2000:]
-    assert "log in as admin / " in out and f"open http://127.0.0.1:{port}/" in out
-    for name in ("redis", "inference", "synth", "gateway"):
+    assert "log in as admin / " in out and f"http://127.0.0.1:{ui_port}/" in out
+    for name in ("redis", "inference", "synth", "gateway", "ui"):
         assert f"{name:>9} |" in out, f"no labelled log lines from {name}"
     children = subprocess.run(["pgrep", "-f", f"redis-server.*{redis_port}"],
                               capture_output=True, text=True)

@@ -7,12 +7,14 @@ import secrets
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from gateway import auth, metrics
+from gateway.listen import wav_header
 from gateway.store import Store
 from playbach import streams
+from playbach.midifile import to_midi
 from playbach.modeldir import ModelError
 from playbach.schemas import ChannelParams, ChannelUpdate
 
@@ -149,6 +151,37 @@ async def audio_test(cid: ChannelId, db: Annotated[Store, Depends(store)]) -> di
     await _channel(db, cid)
     await db.announce(cid, "tone", hz=440, seconds=1.0)
     return {"status": "a 440 Hz test tone is on its way"}
+
+
+@router.get("/channels/{cid}/recent.mid", tags=["channels"],
+            responses={200: {"content": {"audio/midi": {}}}})
+async def recent_midi(cid: ChannelId, db: Annotated[Store, Depends(store)],
+                      seconds: Annotated[float, Query(gt=0, le=600)] = 120) -> Response:
+    """What the channel played in the last ``seconds`` (at most 600), as a MIDI file."""
+    params = await _channel(db, cid)
+    notes = await db.heard_notes(cid, seconds)
+    if not notes:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"channel {cid!r} played nothing in the last {seconds:g} s")
+    data = to_midi([n.event() for n in notes], params.bpm, params.instrument)
+    return Response(data, media_type="audio/midi", headers={
+        "Content-Disposition": f'attachment; filename="playbach-{cid}.mid"'})
+
+
+@router.get("/channels/{cid}/recent.wav", tags=["channels"],
+            responses={200: {"content": {"audio/wav": {}}}})
+async def recent_wav(cid: ChannelId, db: Annotated[Store, Depends(store)],
+                     seconds: Annotated[float, Query(gt=0, le=120)] = 60) -> Response:
+    """The channel's audio of the last ``seconds`` (at most 120, what Redis keeps), as WAV."""
+    await _channel(db, cid)
+    chunks = await db.heard_audio(cid, seconds)
+    if not chunks:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"channel {cid!r} played nothing in the last {seconds:g} s")
+    pcm = b"".join(c.pcm for c in chunks)
+    return Response(wav_header(chunks[0].rate, chunks[0].channels, len(pcm)) + pcm,
+                    media_type="audio/wav", headers={
+                        "Content-Disposition": f'attachment; filename="playbach-{cid}.wav"'})
 
 
 # --- models, instruments, stats ------------------------------------------------------------

@@ -19,6 +19,7 @@ from gateway import api, listen, metrics
 from gateway.hub import Hubs
 from gateway.settings import GatewaySettings
 from gateway.store import Store
+from playbach import service
 from playbach.schemas import ChannelParams
 
 log = logging.getLogger("gateway")
@@ -39,7 +40,8 @@ def explain(exc: RequestValidationError) -> str:
 def create_app(settings: GatewaySettings, redis: Redis | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.redis = redis or Redis.from_url(settings.redis_url)
+        # A listener's hub holds a connection in a blocking read: room for many channels.
+        app.state.redis = redis or service.client(settings.redis_url, connections=256)
         app.state.store = Store(app.state.redis, settings.models_dir)
         backlog = round(settings.backlog_seconds * 44100 / 2048)
         app.state.hubs = Hubs(app.state.redis, settings.replica_id, backlog)

@@ -93,7 +93,7 @@ class ChannelHub:
         self.backlog_chunks = backlog_chunks
         self.on_empty = on_empty
         self.task: asyncio.Task | None = None
-        self.started = asyncio.Event()
+        self.stopping = False
 
     async def start(self) -> None:
         """Fill the backlog from the stream's tail, then follow it."""
@@ -124,12 +124,12 @@ class ChannelHub:
 
     async def _follow(self, last: bytes | str) -> None:
         key = streams.audio(self.cid)
-        while True:
+        while not self.stopping:
             try:
                 found = await self.redis.xread({key: last}, block=1000, count=50)
-            except asyncio.CancelledError:
-                raise
             except (RedisError, OSError) as exc:
+                if self.stopping:  # redis-py reports a cancelled blocking read as an error
+                    return
                 log.warning("channel %s: reading audio failed (%s); retrying", self.cid, exc)
                 await asyncio.sleep(0.5)
                 continue
@@ -145,10 +145,12 @@ class ChannelHub:
                     metrics.CHUNKS_FANNED.inc()
 
     async def stop(self) -> None:
+        self.stopping = True
         if self.task:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            done, _ = await asyncio.wait({self.task}, timeout=2)
+            if not done:
+                log.warning("channel %s: the audio reader did not stop in 2 s", self.cid)
         for listener in list(self.listeners):
             listener.close()
 
@@ -164,23 +166,26 @@ class Hubs:
         self._tasks: list[asyncio.Task] = []
 
     async def join(self, cid: str, listener: Listener) -> ChannelHub:
+        # Under the lock that _empty takes too: a listener never joins a hub being stopped.
         async with self._lock:
             hub = self.hubs.get(cid)
             if hub is None:
                 hub = ChannelHub(self.redis, cid, self.backlog_chunks, self._empty)
                 await hub.start()
                 self.hubs[cid] = hub
-        hub.join(listener)
+            hub.join(listener)
         await self.beat(cid, len(hub.listeners))  # a channel nobody heard starts at once
         return hub
 
     async def _empty(self, cid: str) -> None:
-        async with self._lock:
+        async with self._lock:  # only the bookkeeping: nothing slow may hold up joins
             hub = self.hubs.get(cid)
-            if hub and not hub.listeners:
-                del self.hubs[cid]
-                await hub.stop()
-                await self.redis.hdel(streams.listeners(cid), self.replica)
+            if hub is None or hub.listeners:
+                return
+            del self.hubs[cid]
+        await hub.stop()
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.hdel(streams.listeners(cid), self.replica)
 
     async def beat(self, cid: str, count: int) -> None:
         now = int(time.time() * 1000)
@@ -195,8 +200,8 @@ class Hubs:
             for cid, hub in list(self.hubs.items()):
                 try:
                     await self.beat(cid, len(hub.listeners))
-                except (RedisError, OSError) as exc:
-                    log.warning("heartbeat failed: %s", exc)
+                except Exception:  # keep beating: silence here stops every channel's music
+                    log.exception("heartbeat for channel %s failed", cid)
             await asyncio.sleep(1.0)
 
     async def control(self) -> None:
@@ -214,8 +219,11 @@ class Hubs:
                     last = entry_id
                     f = {_t(k): _t(v) for k, v in fields.items()}
                     hub = self.hubs.get(f.get("channel", ""))
-                    if hub:
-                        hub.broadcast(json.dumps(event_of(f)))
+                    try:
+                        if hub:
+                            hub.broadcast(json.dumps(event_of(f)))
+                    except (ValueError, TypeError):  # a malformed entry: skip it, not the rest
+                        log.warning("skipped a malformed control entry %s", entry_id)
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self.heartbeat()), asyncio.create_task(self.control())]

@@ -85,12 +85,12 @@ async def _send(ws: WebSocket, listener: Listener) -> None:
         pass
 
 
-def wav_header(rate: int, channels: int) -> bytes:
-    """A WAV header with the largest sizes, for a stream with no end."""
-    size = 0xFFFFFFFF
-    return b"RIFF" + struct.pack("<I", size) + b"WAVEfmt " + struct.pack(
+def wav_header(rate: int, channels: int, data_bytes: int | None = None) -> bytes:
+    """A 16-bit PCM WAV header; without a size, the largest (a stream with no end)."""
+    data = 0xFFFFFFFF - 36 if data_bytes is None else data_bytes
+    return b"RIFF" + struct.pack("<I", data + 36) + b"WAVEfmt " + struct.pack(
         "<IHHIIHH", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16
-    ) + b"data" + struct.pack("<I", size)
+    ) + b"data" + struct.pack("<I", data)
 
 
 @router.get("/stream/{cid}.wav", tags=["listen"],

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from playbach import streams
 from playbach.gm import PROGRAMS
 from playbach.modeldir import ModelError, list_models, model_dir, read_meta
-from playbach.schemas import ChannelParams, ChannelUpdate
+from playbach.schemas import AudioChunk, ChannelParams, ChannelUpdate, NoteEvent
 
 
 def _text(value: Any) -> str:
@@ -84,6 +84,20 @@ class Store:
             "underruns": counters.get("underruns", 0),
             "inference": _text(owner) if owner else None, "synth": pos.get("replica"),
         }
+
+    async def heard_notes(self, cid: str, seconds: float) -> list[NoteEvent]:
+        """The notes of the last ``seconds`` that the synth has started (not those ahead)."""
+        since = int((time.time() - seconds) * 1000)
+        played = await self.redis.hget(streams.synth_position(cid), "seq")
+        last = int(played) if played is not None else -1
+        entries = await self.redis.xrange(streams.notes(cid), min=f"{since}-0")
+        return [n for n in (NoteEvent.from_fields(f) for _, f in entries) if n.seq <= last]
+
+    async def heard_audio(self, cid: str, seconds: float) -> list[AudioChunk]:
+        """The audio chunks rendered in the last ``seconds``, in order."""
+        since = int((time.time() - seconds) * 1000)
+        entries = await self.redis.xrange(streams.audio(cid), min=f"{since}-0")
+        return [AudioChunk.from_fields(f) for _, f in entries]
 
     async def count_underruns(self, cid: str, count: int) -> None:
         await self.redis.hincrby(streams.stats(cid), "underruns", count)

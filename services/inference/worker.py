@@ -118,10 +118,14 @@ class InferenceWorker:
             return
         if new != owned.params:
             await self.apply(owned, new)
-        synth_seq = await self.redis.hget(streams.synth_position(owned.cid), "seq")
-        heard = owned.beats.get(int(synth_seq), None) if synth_seq is not None else None
-        start = heard if heard is not None else (owned.beats[min(owned.beats)]
-                                                 if owned.beats else owned.beat)
+        # Where the synth is, on our timeline: the start of the note it last began, plus how
+        # far past that start it has rendered (a long note must not stall the next one).
+        seq, into = await self.redis.hmget(streams.synth_position(owned.cid), "seq", "into")
+        heard = owned.beats.get(int(seq)) if seq is not None else None
+        if heard is not None:
+            start = heard + float(into or 0)
+        else:  # the synth has not started this channel yet: count from our first note
+            start = owned.beats[min(owned.beats)] if owned.beats else owned.beat
         lead_beats = self.settings.lead_seconds * owned.params.bpm / 60
         pipe = self.redis.pipeline(transaction=False)
         written = 0

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from playbach.settings import ServiceSettings, load
@@ -20,9 +20,16 @@ S = TypeVar("S", bound=ServiceSettings)
 log = logging.getLogger("playbach")
 
 
+def client(url: str, connections: int = 64) -> Redis:
+    """A Redis client whose pool makes callers wait for a free connection when all are busy
+    (the default pool fails them instead: a crowd joining at once got errors)."""
+    return Redis(connection_pool=BlockingConnectionPool.from_url(
+        url, max_connections=connections, timeout=20))
+
+
 async def connect(url: str, service: str) -> Redis:
     """A Redis client that answered a PING, or exit(2) with one line saying where it looked."""
-    redis = Redis.from_url(url)
+    redis = client(url)
     try:
         await redis.ping()
     except (RedisError, OSError) as exc:

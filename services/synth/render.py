@@ -54,6 +54,7 @@ class Renderer:
         self.beat = 0.0  # the synth's beat clock at the next frame to render
         self.next_beat = 0.0  # where the next pending note starts
         self.last_seq = -1  # last note started
+        self.last_start = 0.0  # and where, on this beat clock
         self.last_id = "0-0"  # its stream id: a new owner reads the notes after it
         self.starved_chunks = 0  # chunks with no note to start in time (inference behind)
         self.tone_left = 0  # frames of test tone still to play
@@ -118,6 +119,7 @@ class Renderer:
                               beats=note.duration, program=self.program, model=note.model,
                               temperature=note.temperature))
             self.last_seq, self.last_id = note.seq, payload.stream_id  # type: ignore[union-attr]
+            self.last_start = self.beat + offset * per_frame
         out.append(self._segment(frames - done))
         self.beat = end
         return np.concatenate(out), ons

@@ -23,7 +23,7 @@ class SynthSettings(ServiceSettings):
     lease_ms: int = Field(1500, ge=200, le=60_000)
     tick_ms: int = Field(20, ge=5, le=1000)
     idle_ms: int = Field(5000, ge=500)
-    audio_maxlen: int = Field(600, ge=50, description="chunks kept per channel stream")
+    audio_maxlen: int = Field(2800, ge=50, description="chunks kept per channel (2800: 130 s)")
 
     @field_validator("soundfont")
     @classmethod

@@ -141,6 +141,7 @@ class SynthWorker:
             lead_ms = (voice.pos / s.sample_rate - (time.monotonic() - voice.origin)) * 1000
             pipe.hset(streams.synth_position(voice.cid), mapping={
                 "pos": voice.pos, "beat": r.beat, "seq": r.last_seq, "id": r.last_id,
+                "into": r.beat - r.last_start,  # beats past the start of note `seq`
                 "lead_ms": round(lead_ms, 1), "starved": r.starved_chunks,
                 "replica": s.replica_id})
             await pipe.execute()

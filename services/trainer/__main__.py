@@ -66,7 +66,8 @@ def _check_generation(args: argparse.Namespace) -> None:
         raise UserError("--notes must be at least 1")
     if not 0.1 <= args.temperature <= 3.0:
         raise UserError("--temperature must be between 0.1 and 3.0")
-    if getattr(args, "bpm", 90) and not 40 <= args.bpm <= 240:
+    bpm = getattr(args, "bpm", None)  # generate has one, evaluate does not
+    if bpm is not None and not 40 <= bpm <= 240:
         raise UserError("--bpm must be between 40 and 240")
 
 

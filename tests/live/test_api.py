@@ -10,9 +10,8 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import SHIPPED
+from tests.conftest import PASSWORD, SHIPPED, login, run
 from tests.live.client import Heard, listen
-from tests.live.conftest import PASSWORD, login, run
 
 
 @pytest.fixture

@@ -2,40 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.conftest import REPO
-
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
-
-
-# Pixels of the roll in the notes' warm colours (the background and grid are grey).
-COLOURED_PIXELS = """() => {
-    const c = document.getElementById('roll');
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    let n = 0;
-    for (let i = 0; i < d.length; i += 4) if (d[i] > 80 && d[i] > d[i + 2] + 40) n++;
-    return n; }"""
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("chromium is not installed (make test installs it)")
-    return path
-
-
-def open_browser(p, tmp_path: Path):
-    return p.chromium.launch_persistent_context(
-        str(tmp_path / "profile"), executable_path=chromium(), headless=True,
-        args=CHROMIUM_FLAGS, viewport={"width": 390, "height": 844})  # a phone
+from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, open_browser
 
 
 @pytest.mark.parametrize("device_rate", [None, 48000])

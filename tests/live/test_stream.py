@@ -10,8 +10,8 @@ import statistics
 import httpx
 import numpy as np
 
+from tests.conftest import login, run
 from tests.live.client import Heard, listen
-from tests.live.conftest import login, run
 
 RATE = 44100
 
@@ -42,16 +42,24 @@ def test_raising_bpm_shortens_the_spacing_of_note_ons(live):
     url, auth = live.gateway_url, login(live.gateway_url)
     httpx.patch(f"{url}/api/channels/radio", json={"bpm": 60}, headers=auth).raise_for_status()
 
-    def samples_per_beat(heard: Heard) -> float:
+    def spacings(heard: Heard) -> list[float]:
+        """Samples per beat between consecutive note-ons."""
         notes = sorted(heard.notes, key=lambda n: n["seq"])
-        return statistics.median((b["pos"] - a["pos"]) / a["beats"]
-                                 for a, b in itertools.pairwise(notes) if b["seq"] == a["seq"] + 1)
+        return [(b["pos"] - a["pos"]) / a["beats"]
+                for a, b in itertools.pairwise(notes) if b["seq"] == a["seq"] + 1]
+
+    def enough(heard: Heard) -> bool:  # slow chorales hold notes for seconds: count, not time
+        return len(spacings(heard)) >= 6
+
+    def samples_per_beat(heard: Heard) -> float:
+        assert enough(heard), f"only {len(heard.notes)} notes heard"
+        return statistics.median(spacings(heard))
 
     async def scenario():
-        slow = await listen(url, "radio", 5.0)
+        slow = await listen(url, "radio", 30.0, until=enough)
         httpx.patch(f"{url}/api/channels/radio", json={"bpm": 180}, headers=auth)
         await asyncio.sleep(1.0)  # what was rendered at 60 BPM plays out
-        fast = await listen(url, "radio", 4.0)
+        fast = await listen(url, "radio", 20.0, until=enough)
         return slow, fast
 
     slow, fast = run(scenario())
@@ -118,3 +126,27 @@ def test_wav_stream_for_vlc(live):
     assert data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt "
     pcm = np.frombuffer(data[44:44 + RATE * 2], np.int16)
     assert np.sqrt(np.mean(pcm.astype(float) ** 2)) > 100
+
+
+def test_rapid_reconnects_always_get_audio(live):
+    """A listener joining while the last one leaves once got a hub being stopped: silence."""
+    url = live.gateway_url.replace("http://", "ws://") + "/ws/radio"
+
+    async def hop() -> None:
+        import websockets
+
+        async with websockets.connect(url, max_size=2**22) as ws:
+            while not isinstance(await ws.recv(), bytes):
+                pass
+
+    async def scenario() -> list[float]:
+        await asyncio.wait_for(hop(), 20)  # the channel starts
+        times = []
+        for _ in range(30):
+            t = asyncio.get_running_loop().time()
+            await asyncio.wait_for(hop(), 5)
+            times.append(asyncio.get_running_loop().time() - t)
+        return times
+
+    times = run(scenario())
+    assert max(times) < 1.0, f"a reconnect waited {max(times):.2f} s for audio"

@@ -147,5 +147,6 @@ $('channel').addEventListener('change', (e) => {
   history.replaceState(null, '', `?channel=${encodeURIComponent(state.channel)}`);
   loadLists().then(() => { if (playing) start(); });
 });
+if (q.get('embed')) document.body.classList.add('embed');  // inside the control room
 loadLists();
 requestAnimationFrame(draw);

@@ -1,0 +1,286 @@
+"""Play Bach's control room. Run: ``streamlit run services/ui/app.py`` (``make up`` does).
+
+Everything goes through the gateway's REST API; the embedded player connects from the
+visitor's browser to the gateway's public URL."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+import pandas as pd
+import streamlit as st
+from pydantic import ValidationError
+from streamlit.components.v1 import iframe
+
+from playbach.settings import describe
+from ui.client import Gateway, GatewayError
+from ui.settings import UiSettings
+
+st.set_page_config(page_title="Play Bach — control room", page_icon="🎼", layout="wide")
+HISTORY = 300  # stats points kept for the charts
+
+
+def load_settings() -> UiSettings | str:  # cheap; not cached, so the environment is respected
+    try:
+        return UiSettings()
+    except ValidationError as exc:
+        return f"bad setting: {describe(exc)}"
+
+
+settings = load_settings()
+if isinstance(settings, str):
+    st.error(settings)
+    st.stop()
+state = st.session_state
+if "gateway" not in state:
+    state.gateway = Gateway(settings.gateway_url, settings.request_timeout)
+gw: Gateway = state.gateway
+state.setdefault("flash", [])
+state.setdefault("playing", False)
+state.setdefault("history", [])
+
+
+def flash(kind: str, text: str) -> None:
+    """A message shown once, after the rerun a callback causes."""
+    state.flash.append((kind, text))
+
+
+def attempt(action, success: str | None = None):
+    try:
+        result = action()
+    except GatewayError as exc:
+        flash("error", str(exc))
+        return None
+    if success:
+        flash("success", success)
+    return result
+
+
+# --- sidebar: login and the server test ----------------------------------------------------
+
+with st.sidebar:
+    st.title("🎼 Play Bach")
+    st.caption("A neural network improvises Bach, live.")
+    if gw.token:
+        st.success("logged in")
+        if st.button("Log out", key="logout"):
+            gw.token = None
+            st.rerun()
+    else:
+        with st.form("login"):
+            user = st.text_input("User", key="username", value="admin")
+            password = st.text_input("Password", key="password", type="password")
+            submitted = st.form_submit_button("Log in", key="login-submit", width="stretch")
+        if submitted and attempt(lambda: gw.login(user, password), "logged in"):
+            st.rerun()
+    st.divider()
+
+    def server_test() -> None:
+        pong = attempt(gw.ping)
+        if pong:
+            flash("success", f"Server test: {pong['round_trip_ms']:.0f} ms round trip "
+                             f"(Redis {pong['redis_ms']:.1f} ms)")
+
+    st.button("Server test", key="ping", on_click=server_test,
+              help="a round trip through the gateway and Redis")
+    st.caption(f"Gateway: {settings.public_gateway_url} · [API docs]"
+               f"({settings.public_gateway_url}/docs)")
+
+# Messages and notices live in containers that always exist, so what comes after them keeps
+# its place in the page: the embedded player is never re-created (and never goes silent)
+# because a message appeared or disappeared above it.
+messages = st.container()
+for kind, text in state.flash:
+    (messages.error if kind == "error" else messages.success)(text)
+state.flash = []
+
+try:
+    channels = gw.channels()
+    models = gw.models()
+    instruments = gw.instruments()
+except GatewayError as exc:
+    st.error(f"{exc}. Is it running? (`make up` starts it.)")
+    st.stop()
+
+listen, stats_tab, guide = st.tabs(["🎧 Listen", "📈 Stats", "📖 Guide & about"])
+
+# --- listen ------------------------------------------------------------------------------
+
+with listen:
+    ids = [c["id"] for c in channels]
+    if not ids:
+        st.warning("No channels yet: log in and create one.")
+        st.stop()
+    state.setdefault("channel", "radio" if "radio" in ids else ids[0])
+    if state.channel not in ids:
+        state.channel = ids[0]
+    pick, new = st.columns([3, 2], vertical_alignment="bottom")
+    cid = pick.selectbox("Channel", ids, key="channel",
+                         format_func=lambda c: "radio (shared)" if c == "radio" else c)
+
+    def create_mine() -> None:
+        made = attempt(lambda: gw.create_channel(**gw.channel(state.channel)["params"]),
+                       "a new channel, generated now, just for you")
+        if made:
+            state.channel = made["id"]
+
+    new.button("New channel just for me", key="new-channel", on_click=create_mine,
+               disabled=not gw.token, width="stretch")
+    params = next(c["params"] for c in channels if c["id"] == cid)
+    readonly = not gw.token
+    notice = st.container()
+    if readonly:
+        notice.info("Log in (in the sidebar) to change the music. Anyone can listen.")
+
+    def change(field: str, key: str, convert=lambda v: v) -> None:
+        value = convert(state[key])
+        attempt(lambda: gw.update(cid, **{field: value}), f"{field} set to {value} on {cid}")
+
+    c1, c2 = st.columns(2)
+    model_names = [m["name"] for m in models]
+    by_name = {m["name"]: m for m in models}
+
+    def model_label(name: str) -> str:
+        m = by_name[name]
+        acc = (m.get("test_accuracy") or {}).get("pitch")
+        shown = f"{acc:.0%} pitch accuracy on held-out pieces" if acc is not None else "no metrics"
+        return f"{name} — {shown} · {m.get('corpus') or '?'}"
+
+    c1.selectbox("Model", model_names, key=f"model-{cid}", format_func=model_label,
+                 index=model_names.index(params["model"]) if params["model"] in model_names
+                 else 0, on_change=change, args=("model", f"model-{cid}"), disabled=readonly)
+    names = [f"{i['program']}: {i['name']}" for i in instruments]
+    c2.selectbox("Instrument", names, index=params["instrument"], key=f"instrument-{cid}",
+                 on_change=change,
+                 args=("instrument", f"instrument-{cid}", lambda v: int(v.split(":")[0])),
+                 disabled=readonly)
+    c1.slider("BPM", 40, 240, int(params["bpm"]), key=f"bpm-{cid}", on_change=change,
+              args=("bpm", f"bpm-{cid}"), disabled=readonly)
+    c2.slider("Temperature", 0.1, 3.0, float(params["temperature"]), step=0.05,
+              key=f"temperature-{cid}", on_change=change, args=("temperature",
+                                                                 f"temperature-{cid}"),
+              help="low: safe, repetitive choices; 1: as learned; high: adventurous",
+              disabled=readonly)
+    seed_col, apply_col = c1.columns([3, 1], vertical_alignment="bottom")
+    seed = seed_col.text_input("Seed (optional)", value="" if params["seed"] is None
+                               else str(params["seed"]), key=f"seed-{cid}",
+                               placeholder="empty: a new surprise every time",
+                               disabled=readonly)
+
+    def apply_seed() -> None:
+        text = state[f"seed-{cid}"].strip()
+        if not text:
+            flash("error", "type a whole number from 0 to 4294967295 as the seed")
+            return
+        try:
+            value = int(text)
+        except ValueError:
+            flash("error", f"seed: {text!r} is not a whole number (0 to 4294967295)")
+            return
+        attempt(lambda: gw.update(cid, seed=value), "seed set: the same seed, the same music")
+
+    apply_col.button("Apply", key=f"apply-seed-{cid}", on_click=apply_seed, disabled=readonly,
+                     width="stretch")
+
+    def toggle() -> None:
+        state.playing = not state.playing
+
+    play_col, tone_col, _ = st.columns([1, 1, 3])
+    play_col.button("■ Stop" if state.playing else "▶ Play", key="play", on_click=toggle,
+                    width="stretch", type="primary")
+    tone_col.button("Audio test", key="tone", width="stretch",
+                    on_click=lambda: attempt(lambda: gw.tone(cid), "Audio test: a 440 Hz tone "
+                                             "plays in the player for one second"),
+                    help="a 440 Hz tone through the same audio path as the music")
+    player = st.container()
+    if state.playing:
+        player.caption("Press ▶ Play inside the player: browsers start sound only on a click "
+                       "there.")
+        token = f"&token={quote(gw.token)}" if gw.token else ""  # for PUBLIC_LISTENING=false
+        with player:
+            iframe(f"{settings.public_gateway_url}/?channel={quote(cid)}&embed=1{token}",
+                   height=560, scrolling=False)
+
+    with st.expander("Download what you just heard"):
+        minutes = st.slider("Minutes", 0.5, 2.0, 2.0, step=0.5, key="minutes")
+        if st.button("Prepare the files", key="prepare"):
+            midi = attempt(lambda: gw.recent(cid, "mid", minutes * 60))
+            wav = attempt(lambda: gw.recent(cid, "wav", min(minutes * 60, 120)))
+            state.downloads = {"mid": midi, "wav": wav, "cid": cid}
+            st.rerun()
+        files = state.get("downloads") or {}
+        if files.get("cid") == cid:
+            d1, d2 = st.columns(2)
+            if files.get("mid"):
+                d1.download_button("MIDI file", files["mid"], f"playbach-{cid}.mid",
+                                   "audio/midi", key="download-mid")
+            if files.get("wav"):
+                d2.download_button("WAV file", files["wav"], f"playbach-{cid}.wav",
+                                   "audio/wav", key="download-wav")
+
+# --- stats -------------------------------------------------------------------------------
+
+
+@st.fragment(run_every=settings.stats_every)
+def stats_panel() -> None:
+    try:
+        now = gw.stats()
+    except GatewayError as exc:
+        st.error(str(exc))
+        return
+    for ch, values in now["channels"].items():
+        state.history.append({"time": pd.Timestamp(now["time"], unit="s"), "channel": ch,
+                              **{k: v for k, v in values.items()
+                                 if isinstance(v, int | float)}})
+    state.history = state.history[-HISTORY * max(len(now["channels"]), 1):]
+    frame = pd.DataFrame(state.history)
+    if frame.empty:
+        st.info("No channels yet.")
+        return
+    st.caption(f"Refreshes every {settings.stats_every:g} s · updated "
+               f"{time.strftime('%H:%M:%S')}")
+    charts = [("listeners", "Listeners"), ("notes_per_s", "Notes per second"),
+              ("lead_ms", "Synth lead (ms)"), ("underruns", "Underruns reported by players")]
+    cols = st.columns(2)
+    for i, (metric, title) in enumerate(charts):
+        with cols[i % 2]:
+            st.markdown(f"**{title}**")
+            wide = frame.pivot_table(index="time", columns="channel", values=metric)
+            st.line_chart(wide, height=180)
+    st.dataframe(pd.DataFrame(now["channels"]).T, width="stretch")
+
+
+with stats_tab:
+    stats_panel()
+
+# --- guide -------------------------------------------------------------------------------
+
+with guide:
+    st.markdown(f"""
+### How to use it
+1. **Listen**: press **▶ Play** above, then ▶ Play in the player. The piano roll shows the notes
+   as they sound; the line is *now*, notes to its right are about to play.
+2. **Change the music** (log in first): model, instrument, BPM and temperature act while it
+   plays — a new instrument or tempo within about half a second, a new temperature or model
+   within about a second and a half.
+3. **Your own channel**: *New channel just for me* starts one that only you change. The shared
+   *radio* is what everyone hears.
+4. **Server test** checks the gateway and Redis; **Audio test** plays a 440 Hz tone through the
+   same path as the music. **Download** keeps the last minutes as MIDI or WAV.
+
+### What temperature does
+The network gives every possible next chord a probability. The temperature reshapes them before
+one is drawn: **below 1** the likely choices win more often (calm, sometimes repetitive);
+**1** plays as it learned; **above 1** unlikely choices get a chance (adventurous, sometimes
+wrong). A **seed** makes a channel's choices repeatable.
+
+### About
+An LSTM trained on the Bach chorales that ship with music21 (key-normalized, four voices as
+chords) improvises note by note; a single-step TFLite model makes each note in a fraction of a
+millisecond, FluidSynth with the FluidR3 General MIDI SoundFont plays it, and the gateway
+streams it to every listener. It grew from an LSTM on Bach's cello suites with a Flask WAV
+stream. Links: [the player]({settings.public_gateway_url}/) ·
+[WAV stream for VLC]({settings.public_gateway_url}/stream/radio.wav) ·
+[API documentation]({settings.public_gateway_url}/docs).
+""")

@@ -1,0 +1,90 @@
+"""The control room with Streamlit's AppTest against a real gateway and redis-server: every
+control sends the right request, and refused values show the gateway's own message."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import PASSWORD, REPO
+
+APP = str(REPO / "services" / "ui" / "app.py")
+
+
+@pytest.fixture
+def gateway(services, monkeypatch) -> str:
+    url = services.gateway()
+    monkeypatch.setenv("GATEWAY_URL", url)
+    return url
+
+
+def start(logged_in: bool = True) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception, at.exception
+    if logged_in:
+        at.text_input(key="password").input(PASSWORD)
+        at.button(key="login-submit").click().run()
+        assert not at.exception and any("logged in" in s.value for s in at.sidebar.success)
+    return at
+
+
+def params(url: str, cid: str = "radio") -> dict:
+    return httpx.get(f"{url}/api/channels/{cid}").json()["params"]
+
+
+def test_every_control_changes_the_channel(gateway):
+    at = start()
+    at.slider(key="bpm-radio").set_value(132).run()
+    assert params(gateway)["bpm"] == 132
+    at.slider(key="temperature-radio").set_value(0.55).run()
+    assert params(gateway)["temperature"] == 0.55
+    at.selectbox(key="instrument-radio").set_value("42: Cello").run()
+    assert params(gateway)["instrument"] == 42
+    at.selectbox(key="model-radio").set_value("default").run()
+    assert params(gateway)["model"] == "default"
+    at.text_input(key="seed-radio").input("1234").run()
+    at.button(key="apply-seed-radio").click().run()
+    assert params(gateway)["seed"] == 1234
+    assert not at.exception and not at.error
+
+
+def test_refused_values_show_the_gateways_message(gateway):
+    at = start()
+    at.text_input(key="seed-radio").input("99999999999").run()
+    at.button(key="apply-seed-radio").click().run()
+    assert [e.value for e in at.error] == [
+        "seed: Input should be less than or equal to 4294967295 (got 99999999999)"]
+    assert params(gateway)["seed"] is None  # nothing changed
+    at.text_input(key="seed-radio").input("twelve").run()
+    at.button(key="apply-seed-radio").click().run()
+    assert "is not a whole number" in at.error[0].value
+
+
+def test_login_is_required_to_change_and_a_bad_password_says_so(gateway):
+    at = start(logged_in=False)
+    assert at.slider(key="bpm-radio").disabled
+    assert any("Log in" in i.value for i in at.info)
+    at.text_input(key="password").input("wrong").run()
+    at.button(key="login-submit").click().run()
+    assert at.error[0].value == "wrong user name or password"
+
+
+def test_new_channel_server_test_and_audio_test(gateway):
+    at = start()
+    at.button(key="new-channel").click().run()
+    mine = at.session_state["channel"]
+    assert mine.startswith("ch-") and mine in [c["id"] for c in
+                                               httpx.get(f"{gateway}/api/channels").json()]
+    assert "just for you" in at.success[0].value
+    at.button(key="ping").click().run()
+    assert any(s.value.startswith("Server test: ") for s in at.success)
+    at.button(key="tone").click().run()
+    assert any("440 Hz" in s.value for s in at.success)
+
+
+def test_an_unreachable_gateway_is_a_sentence_not_a_traceback(monkeypatch):
+    monkeypatch.setenv("GATEWAY_URL", "http://127.0.0.1:9")
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    assert "is unreachable" in at.error[0].value and "make up" in at.error[0].value
