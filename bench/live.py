@@ -16,9 +16,9 @@ import argparse
 import asyncio
 import os
 import resource
-from collections import Counter
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
