@@ -34,7 +34,7 @@ test: setup lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check services tests bench
+	$(VENV)/bin/ruff check services tests bench scripts
 
 # Reproduces models/default exactly as its meta.json records.
 train: setup

@@ -40,6 +40,12 @@ class GatewaySettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _password_from_file(self) -> GatewaySettings:
+        # Empty means unset (compose passes `${ADMIN_PASSWORD:-}`): never an empty password
+        # that logs anyone in, never an empty key that signs tokens anyone can forge.
+        if self.admin_password is not None and not self.admin_password.get_secret_value():
+            object.__setattr__(self, "admin_password", None)
+        if not self.token_secret.get_secret_value():
+            object.__setattr__(self, "token_secret", SecretStr(secrets.token_hex(32)))
         if self.admin_password is None and self.admin_password_file is not None:
             text = self.admin_password_file.expanduser().read_text().strip()
             object.__setattr__(self, "admin_password", SecretStr(text))

@@ -45,3 +45,13 @@ def test_wav_header_is_a_valid_endless_wav():
     assert len(h) == 44 and h[:4] == b"RIFF" and h[8:12] == b"WAVE"
     channels, rate, byte_rate, align, bits = struct.unpack("<HIIHH", h[22:36])
     assert (channels, rate, byte_rate, align, bits) == (1, 44100, 88200, 2, 16)
+
+
+def test_empty_secrets_mean_unset(monkeypatch):
+    from gateway.settings import GatewaySettings
+
+    monkeypatch.setenv("ADMIN_PASSWORD", "")
+    monkeypatch.setenv("TOKEN_SECRET", "")
+    settings = GatewaySettings()
+    assert settings.admin_password is None  # nobody logs in with an empty password
+    assert len(settings.token_secret.get_secret_value()) == 64  # a random key, not ""
