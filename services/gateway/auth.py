@@ -10,7 +10,7 @@ import json
 import time
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 FAIL_WINDOW_S = 300
@@ -68,7 +68,7 @@ async def record_failure(redis, client: str) -> None:
 bearer = HTTPBearer(auto_error=False)
 
 
-def token_user(request: Request, token: str | None) -> str | None:
+def token_user(request: Request | WebSocket, token: str | None) -> str | None:
     if not token:
         return None
     return verify(request.app.state.settings.token_secret.get_secret_value(), token)

@@ -217,7 +217,7 @@ class Hubs:
             for _, entries in found:
                 for entry_id, fields in entries:
                     last = entry_id
-                    f = {_t(k): _t(v) for k, v in fields.items()}
+                    f = {streams.text(k): streams.text(v) for k, v in fields.items()}
                     hub = self.hubs.get(f.get("channel", ""))
                     try:
                         if hub:
@@ -234,10 +234,6 @@ class Hubs:
         for hub in list(self.hubs.values()):
             await hub.stop()
         self.hubs.clear()
-
-
-def _t(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def event_of(fields: dict[str, str]) -> dict[str, Any]:

@@ -29,9 +29,9 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
     return urlsplit(origin).netloc == (host or "")
 
 
-def may_listen(request_app, token: str | None, scope_request) -> bool:
-    settings = request_app.state.settings
-    return settings.public_listening or auth.token_user(scope_request, token) is not None
+def may_listen(conn: Request | WebSocket, token: str | None) -> bool:
+    """Listening is public, or needs a valid token (PUBLIC_LISTENING=false)."""
+    return conn.app.state.settings.public_listening or auth.token_user(conn, token) is not None
 
 
 @router.websocket("/ws/{cid}")
@@ -42,7 +42,7 @@ async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None)) ->
                           settings.allowed_origins):
         await ws.close(POLICY_VIOLATION, "origin not allowed")
         return
-    if not may_listen(app, token, ws):
+    if not may_listen(ws, token):
         await ws.close(POLICY_VIOLATION, "listening needs a token: ?token=...")
         return
     params = await app.state.store.params(cid)
@@ -98,7 +98,7 @@ def wav_header(rate: int, channels: int, data_bytes: int | None = None) -> bytes
 async def wav(cid: str, request: Request, token: str | None = Query(None)) -> StreamingResponse:
     """The endless WAV stream of a channel, for VLC or an ``<audio>`` tag."""
     app = request.app
-    if not may_listen(app, token, request):
+    if not may_listen(request, token):
         raise HTTPException(401, "listening needs a token: ?token=...")
     if await app.state.store.params(cid) is None:
         raise HTTPException(404, f"no channel {cid!r}")

@@ -15,10 +15,6 @@ from playbach.modeldir import ModelError, list_models, model_dir, read_meta
 from playbach.schemas import AudioChunk, ChannelParams, ChannelUpdate, NoteEvent
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Store:
     def __init__(self, redis: Redis, models_dir: Path) -> None:
         self.redis, self.models_dir = redis, Path(models_dir)
@@ -33,7 +29,7 @@ class Store:
         return ChannelParams.from_fields(fields) if fields else None
 
     async def ids(self) -> list[str]:
-        return sorted(_text(c) for c in await self.redis.smembers(streams.CHANNELS))
+        return sorted(streams.text(c) for c in await self.redis.smembers(streams.CHANNELS))
 
     async def create(self, cid: str, params: ChannelParams) -> bool:
         """False if the channel exists already."""
@@ -72,9 +68,9 @@ class Store:
         since = int(time.time() * 1000) - 10_000
         notes = await self.redis.xrange(streams.notes(cid), min=f"{since}-0", count=10_000)
         chunks = await self.redis.xrange(streams.audio(cid), min=f"{since}-0", count=10_000)
-        pos = {_text(k): _text(v) for k, v in
+        pos = {streams.text(k): streams.text(v) for k, v in
                (await self.redis.hgetall(streams.synth_position(cid))).items()}
-        counters = {_text(k): int(v) for k, v in
+        counters = {streams.text(k): int(v) for k, v in
                     (await self.redis.hgetall(streams.stats(cid))).items()}
         owner = await self.redis.get(streams.lease(streams.INFERENCE, cid))
         return {
@@ -82,7 +78,7 @@ class Store:
             "notes_per_s": len(notes) / 10, "chunks_per_s": len(chunks) / 10,
             "lead_ms": float(pos.get("lead_ms", 0)), "starved_chunks": int(pos.get("starved", 0)),
             "underruns": counters.get("underruns", 0),
-            "inference": _text(owner) if owner else None, "synth": pos.get("replica"),
+            "inference": streams.text(owner) if owner else None, "synth": pos.get("replica"),
         }
 
     async def heard_notes(self, cid: str, seconds: float) -> list[NoteEvent]:
@@ -131,7 +127,7 @@ class Store:
 
     async def instruments(self) -> list[dict[str, Any]]:
         """The SoundFont's names as the synth published them, else the GM standard names."""
-        names = {int(_text(k)): _text(v) for k, v in
+        names = {int(streams.text(k)): streams.text(v) for k, v in
                  (await self.redis.hgetall(streams.INSTRUMENTS)).items()}
         return [{"program": p, "name": names.get(p, PROGRAMS[p]), "gm_name": PROGRAMS[p]}
                 for p in range(128)]

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from playbach.streams import text
 from playbach.vocab import Event
 
 BPM = (40, 240)
@@ -28,8 +29,8 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed, 0-4294
 
 
 def _text(fields: dict, key: str) -> str:
-    value = fields[key.encode()] if key.encode() in fields else fields[key]
-    return value.decode() if isinstance(value, bytes) else value
+    """A stream entry's field, whether the entry's keys are bytes or text."""
+    return text(fields[key.encode()] if key.encode() in fields else fields[key])
 
 
 class ChannelParams(BaseModel):

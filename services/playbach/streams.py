@@ -20,6 +20,12 @@ key                            type    holds
 
 from __future__ import annotations
 
+
+def text(value: bytes | str | None) -> str | None:
+    """A Redis reply (bytes, as the clients return them) as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 CHANNELS = "pb:channels"
 CONTROL = "pb:control"
 ACTIVE = "pb:active"

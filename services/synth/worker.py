@@ -32,10 +32,6 @@ class Voice:
     origin: float  # monotonic time of sample 0
 
 
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class SynthWorker:
     def __init__(self, redis: Redis, settings: SynthSettings) -> None:
         self.redis, self.settings = redis, settings
@@ -83,7 +79,7 @@ class SynthWorker:
         params = ChannelParams.from_fields(fields)
         s = self.settings
         renderer = Renderer(s.soundfont, s.sample_rate, s.gain, params.instrument)
-        saved = {_text(k): _text(v) for k, v in
+        saved = {streams.text(k): streams.text(v) for k, v in
                  (await self.redis.hgetall(streams.synth_position(cid))).items()}
         pos = int(saved.get("pos", 0))
         renderer.beat = renderer.next_beat = float(saved.get("beat", 0.0))
@@ -97,14 +93,14 @@ class SynthWorker:
         entries = await self.redis.xread({streams.CONTROL: self.control_id}, count=100)
         for _, items in entries:
             for entry_id, fields in items:
-                self.control_id = _text(entry_id)
-                f = {_text(k): _text(v) for k, v in fields.items()}
+                self.control_id = streams.text(entry_id)
+                f = {streams.text(k): streams.text(v) for k, v in fields.items()}
                 voice = self.voices.get(f.get("channel", ""))
                 if f.get("type") == "tone" and voice:
                     voice.renderer.tone()
         if self.control_id == "$":
             last = await self.redis.xrevrange(streams.CONTROL, count=1)
-            self.control_id = _text(last[0][0]) if last else "0-0"
+            self.control_id = streams.text(last[0][0]) if last else "0-0"
 
     async def fetch_notes(self, voice: Voice) -> None:
         r = voice.renderer
@@ -113,7 +109,7 @@ class SynthWorker:
         for entry_id, fields in entries:
             note = NoteEvent.from_fields(fields)
             if note.seq > r.last_seq:
-                r.pending.append(Pending(note, _text(entry_id)))
+                r.pending.append(Pending(note, streams.text(entry_id)))
 
     async def serve(self, voice: Voice) -> None:
         fields = await self.redis.hgetall(streams.channel(voice.cid))

@@ -55,9 +55,13 @@ def window_end_accuracy(model, seqs: list[np.ndarray], length: int, batch: int =
     win = windows(seqs, length + 1, 1, pad=False)
     if not len(win):
         return float("nan")
-    x, y, w = xy(win, "last")
+    return end_accuracy(model, *xy(win, "last"), batch=batch)
+
+
+def end_accuracy(model, x: dict, y: dict, w: dict, batch: int = 256) -> float:
+    """Pitch accuracy at the last step of each window (where its weight is not zero)."""
     hits, n = 0, 0
-    for i in range(0, len(win), batch):
+    for i in range(0, len(y["pitch"]), batch):
         logits = model({h: v[i:i + batch] for h, v in x.items()}, training=False)
         pred = np.asarray(logits["pitch"])[:, -1].argmax(-1)
         keep = w["pitch"][i:i + batch, -1] > 0
