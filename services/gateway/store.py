@@ -25,8 +25,7 @@ class Store:
         return bool(await self.redis.sismember(streams.CHANNELS, cid))
 
     async def params(self, cid: str) -> ChannelParams | None:
-        fields = await self.redis.hgetall(streams.channel(cid))
-        return ChannelParams.from_fields(fields) if fields else None
+        return await ChannelParams.read(self.redis, cid)
 
     async def ids(self) -> list[str]:
         return sorted(streams.text(c) for c in await self.redis.smembers(streams.CHANNELS))

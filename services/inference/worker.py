@@ -70,8 +70,7 @@ class InferenceWorker:
             await self.serve(owned)
 
     async def params(self, cid: str) -> ChannelParams | None:
-        fields = await self.redis.hgetall(streams.channel(cid))
-        return ChannelParams.from_fields(fields) if fields else None
+        return await ChannelParams.read(self.redis, cid)
 
     async def adopt(self, cid: str) -> None:
         """Take a channel over, continuing from the last notes in its stream."""

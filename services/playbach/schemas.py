@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from playbach.streams import channel as channel_key
 from playbach.streams import text
 from playbach.vocab import Event
 
@@ -46,6 +47,12 @@ class ChannelParams(BaseModel):
 
     def to_fields(self) -> dict[str, str]:
         return {k: ("" if v is None else str(v)) for k, v in self.model_dump().items()}
+
+    @classmethod
+    async def read(cls, redis, cid: str) -> ChannelParams | None:
+        """The channel's parameters from ``pb:channel:<id>``, or None if it does not exist."""
+        fields = await redis.hgetall(channel_key(cid))
+        return cls.from_fields(fields) if fields else None
 
     @classmethod
     def from_fields(cls, fields: dict) -> ChannelParams:

@@ -72,11 +72,10 @@ class SynthWorker:
             await self.serve(voice)
 
     async def adopt(self, cid: str) -> None:
-        fields = await self.redis.hgetall(streams.channel(cid))
-        if not fields:
+        params = await ChannelParams.read(self.redis, cid)
+        if params is None:
             await self.ownership.drop(cid)
             return
-        params = ChannelParams.from_fields(fields)
         s = self.settings
         renderer = Renderer(s.soundfont, s.sample_rate, s.gain, params.instrument)
         saved = {streams.text(k): streams.text(v) for k, v in
@@ -112,10 +111,10 @@ class SynthWorker:
                 r.pending.append(Pending(note, streams.text(entry_id)))
 
     async def serve(self, voice: Voice) -> None:
-        fields = await self.redis.hgetall(streams.channel(voice.cid))
-        if not fields:
+        params = await ChannelParams.read(self.redis, voice.cid)
+        if params is None:
             return
-        voice.params = ChannelParams.from_fields(fields)
+        voice.params = params
         voice.renderer.set_program(voice.params.instrument)
         await self.fetch_notes(voice)
         s = self.settings
