@@ -1,28 +1,53 @@
-"""``python -m gateway``: serve the API, the audio and the player (uvicorn)."""
+"""``python -m gateway``: serve the API, the audio and the player (uvicorn).
+
+Redis need not answer at start: the gateway serves ``/healthz`` at once, ``/readyz`` says 503
+until Redis answers, and the channels come as soon as it does."""
 
 from __future__ import annotations
 
-import sys
+import copy
+import logging
+import re
 
 import uvicorn
-from redis import Redis
-from redis.exceptions import RedisError
+from uvicorn.config import LOGGING_CONFIG
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from playbach.settings import load
 
+INBOUND_LIMIT = 4096  # bytes of one message from a player (it sends a few dozen)
+_SECRET_QUERY = re.compile(r"((?:token|password)=)[^&\s\"]*", re.IGNORECASE)
+
+
+class HideSecrets(logging.Filter):
+    """Access-log lines never show a token or password from a query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(_SECRET_QUERY.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in record.args)  # type: ignore[union-attr]
+        record.msg = _SECRET_QUERY.sub(r"\1***", str(record.msg))
+        return True
+
+
+def log_config() -> dict:
+    """uvicorn's logging, with secrets hidden on every handler."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"secrets": {"()": HideSecrets}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["secrets"]
+    return config
+
 
 def main() -> None:
     settings = load(GatewaySettings, "gateway")
-    try:  # fail at start with one line, not at the first request
-        Redis.from_url(settings.redis_url, socket_connect_timeout=3).ping()
-    except (RedisError, OSError) as exc:
-        print(f"gateway: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    proxies = settings.trusted_proxies.strip()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level.lower(), ws_per_message_deflate=False,
-                ws_max_queue=16, timeout_graceful_shutdown=3)
+                ws_max_queue=16, ws_max_size=INBOUND_LIMIT, timeout_graceful_shutdown=3,
+                log_config=log_config(), proxy_headers=bool(proxies),
+                forwarded_allow_ips=proxies or None)
 
 
 if __name__ == "__main__":

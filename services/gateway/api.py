@@ -8,17 +8,34 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from gateway import auth, metrics
-from gateway.listen import wav_header
+from gateway.listen import may_listen, wav_header
 from gateway.store import Store
 from playbach import streams
 from playbach.midifile import to_midi
 from playbach.modeldir import ModelError
 from playbach.schemas import ChannelParams, ChannelUpdate
 
-router = APIRouter(prefix="/api")
+
+class Problem(BaseModel):
+    """Every error: a sentence saying what is wrong and what is allowed (422s add the fields)."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer with."""
+    said = {401: "log in first (or the token is not valid)", 404: "no such channel or model",
+            409: "it exists already, or may not be removed", 422: "a parameter out of range",
+            429: "too many attempts; see Retry-After", 503: "Redis is unreachable"}
+    return {code: {"model": Problem, "description": said[code]} for code in codes}
+
+
+router = APIRouter(prefix="/api", responses=problems(422, 503))
 CHANNEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 ChannelId = Annotated[str, Path(pattern=CHANNEL_PATTERN,
                                 description="channel id: 1-40 of a-z 0-9 _ -")]
@@ -49,24 +66,35 @@ class Channel(BaseModel):
     listeners: int = 0
 
 
-@router.post("/login", response_model=Token, tags=["auth"])
+@router.post("/login", response_model=Token, tags=["auth"], responses=problems(401, 429))
 async def login(body: Login, request: Request) -> Token:
     """A signed token for changing things (``Authorization: Bearer <token>``)."""
     settings = request.app.state.settings
     redis = request.app.state.redis
-    client = request.client.host if request.client else "unknown"
-    await auth.slow_down_failures(redis, client)
+    client = auth.client_address(request)
+    await auth.login_attempt(redis, client)
     expected = settings.admin_password.get_secret_value() if settings.admin_password else None
-    ok = expected is not None and secrets.compare_digest(body.username, settings.admin_user) \
-        and secrets.compare_digest(body.password.encode(), expected.encode())
+    ok = expected is not None and auth.same(body.username, settings.admin_user) \
+        and auth.same(body.password, expected)
     if not ok:
-        await auth.record_failure(redis, client)
         metrics.LOGIN_FAILURES.inc()
         reason = "wrong user name or password" if expected else \
             "login is disabled: the server has no ADMIN_PASSWORD"
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, reason)
+    await auth.login_succeeded(redis, client)
     token, expires = auth.sign(settings.token_secret.get_secret_value(), body.username,
                                settings.token_ttl_s)
+    return Token(token=token, expires_at=expires)
+
+
+@router.post("/listen-token", response_model=Token, tags=["auth"], responses=problems(401))
+async def listen_token(request: Request,
+                       user: Annotated[str, Depends(auth.require_user)]) -> Token:
+    """A token that may only listen (for an embedded player, or a link to share when
+    PUBLIC_LISTENING=false): it cannot change anything."""
+    settings = request.app.state.settings
+    token, expires = auth.sign(settings.token_secret.get_secret_value(), user,
+                               settings.token_ttl_s, scope="listen")
     return Token(token=token, expires_at=expires)
 
 
@@ -137,28 +165,50 @@ async def update_channel(cid: ChannelId, change: Annotated[ChannelUpdate, Body()
     return Channel(id=cid, params=params, listeners=await db.listeners(cid))
 
 
-@router.delete("/channels/{cid}", status_code=204, tags=["channels"])
-async def delete_channel(cid: ChannelId, db: Annotated[Store, Depends(store)],
+@router.delete("/channels/{cid}", status_code=204, tags=["channels"],
+               responses=problems(401, 404, 409))
+async def delete_channel(cid: ChannelId, request: Request, db: Annotated[Store, Depends(store)],
                          _: Annotated[str, Depends(auth.require_user)]) -> Response:
+    """Remove a channel (not the shared radio, which always exists)."""
     await _channel(db, cid)
+    if cid == request.app.state.settings.default_channel:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"{cid!r} is the shared channel and cannot be removed")
     await db.delete(cid)
     return Response(status_code=204)
 
 
-@router.post("/channels/{cid}/tone", status_code=202, tags=["channels"])
-async def audio_test(cid: ChannelId, db: Annotated[Store, Depends(store)]) -> dict[str, str]:
-    """The "audio test": one second of A4 (440 Hz) through the channel's own audio path."""
+@router.post("/channels/{cid}/tone", status_code=202, tags=["channels"],
+             responses=problems(401, 404))
+async def audio_test(cid: ChannelId, db: Annotated[Store, Depends(store)],
+                     _: Annotated[str, Depends(auth.require_user)]) -> dict[str, str]:
+    """The "audio test": one second of A4 (440 Hz) through the channel's own audio path.
+    Everyone on the channel hears it, so it needs a token."""
     await _channel(db, cid)
     await db.announce(cid, "tone", hz=440, seconds=1.0)
     return {"status": "a 440 Hz test tone is on its way"}
 
 
+async def may_download(request: Request, token: str | None) -> None:
+    """Downloads obey the listening rule, and a per-address rate."""
+    if not may_listen(request, token):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "listening needs a token: log in "
+                            "first", headers={"WWW-Authenticate": "Bearer"})
+    await auth.download_allowed(request.app.state.redis, auth.client_address(request))
+
+
+DownloadToken = Annotated[str | None, Query(description="a listen or admin token, when "
+                                                        "listening is not public")]
+
+
 @router.get("/channels/{cid}/recent.mid", tags=["channels"],
-            responses={200: {"content": {"audio/midi": {}}}})
-async def recent_midi(cid: ChannelId, db: Annotated[Store, Depends(store)],
-                      seconds: Annotated[float, Query(gt=0, le=600)] = 120) -> Response:
+            responses={200: {"content": {"audio/midi": {}}}, **problems(401, 404, 429)})
+async def recent_midi(cid: ChannelId, request: Request, db: Annotated[Store, Depends(store)],
+                      seconds: Annotated[float, Query(gt=0, le=600)] = 120,
+                      token: DownloadToken = None) -> Response:
     """What the channel played in the last ``seconds`` (at most 600), as a MIDI file."""
     params = await _channel(db, cid)
+    await may_download(request, token)
     notes = await db.heard_notes(cid, seconds)
     if not notes:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
@@ -169,19 +219,28 @@ async def recent_midi(cid: ChannelId, db: Annotated[Store, Depends(store)],
 
 
 @router.get("/channels/{cid}/recent.wav", tags=["channels"],
-            responses={200: {"content": {"audio/wav": {}}}})
-async def recent_wav(cid: ChannelId, db: Annotated[Store, Depends(store)],
-                     seconds: Annotated[float, Query(gt=0, le=120)] = 60) -> Response:
-    """The channel's audio of the last ``seconds`` (at most 120, what Redis keeps), as WAV."""
+            responses={200: {"content": {"audio/wav": {}}}, **problems(401, 404, 429)})
+async def recent_wav(cid: ChannelId, request: Request, db: Annotated[Store, Depends(store)],
+                     seconds: Annotated[float, Query(gt=0, le=120)] = 60,
+                     token: DownloadToken = None) -> StreamingResponse:
+    """The channel's audio of the last ``seconds`` (at most 120, what Redis keeps), as WAV,
+    streamed from Redis a page at a time (a download holds a page in memory, not the file)."""
     await _channel(db, cid)
-    chunks = await db.heard_audio(cid, seconds)
-    if not chunks:
+    await may_download(request, token)
+    span = await db.audio_span(cid, seconds)
+    if span is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"channel {cid!r} played nothing in the last {seconds:g} s")
-    pcm = b"".join(c.pcm for c in chunks)
-    return Response(wav_header(chunks[0].rate, chunks[0].channels, len(pcm)) + pcm,
-                    media_type="audio/wav", headers={
-                        "Content-Disposition": f'attachment; filename="playbach-{cid}.wav"'})
+    first_id, first, frames = span
+
+    async def body():
+        yield wav_header(first.rate, first.channels, frames * 2 * first.channels)
+        async for pcm in db.audio_pcm(cid, first_id, first.pos, frames):
+            yield pcm
+
+    return StreamingResponse(body(), media_type="audio/wav", headers={
+        "Content-Disposition": f'attachment; filename="playbach-{cid}.wav"',
+        "Content-Length": str(44 + frames * 2 * first.channels)})
 
 
 # --- models, instruments, stats ------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -12,18 +14,29 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway import api, listen, metrics
 from gateway.hub import Hubs
+from gateway.keeper import Keeper
 from gateway.settings import GatewaySettings
 from gateway.store import Store
 from playbach import service
-from playbach.schemas import ChannelParams
+from playbach.schemas import SAMPLE_RATE
 
 log = logging.getLogger("gateway")
 STATIC = Path(__file__).parent / "static"
+SILENT_S = 3.0  # a channel with listeners and no audio for this long makes us not ready
+SECRET_WORDS = ("password", "secret", "token")
+
+
+def shown_input(err: dict) -> object:
+    """The input to quote back in a 422, or None: never a secret, never a raw request body
+    (a form-encoded login would echo its password)."""
+    got = err.get("input")
+    names = [str(p).lower() for p in err["loc"]]
+    if len(err["loc"]) < 2 or any(w in n for n in names for w in SECRET_WORDS):
+        return None
+    return got if isinstance(got, str | int | float | bool) else None
 
 
 def explain(exc: RequestValidationError) -> str:
@@ -31,31 +44,32 @@ def explain(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"] if p not in ("body", "query", "path"))
-        got = err.get("input")
-        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        got = shown_input(err)
+        shown = "" if got is None else f" (got {got!r})"
         parts.append(f"{where or 'request'}: {err['msg']}{shown}")
     return "; ".join(parts)
 
 
-def create_app(settings: GatewaySettings, redis: Redis | None = None) -> FastAPI:
+def create_app(settings: GatewaySettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # A listener's hub holds a connection in a blocking read: room for many channels.
-        app.state.redis = redis or service.client(settings.redis_url, connections=256)
+        # Requests share a small pool (they wait for a free connection under a crowd); each
+        # channel's hub has its own connection for its blocking read, closed with the hub.
+        watch = service.RedisWatch("gateway", settings.redis_url)
+        app.state.redis = service.client(settings.redis_url, connections=32)
         app.state.store = Store(app.state.redis, settings.models_dir)
-        backlog = round(settings.backlog_seconds * 44100 / 2048)
-        app.state.hubs = Hubs(app.state.redis, settings.replica_id, backlog)
+        backlog = round(settings.backlog_seconds * SAMPLE_RATE / 2048)
+        app.state.hubs = Hubs(app.state.redis, settings.replica_id, backlog,
+                              lambda: service.client(settings.redis_url, connections=2), watch)
         app.state.hubs.start()
-        if settings.default_channel:
-            try:
-                await app.state.store.create(settings.default_channel, ChannelParams())
-            except RedisError as exc:
-                log.error("cannot create channel %s: %s", settings.default_channel, exc)
+        keeper = Keeper(app.state.store, settings.default_channel, watch)
+        keeping = asyncio.create_task(keeper.run())
         if settings.admin_password is None:
             log.warning("no ADMIN_PASSWORD: login is disabled, channels cannot be changed")
         yield
+        keeping.cancel()
         await app.state.hubs.stop()
-        if redis is None:
+        with contextlib.suppress(*service.REDIS_DOWN):
             await app.state.redis.aclose()
 
     app = FastAPI(title="Play Bach", version="0.1.0", lifespan=lifespan,
@@ -70,14 +84,7 @@ def create_app(settings: GatewaySettings, redis: Redis | None = None) -> FastAPI
         return JSONResponse(status_code=422, content={"detail": explain(exc),
                                                       "errors": jsonable(exc.errors())})
 
-    @app.middleware("http")
-    async def timing(request: Request, call_next):
-        t = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "other")
-        metrics.REQUESTS.labels(path, response.status_code).observe(time.perf_counter() - t)
-        return response
+    app.add_middleware(Timing)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -86,14 +93,19 @@ def create_app(settings: GatewaySettings, redis: Redis | None = None) -> FastAPI
 
     @app.get("/readyz", tags=["health"])
     async def readyz(request: Request) -> JSONResponse:
-        """Redis answers and at least one model is published."""
+        """Redis answers, the default channel exists, a model is published, and every channel
+        someone listens to here has sent audio within the last 3 s."""
         problems = []
+        default = settings.default_channel
         try:
-            await request.app.state.redis.ping()
-        except (RedisError, OSError) as exc:
-            problems.append(f"redis: {exc}")
+            if default and not await asyncio.wait_for(request.app.state.store.exists(default), 2):
+                problems.append(f"channel {default}: not created yet")
+        except (*service.REDIS_DOWN, TimeoutError) as exc:
+            problems.append(f"redis: {exc or 'no answer in 2 s'}")
         if not request.app.state.store.model_names():
             problems.append(f"no models in {settings.models_dir}")
+        for cid, seconds in request.app.state.hubs.silent(SILENT_S).items():
+            problems.append(f"channel {cid}: no audio for {seconds:g} s")
         body = {"status": "ready" if not problems else "not ready", "problems": problems}
         return JSONResponse(body, status_code=200 if not problems else 503)
 
@@ -106,8 +118,32 @@ def create_app(settings: GatewaySettings, redis: Redis | None = None) -> FastAPI
 
 
 def jsonable(errors: list) -> list:
-    """Pydantic's error list as plain JSON (locations as lists, inputs as text if odd)."""
-    plain = (str, int, float, bool, type(None))
-    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"],
-             "input": e.get("input") if isinstance(e.get("input"), plain) else None}
+    """Pydantic's error list as plain JSON (locations as lists; inputs only where safe)."""
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"], "input": shown_input(e)}
             for e in errors]
+
+
+class Timing:
+    """Request durations for Prometheus, as plain ASGI middleware: it passes uvicorn's own
+    receive and send through (Starlette's BaseHTTPMiddleware would wrap a streamed response
+    in a queue of its own, and hide the connection a stalled listener must be cut from)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t, status = time.perf_counter(), [500]
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = getattr(scope.get("route"), "path", "other")
+            metrics.REQUESTS.labels(path, status[0]).observe(time.perf_counter() - t)

@@ -1,4 +1,9 @@
-"""Signed, expiring tokens (HMAC-SHA256) and a login that slows down repeated failures."""
+"""Signed, expiring tokens (HMAC-SHA256), a login limit that cannot be raced, and rate limits.
+
+Tokens carry a scope: ``admin`` may change what others hear; ``listen`` may only listen (the
+control room gives the embedded player one of those, never its admin token). Limits are
+counted in Redis with INCR, atomically and shared by every gateway replica, per client
+address: a flood from one address never locks the admin out from another."""
 
 from __future__ import annotations
 
@@ -8,13 +13,15 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 FAIL_WINDOW_S = 300
-FAIL_LIMIT = 20  # then 429 until the window passes
+FAIL_LIMIT = 20  # login attempts per address per window, then 429 until the window passes
+DOWNLOADS_PER_MINUTE = 10
+Scope = Literal["admin", "listen"]
 
 
 def _b64(data: bytes) -> str:
@@ -25,59 +32,89 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def sign(secret: str, user: str, ttl_s: int) -> tuple[str, int]:
+def sign(secret: str, user: str, ttl_s: int, scope: Scope = "admin") -> tuple[str, int]:
     expires = int(time.time()) + ttl_s
-    body = _b64(json.dumps({"sub": user, "exp": expires}).encode())
+    body = _b64(json.dumps({"sub": user, "exp": expires, "scope": scope}).encode())
     mac = hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest()
     return f"{body}.{_b64(mac)}", expires
 
 
-def verify(secret: str, token: str) -> str | None:
-    """The user the token was signed for, or None if it is forged, malformed or expired."""
+def verify(secret: str, token: str, scopes: tuple[Scope, ...] = ("admin",)) -> str | None:
+    """The user the token was signed for, or None if it is forged, malformed, expired or of
+    another scope."""
     try:
         body, mac = token.split(".")
         good = hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest()
         if not hmac.compare_digest(good, _unb64(mac)):
             return None
         claims = json.loads(_unb64(body))
-        return claims["sub"] if claims["exp"] > time.time() else None
-    except (ValueError, KeyError, TypeError):
+        if claims.get("scope", "admin") not in scopes or claims["exp"] <= time.time():
+            return None
+        return str(claims["sub"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-async def slow_down_failures(redis, client: str) -> None:
-    """Each failed login from one address waits longer (0.2 s doubling, at most 5 s);
-    past FAIL_LIMIT failures in five minutes, 429."""
-    key = f"pb:login-fail:{client}"
-    failures = int(await redis.get(key) or 0)
-    if failures >= FAIL_LIMIT:
+def same(given: str, expected: str) -> bool:
+    """Constant-time comparison of any text (compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def client_address(request: Request) -> str:
+    """The peer, or the address a trusted proxy gave (uvicorn applies TRUSTED_PROXIES)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def count(redis, key: str, window_s: int) -> int:
+    """Add one to a counter that lives ``window_s`` from its first use; the new count."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.incr(key)
+    pipe.expire(key, window_s, nx=True)
+    value, _ = await pipe.execute()
+    return int(value)
+
+
+async def login_attempt(redis, client: str) -> None:
+    """Count this attempt before the password is checked (so a burst of parallel guesses is
+    counted too); past FAIL_LIMIT, 429. Each attempt after the first waits longer."""
+    key = f"pb:login-attempts:{client}"
+    attempts = await count(redis, key, FAIL_WINDOW_S)
+    if attempts > FAIL_LIMIT:
         ttl = await redis.ttl(key)
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                            "too many failed logins; try again later",
+                            "too many login attempts from your address; try again later",
                             headers={"Retry-After": str(max(ttl, 1))})
-    if failures:
-        await asyncio.sleep(min(0.2 * 2 ** (failures - 1), 5.0))
+    if attempts > 1:
+        await asyncio.sleep(min(0.1 * 2 ** (attempts - 2), 5.0))
 
 
-async def record_failure(redis, client: str) -> None:
-    key = f"pb:login-fail:{client}"
-    await redis.incr(key)
-    await redis.expire(key, FAIL_WINDOW_S)
+async def login_succeeded(redis, client: str) -> None:
+    await redis.delete(f"pb:login-attempts:{client}")
+
+
+async def download_allowed(redis, client: str) -> None:
+    """At most DOWNLOADS_PER_MINUTE downloads of recent audio per address."""
+    key = f"pb:downloads:{client}"
+    if await count(redis, key, 60) > DOWNLOADS_PER_MINUTE:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            f"at most {DOWNLOADS_PER_MINUTE} downloads a minute; try again later",
+                            headers={"Retry-After": str(max(await redis.ttl(key), 1))})
 
 
 bearer = HTTPBearer(auto_error=False)
 
 
-def token_user(request: Request | WebSocket, token: str | None) -> str | None:
+def token_user(conn: Request | WebSocket, token: str | None,
+               scopes: tuple[Scope, ...] = ("admin",)) -> str | None:
     if not token:
         return None
-    return verify(request.app.state.settings.token_secret.get_secret_value(), token)
+    return verify(conn.app.state.settings.token_secret.get_secret_value(), token, scopes)
 
 
 async def require_user(
     request: Request, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> str:
-    """Dependency for every change: a valid ``Authorization: Bearer <token>``."""
+    """Dependency for every change: a valid admin ``Authorization: Bearer <token>``."""
     user = token_user(request, cred.credentials if cred else None)
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway import metrics
 from playbach import streams
 from playbach.schemas import AudioChunk
+from playbach.service import REDIS_DOWN, RedisWatch
 
 log = logging.getLogger("gateway")
 HEADER = struct.Struct("<Q")  # binary frame: u64 little-endian sample position, then s16le PCM
@@ -86,23 +86,37 @@ class ChannelHub:
     """Reads ``pb:audio:<id>`` once and hands every chunk to this process's listeners."""
 
     def __init__(self, redis: Redis, cid: str, backlog_chunks: int,
-                 on_empty: Callable[[str], Awaitable[None]]) -> None:
-        self.redis, self.cid = redis, cid
+                 on_empty: Callable[[str], Awaitable[None]], watch: RedisWatch) -> None:
+        # ``redis`` is this hub's own client: its blocking read holds a connection, which is
+        # closed with the hub, so open files fall back when listeners leave.
+        self.redis, self.cid, self.watch = redis, cid, watch
         self.listeners: set[Listener] = set()
         self.recent: deque[tuple[str | None, bytes]] = deque(maxlen=max(backlog_chunks, 1))
         self.backlog_chunks = backlog_chunks
         self.on_empty = on_empty
         self.task: asyncio.Task | None = None
         self.stopping = False
+        self.heard = time.monotonic()  # when audio last arrived (or the hub started)
 
     async def start(self) -> None:
-        """Fill the backlog from the stream's tail, then follow it."""
-        entries = await self.redis.xrevrange(streams.audio(self.cid), count=self.backlog_chunks)
+        """Fill the backlog from the stream's tail (if Redis answers), then follow it."""
+        last: bytes | str = "$"
+        try:
+            entries = await self.redis.xrevrange(streams.audio(self.cid),
+                                                 count=self.backlog_chunks)
+        except REDIS_DOWN as exc:
+            self.watch.failed(exc)
+            entries = []
         for _, fields in reversed(entries):
             chunk = AudioChunk.from_fields(fields)
             self.recent.append((notes_message(chunk), frame(chunk)))
-        last = entries[0][0] if entries else b"$"
+        if entries:
+            last = entries[0][0]
         self.task = asyncio.create_task(self._follow(last))
+
+    def silent_for(self) -> float:
+        """Seconds since this channel last sent audio, while someone listens (else 0)."""
+        return time.monotonic() - self.heard if self.listeners else 0.0
 
     def join(self, listener: Listener) -> None:
         for notes, audio in self.recent if self.backlog_chunks else ():
@@ -127,15 +141,16 @@ class ChannelHub:
         while not self.stopping:
             try:
                 found = await self.redis.xread({key: last}, block=1000, count=50)
-            except (RedisError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 if self.stopping:  # redis-py reports a cancelled blocking read as an error
                     return
-                log.warning("channel %s: reading audio failed (%s); retrying", self.cid, exc)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(self.watch.failed(exc))
                 continue
+            self.watch.ok()
             for _, entries in found:
                 for entry_id, fields in entries:
                     last = entry_id
+                    self.heard = time.monotonic()
                     chunk = AudioChunk.from_fields(fields)
                     notes, audio = notes_message(chunk), frame(chunk)
                     self.recent.append((notes, audio))
@@ -153,14 +168,18 @@ class ChannelHub:
                 log.warning("channel %s: the audio reader did not stop in 2 s", self.cid)
         for listener in list(self.listeners):
             listener.close()
+        with contextlib.suppress(*REDIS_DOWN):
+            await self.redis.aclose()
 
 
 class Hubs:
     """This process's hubs, the listener heartbeat that keeps channels playing, and the
     control stream reader that passes parameter changes and errors on to listeners."""
 
-    def __init__(self, redis: Redis, replica: str, backlog_chunks: int) -> None:
+    def __init__(self, redis: Redis, replica: str, backlog_chunks: int,
+                 reader: Callable[[], Redis], watch: RedisWatch) -> None:
         self.redis, self.replica, self.backlog_chunks = redis, replica, backlog_chunks
+        self.reader, self.watch = reader, watch
         self.hubs: dict[str, ChannelHub] = {}
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
@@ -170,11 +189,13 @@ class Hubs:
         async with self._lock:
             hub = self.hubs.get(cid)
             if hub is None:
-                hub = ChannelHub(self.redis, cid, self.backlog_chunks, self._empty)
+                hub = ChannelHub(self.reader(), cid, self.backlog_chunks, self._empty,
+                                 self.watch)
                 await hub.start()
                 self.hubs[cid] = hub
             hub.join(listener)
-        await self.beat(cid, len(hub.listeners))  # a channel nobody heard starts at once
+        with contextlib.suppress(*REDIS_DOWN):  # the heartbeat will try again
+            await self.beat(cid, len(hub.listeners))  # a channel nobody heard starts at once
         return hub
 
     async def _empty(self, cid: str) -> None:
@@ -184,7 +205,7 @@ class Hubs:
                 return
             del self.hubs[cid]
         await hub.stop()
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_DOWN):
             await self.redis.hdel(streams.listeners(cid), self.replica)
 
     async def beat(self, cid: str, count: int) -> None:
@@ -196,13 +217,15 @@ class Hubs:
         await pipe.execute()
 
     async def heartbeat(self) -> None:
-        while True:
+        while True:  # keep beating whatever happens: silence here stops every channel's music
+            pause = 1.0
             for cid, hub in list(self.hubs.items()):
                 try:
                     await self.beat(cid, len(hub.listeners))
-                except Exception:  # keep beating: silence here stops every channel's music
-                    log.exception("heartbeat for channel %s failed", cid)
-            await asyncio.sleep(1.0)
+                except REDIS_DOWN as exc:
+                    pause = self.watch.failed(exc)
+                    break
+            await asyncio.sleep(min(pause, 1.0))
 
     async def control(self) -> None:
         """Forward pb:control events (params, error, tone) to the channel's listeners."""
@@ -210,10 +233,10 @@ class Hubs:
         while True:
             try:
                 found = await self.redis.xread({streams.CONTROL: last}, block=1000, count=100)
-            except (RedisError, OSError) as exc:
-                log.warning("control stream: %s", exc)
-                await asyncio.sleep(0.5)
+            except REDIS_DOWN as exc:
+                await asyncio.sleep(self.watch.failed(exc))
                 continue
+            self.watch.ok()
             for _, entries in found:
                 for entry_id, fields in entries:
                     last = entry_id
@@ -227,6 +250,11 @@ class Hubs:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self.heartbeat()), asyncio.create_task(self.control())]
+
+    def silent(self, limit_s: float) -> dict[str, float]:
+        """Channels with listeners here that have sent no audio for over ``limit_s``."""
+        return {cid: round(hub.silent_for(), 1) for cid, hub in self.hubs.items()
+                if hub.silent_for() > limit_s}
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import struct
+import time
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
-from gateway import auth, metrics
+from gateway import auth, cuts, metrics
 from gateway.hub import HEADER, Listener
-from playbach.schemas import AUDIO_CHANNELS, SAMPLE_RATE
+from playbach.schemas import AUDIO_CHANNELS, SAMPLE_RATE, PlayerReport
+from playbach.service import REDIS_DOWN
 
 router = APIRouter()
 log = logging.getLogger("gateway")
@@ -30,8 +33,49 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
 
 
 def may_listen(conn: Request | WebSocket, token: str | None) -> bool:
-    """Listening is public, or needs a valid token (PUBLIC_LISTENING=false)."""
-    return conn.app.state.settings.public_listening or auth.token_user(conn, token) is not None
+    """Listening is public, or needs a valid token, admin or listen-only, as ``?token=`` or
+    ``Authorization: Bearer`` (PUBLIC_LISTENING=false)."""
+    if conn.app.state.settings.public_listening:
+        return True
+    header = conn.headers.get("authorization", "")
+    given = token or (header[7:] if header.lower().startswith("bearer ") else None)
+    return auth.token_user(conn, given, ("admin", "listen")) is not None
+
+
+class UnderrunBudget:
+    """Underruns one connection may report: a bucket of 5 that refills one per second. A real
+    player reports a few; a hostile one cannot inflate /api/stats."""
+
+    def __init__(self, size: float = 5.0, per_s: float = 1.0) -> None:
+        self.size, self.per_s = size, per_s
+        self.tokens, self.at = size, time.monotonic()
+
+    def take(self, count: int) -> int:
+        now = time.monotonic()
+        self.tokens = min(self.size, self.tokens + (now - self.at) * self.per_s)
+        self.at = now
+        granted = int(min(count, self.tokens))
+        self.tokens -= granted
+        return granted
+
+
+def player_report(message: dict) -> PlayerReport | None:
+    """A well-formed report from the player, or None for anything else (ignored quietly:
+    binary frames, other JSON, absurd numbers)."""
+    text = message.get("text")
+    if not isinstance(text, str):
+        return None
+    try:
+        return PlayerReport.model_validate_json(text)
+    except ValidationError:
+        return None
+
+
+async def refuse(ws: WebSocket, reason: str) -> None:
+    """Accept, then close with the reason: a close before accepting reaches the browser as a
+    bare HTTP 403, and the player could not say what is wrong."""
+    await ws.accept()
+    await ws.close(POLICY_VIOLATION, reason)
 
 
 @router.websocket("/ws/{cid}")
@@ -40,31 +84,39 @@ async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None)) ->
     settings = app.state.settings
     if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"),
                           settings.allowed_origins):
-        await ws.close(POLICY_VIOLATION, "origin not allowed")
+        await refuse(ws, "this site may not embed the player (origin not allowed)")
         return
     if not may_listen(ws, token):
-        await ws.close(POLICY_VIOLATION, "listening needs a token: ?token=...")
+        await refuse(ws, "listening needs a token: log in first")
         return
-    params = await app.state.store.params(cid)
+    try:
+        params = await app.state.store.params(cid)
+    except REDIS_DOWN:
+        await ws.accept()
+        await ws.close(TRY_AGAIN_LATER, "the server is restarting; trying again")
+        return
     if params is None:
-        await ws.close(POLICY_VIOLATION, f"no channel {cid!r}")
+        await refuse(ws, f"no channel {cid!r}")
         return
     await ws.accept()
+    cuts.limit_send_buffer(ws)
     await ws.send_text(json.dumps({
         "type": "hello", "channel": cid, "format": "s16le", "rate": SAMPLE_RATE,
         "channels": AUDIO_CHANNELS, "frame": "u64le sample position, then PCM",
         "params": params.model_dump()}))
     listener = Listener(settings.client_queue, settings.max_drops)
     hub = await app.state.hubs.join(cid, listener)
-    sender = asyncio.create_task(_send(ws, listener))
+    sender = asyncio.create_task(_send(ws, listener, settings.send_timeout_s))
+    budget = UnderrunBudget()
     try:
-        while True:  # the player reports underruns; anything else is ignored
-            msg = json.loads(await ws.receive_text())
-            if msg.get("type") == "underrun" and int(msg.get("count", 0)) > 0:
-                count = min(int(msg["count"]), 10_000)
-                await app.state.store.count_underruns(cid, count)
+        while (message := await ws.receive())["type"] != "websocket.disconnect":
+            report = player_report(message)
+            count = budget.take(report.count) if report else 0
+            if count:
                 metrics.UNDERRUNS.labels(cid).inc(count)
-    except (WebSocketDisconnect, ValueError, TypeError, RuntimeError):
+                with contextlib.suppress(*REDIS_DOWN):
+                    await app.state.store.count_underruns(cid, count)
+    except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
         listener.close()
@@ -72,17 +124,24 @@ async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None)) ->
         await hub.leave(listener)
 
 
-async def _send(ws: WebSocket, listener: Listener) -> None:
+async def _send(ws: WebSocket, listener: Listener, timeout: float) -> None:
+    """Frames to one listener. A send the client does not take within ``timeout`` (it stopped
+    reading), or too many frames lost, cuts the connection at once."""
     try:
         while (item := await listener.next()) is not None:
             if isinstance(item, bytes):
-                await ws.send_bytes(item)
+                await asyncio.wait_for(ws.send_bytes(item), timeout)
             else:
-                await ws.send_text(item)
+                await asyncio.wait_for(ws.send_text(item), timeout)
             metrics.FRAMES_SENT.inc()
-        await ws.close(TRY_AGAIN_LATER, "too slow: the connection could not keep up")
+    except TimeoutError:
+        metrics.SLOW_CLIENTS_CUT.inc()
     except (WebSocketDisconnect, RuntimeError, OSError):
-        pass
+        return
+    with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+        await asyncio.wait_for(ws.close(TRY_AGAIN_LATER, "too slow: the connection could not "
+                                                         "keep up"), 1)
+    cuts.cut(ws)
 
 
 def wav_header(rate: int, channels: int, data_bytes: int | None = None) -> bytes:
@@ -95,7 +154,8 @@ def wav_header(rate: int, channels: int, data_bytes: int | None = None) -> bytes
 
 @router.get("/stream/{cid}.wav", tags=["listen"],
             responses={200: {"content": {"audio/wav": {}}}})
-async def wav(cid: str, request: Request, token: str | None = Query(None)) -> StreamingResponse:
+async def wav(cid: str, request: Request,
+              token: str | None = Query(None)) -> cuts.LiveResponse:
     """The endless WAV stream of a channel, for VLC or an ``<audio>`` tag."""
     app = request.app
     if not may_listen(request, token):
@@ -105,6 +165,7 @@ async def wav(cid: str, request: Request, token: str | None = Query(None)) -> St
     settings = app.state.settings
     listener = Listener(settings.client_queue, settings.max_drops)
     hub = await app.state.hubs.join(cid, listener)
+    cuts.limit_send_buffer(request)
 
     async def body():
         try:
@@ -116,5 +177,5 @@ async def wav(cid: str, request: Request, token: str | None = Query(None)) -> St
             listener.close()
             await hub.leave(listener)
 
-    return StreamingResponse(body(), media_type="audio/wav",
+    return cuts.LiveResponse(body(), request, settings.send_timeout_s, media_type="audio/wav",
                              headers={"Cache-Control": "no-store"})

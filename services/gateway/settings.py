@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
-from playbach.settings import ServiceSettings
+from playbach.settings import ModelReaderSettings
+
+ORIGIN_FORMS = 'scheme://host[:port] (e.g. https://a.example), or * for any'
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ModelReaderSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -24,18 +30,59 @@ class GatewaySettings(ServiceSettings):
                                     description="signs tokens; set it when running replicas")
     token_ttl_s: int = Field(12 * 3600, ge=60)
     public_listening: bool = True  # False: listening needs a token too
-    allowed_origins: list[str] = Field(default_factory=list,
-                                       description='WebSocket origins besides our own; ["*"]: any')
+    # NoDecode: the raw text reaches _split_origins, so a plain or comma-separated value works
+    # as well as JSON (pydantic-settings would otherwise demand JSON, and fail with a traceback).
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description='WebSocket origins besides our own, as a JSON list or '
+                                          'separated by commas; "*": any')
     default_channel: str | None = "radio"  # created at start if missing
     client_queue: int = Field(48, ge=4, le=10_000, description="frames queued per listener")
     max_drops: int = Field(200, ge=1, description="frames a listener may lose before it is cut")
     backlog_seconds: float = Field(0.6, ge=0, le=10, description="audio a joining listener gets")
+    send_timeout_s: float = Field(5.0, gt=0, le=60,
+                                  description="a listener that takes no frame this long is cut")
+    # Only these peers may say who the client is (X-Forwarded-For): anyone else could forge a
+    # fresh address per request and slip past the login limit. Empty: trust no one.
+    trusted_proxies: str = Field("", description="proxy addresses or networks, comma-separated")
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value  # given as a list (in code, or JSON already decoded)
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list ({exc.msg}); or separate origins by commas"
+                                 ) from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        # Compared verbatim with the browser's Origin header, so anything else never matches.
+        cleaned = []
+        for origin in origins:
+            origin = origin.strip().rstrip("/")  # browsers send no trailing slash
+            if origin != "*":
+                parts = urlsplit(origin)
+                if not parts.scheme or not parts.netloc or parts.path or parts.query:
+                    raise ValueError(f"{origin!r} is not an origin; expected {ORIGIN_FORMS}")
+            cleaned.append(origin)
+        return cleaned
 
     @field_validator("admin_password_file")
     @classmethod
     def _readable(cls, path: Path | None) -> Path | None:
         if path is not None and not path.expanduser().is_file():
             raise ValueError(f"no such file: {path}")
+        if path is not None:  # read here too, so a bad file is reported under its variable
+            try:
+                path.expanduser().read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read {path}: {exc}") from None
         return path
 
     @model_validator(mode="after")

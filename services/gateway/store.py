@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from playbach import streams
@@ -29,6 +32,19 @@ class Store:
 
     async def ids(self) -> list[str]:
         return sorted(streams.text(c) for c in await self.redis.smembers(streams.CHANNELS))
+
+    async def all_params(self) -> dict[str, ChannelParams]:
+        """Every channel's parameters, in one round trip after the list."""
+        ids = await self.ids()
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in ids:
+            pipe.hgetall(streams.channel(cid))
+        out = {}
+        for cid, fields in zip(ids, await pipe.execute(), strict=True):
+            with contextlib.suppress(ValidationError):  # a hand-edited bad hash: not ours
+                if fields:
+                    out[cid] = ChannelParams.from_fields(fields)
+        return out
 
     async def create(self, cid: str, params: ChannelParams) -> bool:
         """False if the channel exists already."""
@@ -88,11 +104,41 @@ class Store:
         entries = await self.redis.xrange(streams.notes(cid), min=f"{since}-0")
         return [n for n in (NoteEvent.from_fields(f) for _, f in entries) if n.seq <= last]
 
-    async def heard_audio(self, cid: str, seconds: float) -> list[AudioChunk]:
-        """The audio chunks rendered in the last ``seconds``, in order."""
+    async def audio_span(self, cid: str, seconds: float) -> tuple[str, AudioChunk, int] | None:
+        """The first chunk of the last ``seconds`` (its stream id and itself) and the frames
+        from its start to the end of the newest chunk; None if there is no audio."""
         since = int((time.time() - seconds) * 1000)
-        entries = await self.redis.xrange(streams.audio(cid), min=f"{since}-0")
-        return [AudioChunk.from_fields(f) for _, f in entries]
+        first = await self.redis.xrange(streams.audio(cid), min=f"{since}-0", count=1)
+        last = await self.redis.xrevrange(streams.audio(cid), count=1)
+        if not first or not last:
+            return None
+        head, tail = AudioChunk.from_fields(first[0][1]), AudioChunk.from_fields(last[0][1])
+        limit = int(seconds * head.rate) + tail.frames
+        return streams.text(first[0][0]), head, max(0, min(tail.pos + tail.frames - head.pos,
+                                                           limit))
+
+    async def audio_pcm(self, cid: str, first_id: str, start: int, frames: int,
+                        page: int = 64) -> AsyncIterator[bytes]:
+        """Exactly ``frames`` of the channel's PCM from sample ``start``, a page of chunks at a
+        time: gaps in the timeline are silence, overlaps are skipped, as a listener hears."""
+        at, end, after, width = start, start + frames, first_id, 2  # width: bytes a frame
+        while at < end:
+            entries = await self.redis.xrange(streams.audio(cid), min=after, count=page)
+            if not entries:
+                break
+            after = f"({streams.text(entries[-1][0])}"
+            for _, fields in entries:
+                chunk = AudioChunk.from_fields(fields)
+                width = 2 * chunk.channels
+                if chunk.pos > at:
+                    yield bytes(width * min(chunk.pos - at, end - at))
+                    at = min(chunk.pos, end)
+                data = chunk.pcm[(at - chunk.pos) * width:][:(end - at) * width]
+                if data:
+                    yield data
+                    at += len(data) // width
+        if at < end:  # the stream was trimmed meanwhile: keep the promised length
+            yield bytes(width * (end - at))
 
     async def count_underruns(self, cid: str, count: int) -> None:
         await self.redis.hincrby(streams.stats(cid), "underruns", count)

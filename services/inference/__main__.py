@@ -11,8 +11,9 @@ from inference.worker import InferenceWorker
 from playbach import service
 
 
-async def main(redis: Redis, settings: InferenceSettings, stop: asyncio.Event) -> None:
-    await InferenceWorker(redis, settings).run(stop)
+async def main(redis: Redis, settings: InferenceSettings, stop: asyncio.Event,
+               watch: service.RedisWatch) -> None:
+    await InferenceWorker(redis, settings, watch).run(stop)
 
 
 if __name__ == "__main__":

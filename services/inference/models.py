@@ -1,5 +1,9 @@
 """Loaded step models, shared by every channel that plays them (a step is synchronous and the
-state lives with the channel, so one interpreter serves many channels)."""
+state lives with the channel, so one interpreter serves many channels).
+
+A model is probed when it is loaded (a few steps must give finite logits); a model that fails
+is remembered as failed until its directory is republished, so a broken model costs one probe,
+not one per tick."""
 
 from __future__ import annotations
 
@@ -13,21 +17,37 @@ from playbach.stepmodel import StepModel
 class ModelCache:
     def __init__(self, models_dir: Path, size: int) -> None:
         self.models_dir, self.size = Path(models_dir), size
-        self._loaded: OrderedDict[str, tuple[float, StepModel]] = OrderedDict()
+        self._loaded: OrderedDict[str, tuple[int, StepModel]] = OrderedDict()
+        self._failed: dict[str, tuple[int, str]] = {}
 
     def get(self, name: str) -> StepModel:
         """The model, reloaded when its directory was republished. Raises ModelError."""
         path = model_dir(self.models_dir, name)
         try:
             stamp = (path / "meta.json").stat().st_mtime_ns
-        except FileNotFoundError:
+        except OSError:
             raise ModelError(f"no model {name!r} in {self.models_dir}") from None
         cached = self._loaded.get(name)
         if cached and cached[0] == stamp:
             self._loaded.move_to_end(name)
             return cached[1]
-        model = StepModel(path)
+        failed = self._failed.get(name)
+        if failed and failed[0] == stamp:
+            raise ModelError(failed[1])
+        try:
+            model = StepModel(path)
+            model.probe()
+        except ModelError as exc:
+            self._failed[name] = (stamp, str(exc))
+            raise
+        self._failed.pop(name, None)
         self._loaded[name] = (stamp, model)
         while len(self._loaded) > self.size:
             self._loaded.popitem(last=False)
         return model
+
+    def forget(self, name: str, reason: str) -> None:
+        """A model that failed while playing: unload it, refuse it until it is republished."""
+        cached = self._loaded.pop(name, None)
+        if cached:
+            self._failed[name] = (cached[0], reason)

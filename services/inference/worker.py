@@ -2,28 +2,31 @@
 
 Flow control is in beats on the channel's note timeline: the synth publishes the beat of the
 last note it started; we write while our next note starts less than ``lead_seconds`` (at the
-channel's BPM) after it. So a change of temperature or model is heard within about a second."""
+channel's BPM) after it. So a change of temperature or model is heard within about a second.
+
+A model that fails (at load, by its probe, or while sampling) is refused on every path: the
+channel goes back to the model it played before, or to the default, with one error event."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from inference.models import ModelCache
 from inference.settings import InferenceSettings
 from playbach import streams
-from playbach.leases import Leases, Ownership
 from playbach.modeldir import ModelError
 from playbach.schemas import ChannelParams, NoteEvent
-from playbach.service import tick_until
 from playbach.stepmodel import HISTORY, Improviser
+from playbach.worker import ChannelWorker
 
 log = logging.getLogger("inference")
+REPORT_EVERY_S = 1.0  # at most one error event per channel per second
 
 
 @dataclass
@@ -36,115 +39,168 @@ class Owned:
     seq: int  # of the next note
     beat: float  # where the next note starts
     beats: dict[int, float] = field(default_factory=dict)  # seq -> start beat, recent notes
+    recent: deque[NoteEvent] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    outbox: list[NoteEvent] = field(default_factory=list)  # generated, not yet in Redis
+    fallback: str | None = None  # the model played before this one
 
 
-class InferenceWorker:
-    def __init__(self, redis: Redis, settings: InferenceSettings) -> None:
-        self.redis, self.settings = redis, settings
-        leases = Leases(redis, streams.INFERENCE, settings.replica_id, settings.lease_ms)
-        self.ownership = Ownership(leases, settings.idle_ms)
+class InferenceWorker(ChannelWorker[Owned]):
+    role = streams.INFERENCE
+
+    def __init__(self, redis, settings: InferenceSettings, watch=None) -> None:
+        super().__init__(redis, settings, watch)
+        self.settings: InferenceSettings = settings
         self.models = ModelCache(settings.models_dir, settings.model_cache)
-        self.owned: dict[str, Owned] = {}
         self.notes_written = 0
+        self.reported: dict[str, float] = {}  # channel -> when its last error event went out
 
-    async def run(self, stop: asyncio.Event) -> None:
-        log.info("replica %s serving channels", self.settings.replica_id)
-        try:
-            await tick_until(stop, self.settings.tick_ms / 1000, self.tick)
-        finally:
-            await self.ownership.release_all()
+    @property
+    def owned(self) -> dict[str, Owned]:
+        return self.channels
 
-    async def tick(self) -> None:
-        lost, gained = await self.ownership.reconcile()
-        for cid in lost:
-            log.info("channel %s: released (idle, or lease lost)", cid)
-            self.owned.pop(cid, None)
-        for cid in gained:
-            try:
-                await self.adopt(cid)
-            except (ModelError, ValidationError) as exc:
-                log.error("channel %s: cannot start: %s", cid, exc)
-                await self.report(cid, "error", f"channel cannot start: {exc}")
-                await self.ownership.drop(cid)
-        for owned in list(self.owned.values()):
-            await self.serve(owned)
-
-    async def params(self, cid: str) -> ChannelParams | None:
-        return await ChannelParams.read(self.redis, cid)
-
-    async def adopt(self, cid: str) -> None:
+    async def adopt(self, cid: str) -> Owned | None:
         """Take a channel over, continuing from the last notes in its stream."""
-        params = await self.params(cid)
+        try:
+            params = await ChannelParams.read(self.redis, cid)
+        except ValidationError as exc:
+            await self.report(cid, f"channel cannot start: {exc}")
+            return None
         if params is None:
-            await self.ownership.drop(cid)
-            return
+            return None
         entries = await self.redis.xrevrange(streams.notes(cid), count=HISTORY)
         recent = [NoteEvent.from_fields(f) for _, f in reversed(entries)]
-        model = self.models.get(params.model)
+        model, params = await self.usable_model(cid, params)
+        if model is None:
+            return None
         improviser = Improviser(model, params.temperature, params.seed,
                                 history=[n.event() for n in recent])
         last = recent[-1] if recent else None
         owned = Owned(cid, params, improviser,
                       seq=last.seq + 1 if last else 0,
                       beat=last.beat + last.duration if last else 0.0,
-                      beats={n.seq: n.beat for n in recent})
-        self.owned[cid] = owned
+                      beats={n.seq: n.beat for n in recent}, recent=deque(recent, HISTORY))
         log.info("channel %s: adopted at note %d (model %s)", cid, owned.seq, params.model)
+        return owned
+
+    async def usable_model(self, cid: str, params: ChannelParams, fallback: str | None = None):
+        """The channel's model, or (refused, with an event) the fallback, or the default;
+        with the params that name it. (None, params) if none of them works."""
+        tried: dict[str, str] = {}  # model -> why it was refused
+        for name in dict.fromkeys([params.model, fallback, self.settings.default_model]):
+            if name is None:
+                continue
+            try:
+                model = self.models.get(name)
+            except ModelError as exc:
+                tried[name] = str(exc)
+                continue
+            if name != params.model:
+                still = "still " if name == fallback else ""
+                await self.redis.hset(streams.channel(cid), "model", name)
+                await self.report(cid, f"model {params.model!r} refused, {still}playing "
+                                       f"{name!r}: {tried[params.model]}")
+                params = params.model_copy(update={"model": name})
+            return model, params
+        await self.report(cid, "no model works for this channel: " + "; ".join(
+            f"{name!r}: {why}" for name, why in tried.items()))
+        return None, params
 
     async def apply(self, owned: Owned, new: ChannelParams) -> None:
         """Parameter changes take effect on the next note; a model that fails keeps the old."""
         old = owned.params
         if new.model != old.model:
-            try:
-                owned.improviser.use(self.models.get(new.model))
+            model, new = await self.usable_model(owned.cid, new, fallback=old.model)
+            if model is not None and new.model != old.model:
+                owned.improviser.use(model)
+                owned.fallback = old.model
                 log.info("channel %s: model %s -> %s", owned.cid, old.model, new.model)
-            except ModelError as exc:
-                await self.redis.hset(streams.channel(owned.cid), "model", old.model)
-                await self.report(owned.cid, "error", f"model {new.model!r} refused, "
-                                  f"still playing {old.model!r}: {exc}")
-                new = new.model_copy(update={"model": old.model})
         if new.temperature != old.temperature:
             owned.improviser.temperature = new.temperature
         if new.seed != old.seed and new.seed is not None:
             owned.improviser.rng = np.random.default_rng(new.seed)
         owned.params = new
 
-    async def serve(self, owned: Owned) -> None:
-        new = await self.params(owned.cid)
+    async def model_failed(self, owned: Owned, exc: ModelError) -> None:
+        """The model broke while sampling: go back to the previous model or the default."""
+        bad = owned.params.model
+        log.error("channel %s: model %s failed while playing: %s", owned.cid, bad, exc)
+        self.models.forget(bad, str(exc))
+        model, params = await self.usable_model(owned.cid, owned.params, owned.fallback)
+        if model is None:
+            await self.drop(owned.cid)
+            return
+        owned.improviser.use(model)
+        owned.params, owned.fallback = params, None
+
+    async def serve(self, cid: str, owned: Owned) -> None:
+        new = await ChannelParams.read(self.redis, cid)
         if new is None:  # deleted
-            await self.ownership.drop(owned.cid)
-            del self.owned[owned.cid]
+            await self.drop(cid)
             return
         if new != owned.params:
             await self.apply(owned, new)
-        # Where the synth is, on our timeline: the start of the note it last began, plus how
-        # far past that start it has rendered (a long note must not stall the next one).
+        start = await self.heard_beat(owned)
+        lead_beats = self.settings.lead_seconds * owned.params.bpm / 60
+        try:
+            while owned.beat < start + lead_beats and len(owned.outbox) < 64:
+                self.generate(owned)
+        except ModelError as exc:
+            await self.model_failed(owned, exc)
+        await self.flush(owned)
+
+    async def heard_beat(self, owned: Owned) -> float:
+        """Where the synth is, on our timeline: the start of the note it last began, plus how
+        far past that start it has rendered (a long note must not stall the next one)."""
         seq, into = await self.redis.hmget(streams.synth_position(owned.cid), "seq", "into")
         heard = owned.beats.get(int(seq)) if seq is not None else None
         if heard is not None:
-            start = heard + float(into or 0)
-        else:  # the synth has not started this channel yet: count from our first note
-            start = owned.beats[min(owned.beats)] if owned.beats else owned.beat
-        lead_beats = self.settings.lead_seconds * owned.params.bpm / 60
+            return heard + float(into or 0)
+        # the synth has not started this channel yet: count from our first note
+        return owned.beats[min(owned.beats)] if owned.beats else owned.beat
+
+    def generate(self, owned: Owned) -> None:
+        ev = owned.improviser.next()
+        note = NoteEvent.of(ev, owned.seq, owned.beat, owned.params, self.settings.replica_id)
+        owned.outbox.append(note)
+        owned.beats[owned.seq] = owned.beat
+        owned.recent.append(note)
+        owned.seq += 1
+        owned.beat += note.duration
+
+    async def flush(self, owned: Owned) -> None:
+        """Write the generated notes; kept for the next tick if Redis fails, so none is lost."""
+        if not owned.outbox:
+            return
         pipe = self.redis.pipeline(transaction=False)
-        written = 0
-        while owned.beat < start + lead_beats and written < 64:
-            ev = owned.improviser.next()
-            note = NoteEvent.of(ev, owned.seq, owned.beat, owned.params,
-                                self.settings.replica_id)
+        for note in owned.outbox:
             pipe.xadd(streams.notes(owned.cid), note.to_fields(),
                       maxlen=self.settings.notes_maxlen, approximate=True)
-            owned.beats[owned.seq] = owned.beat
-            owned.seq += 1
-            owned.beat += note.duration
-            written += 1
-        if written:
-            await pipe.execute()
-            self.notes_written += written
-            for old in [s for s in owned.beats if s < owned.seq - 4 * HISTORY]:
-                del owned.beats[old]
+        await pipe.execute()
+        self.notes_written += len(owned.outbox)
+        owned.outbox.clear()
+        for old in [s for s in owned.beats if s < owned.seq - 4 * HISTORY]:
+            del owned.beats[old]
 
-    async def report(self, cid: str, kind: str, message: str) -> None:
-        await self.redis.xadd(streams.CONTROL, {"type": kind, "channel": cid,
+    async def republish(self) -> None:
+        """Redis came back empty: our channels, their parameters and their last notes (so a
+        replica that takes one over later continues it; the synth skips notes it has had)."""
+        for cid, owned in self.channels.items():
+            await owned.params.restore(self.redis, cid)
+            pipe = self.redis.pipeline(transaction=False)
+            for note in owned.recent:
+                if note not in owned.outbox:
+                    pipe.xadd(streams.notes(cid), note.to_fields(),
+                              maxlen=self.settings.notes_maxlen, approximate=True)
+            await pipe.execute()
+
+    async def report(self, cid: str, message: str) -> None:
+        """An error event for the channel's listeners, at most one per REPORT_EVERY_S."""
+        now = time.monotonic()
+        if now - self.reported.get(cid, -REPORT_EVERY_S) < REPORT_EVERY_S:
+            log.warning("channel %s: %s (event suppressed: one per second)", cid, message)
+            return
+        self.reported[cid] = now
+        log.error("channel %s: %s", cid, message)
+        await self.redis.xadd(streams.CONTROL, {"type": "error", "channel": cid,
                                                 "message": message, "source": "inference"},
                               maxlen=1000, approximate=True)

@@ -12,8 +12,12 @@ from redis.asyncio import Redis
 
 from playbach import streams
 
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
-         "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+# Renew ours; re-claim a lease that vanished (Redis restarted empty, or it lapsed while we were
+# cut off and nobody took it): the owner keeps its channel and its state, so music continues.
+_RENEW = "local v = redis.call('get', KEYS[1]) " \
+         "if v == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end " \
+         "if not v then redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end " \
+         "return 0"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then " \
            "return redis.call('del', KEYS[1]) else return 0 end"
 
@@ -67,7 +71,9 @@ class Ownership:
         alive = max(1, await redis.zcard(key))
         return -(-active // alive)
 
-    async def reconcile(self) -> tuple[list[str], list[str]]:
+    async def reconcile(self, acquire: bool = True) -> tuple[list[str], list[str]]:
+        """Renew what we own, drop what is idle or lost; with ``acquire``, take free channels
+        (held back for a moment after Redis lost its data, so owners re-claim theirs first)."""
         active = await active_channels(self.leases.redis, self.idle_ms)
         share = await self.share(len(active))
         lost, gained = [], []
@@ -79,7 +85,7 @@ class Ownership:
                 lost.append(cid)
         self.owned -= set(lost)
         for cid in sorted(active - self.owned):
-            if len(self.owned) >= share:
+            if not acquire or len(self.owned) >= share:
                 break
             if await self.leases.acquire(cid):
                 self.owned.add(cid)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from playbach.streams import CHANNELS, text
 from playbach.streams import channel as channel_key
-from playbach.streams import text
 from playbach.vocab import Event
 
 BPM = (40, 240)
@@ -53,6 +53,15 @@ class ChannelParams(BaseModel):
         """The channel's parameters from ``pb:channel:<id>``, or None if it does not exist."""
         fields = await redis.hgetall(channel_key(cid))
         return cls.from_fields(fields) if fields else None
+
+    async def restore(self, redis, cid: str) -> None:
+        """Put the channel back after Redis lost its data, without overwriting a newer change
+        (HSETNX: only fields that are missing are written)."""
+        pipe = redis.pipeline(transaction=False)
+        pipe.sadd(CHANNELS, cid)
+        for key, value in self.to_fields().items():
+            pipe.hsetnx(channel_key(cid), key, value)
+        await pipe.execute()
 
     @classmethod
     def from_fields(cls, fields: dict) -> ChannelParams:
@@ -148,3 +157,13 @@ class AudioChunk(BaseModel):
                    pcm=fields.get(b"pcm", fields.get("pcm", b"")),
                    tone=_text(fields, "tone") == "1",
                    notes=[NoteOn(**n) for n in json.loads(_text(fields, "notes"))])
+
+
+class PlayerReport(BaseModel):
+    """The one message a player sends over its WebSocket: underruns since its last report.
+    Anything else from a client is ignored (and each connection's count is bounded)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["underrun"]
+    count: int = Field(ge=1, le=1000)

@@ -1,69 +1,160 @@
-"""Running a worker service: settings, Redis, signals, one clear line on a bad start."""
+"""Running a service: settings, Redis that may come and go, signals, health probes.
+
+No service exits because Redis is away: every loop goes through :class:`RedisWatch`, which
+backs off while Redis does not answer and logs one line when it goes and one when it is back.
+A Redis that comes back empty (restarted without persistence) is noticed by :func:`epoch`
+changing, and each service then re-publishes what it holds (see docs/architecture.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import secrets
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from playbach import streams
 from playbach.settings import ServiceSettings, load
 
 S = TypeVar("S", bound=ServiceSettings)
 log = logging.getLogger("playbach")
+REDIS_DOWN = (RedisError, OSError, TimeoutError)  # what an unreachable or restarting Redis raises
 
 
 def client(url: str, connections: int = 64) -> Redis:
     """A Redis client whose pool makes callers wait for a free connection when all are busy
-    (the default pool fails them instead: a crowd joining at once got errors)."""
+    (the default pool fails them instead: a crowd joining at once got errors). Timeouts keep
+    a Redis that hangs from hanging us: blocking reads use at most 1 s, well under 10. One
+    retry on a broken connection: after Redis restarts, each idle pooled connection fails
+    once, and that must not look like a second outage."""
     return Redis(connection_pool=BlockingConnectionPool.from_url(
-        url, max_connections=connections, timeout=20))
+        url, max_connections=connections, timeout=20, socket_connect_timeout=3,
+        socket_timeout=10, health_check_interval=15, retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError]))
 
 
-async def connect(url: str, service: str) -> Redis:
-    """A Redis client that answered a PING, or exit(2) with one line saying where it looked."""
-    redis = client(url)
-    try:
-        await redis.ping()
-    except (RedisError, OSError) as exc:
-        print(f"{service}: cannot reach Redis at {url}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return redis
+class RedisWatch:
+    """Whether Redis answers, with one log line per change and a backoff while it does not."""
+
+    def __init__(self, service: str, url: str) -> None:
+        self.service, self.url = service, url
+        self.up: bool | None = None  # None: not known yet
+        self.since = time.monotonic()
+        self.failures = 0
+
+    def ok(self) -> None:
+        if self.up is not True:
+            if self.up is False:
+                log.warning("%s: Redis answers again after %.1f s", self.service,
+                            time.monotonic() - self.since)
+            self.up, self.since, self.failures = True, time.monotonic(), 0
+
+    def failed(self, exc: BaseException) -> float:
+        """Note a failure; the seconds to wait before trying again (0.1 s doubling to 2 s)."""
+        if self.up is not False:
+            log.warning("%s: Redis at %s does not answer (%s); retrying until it does",
+                        self.service, self.url, exc or type(exc).__name__)
+            self.up, self.since = False, time.monotonic()
+        self.failures += 1
+        return min(0.1 * 2 ** (self.failures - 1), 2.0)
+
+    async def guard(self, step: Callable[[], Awaitable[None]]) -> float:
+        """Run ``step``; the pause to take before the next one if Redis failed (else 0)."""
+        try:
+            await step()
+        except REDIS_DOWN as exc:
+            return self.failed(exc)
+        self.ok()
+        return 0.0
 
 
-async def tick_until(stop: asyncio.Event, interval_s: float,
-                     tick: Callable[[], Awaitable[None]]) -> None:
-    """Call ``tick`` every ``interval_s`` (less the time it took) until ``stop`` is set."""
+async def epoch(redis: Redis) -> str:
+    """The id of Redis's current data set. It changes only when Redis lost its data (a restart
+    without persistence, a flush): then the services re-publish what they hold."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.set(streams.EPOCH, secrets.token_hex(8), nx=True)
+    pipe.get(streams.EPOCH)
+    _, value = await pipe.execute()
+    return streams.text(value) or ""
+
+
+async def tick_until(stop: asyncio.Event, interval_s: float, tick: Callable[[], Awaitable[None]],
+                     watch: RedisWatch | None = None) -> None:
+    """Call ``tick`` every ``interval_s`` (less the time it took) until ``stop`` is set; with a
+    ``watch``, a Redis failure pauses with backoff instead of ending the loop."""
     while not stop.is_set():
         started = time.monotonic()
-        await tick()
-        pause = interval_s - (time.monotonic() - started)
+        backoff = await watch.guard(tick) if watch else (await tick(), 0.0)[1]
+        pause = max(backoff, interval_s - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(pause, 0.001))
 
 
+class Health:
+    """``/healthz`` (the loop is alive) and ``/readyz`` (and Redis answers) over plain HTTP,
+    for Compose and Kubernetes probes of services that have no web server of their own."""
+
+    def __init__(self, watch: RedisWatch, stale_s: float = 15.0) -> None:
+        self.watch, self.stale_s = watch, stale_s
+        self.beat = time.monotonic()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self.beat < self.stale_s
+
+    def status(self, path: str) -> tuple[int, dict[str, object]]:
+        body: dict[str, object] = {"service": self.watch.service, "alive": self.alive(),
+                                   "redis": bool(self.watch.up)}
+        ok = self.alive() and (path != "/readyz" or bool(self.watch.up))
+        known = path in ("/healthz", "/readyz")
+        return (200 if ok else 503) if known else 404, body
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            parts = line.decode("latin-1").split()
+            code, body = self.status(parts[1] if len(parts) > 1 else "/")
+            data = json.dumps(body).encode()
+            writer.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+                             code, b"OK" if code == 200 else b"Unavailable", len(data), data))
+            await writer.drain()
+        except (OSError, TimeoutError, UnicodeError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(self, host: str, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, host, port)
+
+
 def run(service: str, settings_cls: type[S],
-        main: Callable[[Redis, S, asyncio.Event], Awaitable[None]]) -> None:
-    """Load settings, connect, run ``main`` until SIGINT or SIGTERM."""
+        main: Callable[[Redis, S, asyncio.Event, RedisWatch], Awaitable[None]]) -> None:
+    """Load settings (one line and exit 2 if bad), run ``main`` until SIGINT or SIGTERM.
+    Redis need not answer yet: ``main`` waits for it through the watch."""
     settings = load(settings_cls, service)
 
     async def start() -> None:
-        redis = await connect(settings.redis_url, service)
+        redis = client(settings.redis_url)
+        watch = RedisWatch(service, settings.redis_url)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await main(redis, settings, stop)
+            await main(redis, settings, stop, watch)
         finally:
-            await redis.aclose()
+            with contextlib.suppress(*REDIS_DOWN):
+                await redis.aclose()
         log.info("%s stopped", service)
 
     asyncio.run(start())

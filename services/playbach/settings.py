@@ -5,14 +5,19 @@ A bad value stops the service with one clear line (see :func:`load`), never a tr
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import Literal, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from redis.connection import parse_url
 
 REPO = Path(__file__).resolve().parents[2]
+REDIS_FORMS = "redis://host[:port][/db], rediss://host[:port][/db] or unix:///path/to/socket"
 
 
 class ServiceSettings(BaseSettings):
@@ -30,6 +35,54 @@ class ServiceSettings(BaseSettings):
         return value.expanduser() if isinstance(value, Path) else value
 
 
+class LiveSettings(ServiceSettings):
+    """The live services (gateway, inference, synth): REDIS_URL must be one Redis can use.
+
+    Checked here, not on the first connect, so a typo is one line at start rather than a
+    traceback or an endless retry. Only the form is checked; nothing connects. The trainer
+    never talks to Redis, so it does not get this check."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        scheme = url.partition("://")[0] if "://" in url else ""
+        if scheme not in ("redis", "rediss", "unix"):  # redis-py's own test, case and all
+            raise ValueError(f"not a Redis URL; expected {REDIS_FORMS}")
+        try:
+            parts = urlsplit(url)
+            parse_url(url)  # redis-py's own parser: the port, the query (?db=, ?timeout=...)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; expected {REDIS_FORMS}") from None
+        if scheme == "unix":
+            if not parts.path or parts.path == "/":
+                raise ValueError(f"no socket path; expected {REDIS_FORMS}")
+            return url
+        if not parts.hostname:
+            raise ValueError(f"no host; expected {REDIS_FORMS}")
+        db = parts.path.strip("/")
+        if db and not db.isdigit():  # redis-py would quietly use db 0
+            raise ValueError(f"database {db!r} is not a number; expected {REDIS_FORMS}")
+        return url
+
+
+class ModelReaderSettings(LiveSettings):
+    """The live services never create MODELS_DIR: a missing one is a deployment mistake, told
+    at start. (The synth reads no model, but shares the deployment's settings: a wrong path
+    there is the same mistake. The trainer creates the folder, so it is not checked there.)"""
+
+    @field_validator("models_dir")
+    @classmethod
+    def _models_dir(cls, path: Path) -> Path:
+        path = path.expanduser()
+        if not path.exists():
+            raise ValueError("no such directory (it holds the trained models, e.g. ./models)")
+        if not path.is_dir():
+            raise ValueError("not a directory (it holds the trained models, e.g. ./models)")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ValueError("directory not readable by this user")
+        return path
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -38,8 +91,15 @@ def describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
-        parts.append(f"{name}={err.get('input')!r}: {err['msg']}")
-    return "; ".join(parts)
+        if err["loc"]:
+            parts.append(f"{name}={err.get('input')!r}: {err['msg']}")
+        else:  # a whole-model check: its input is every value, secrets included
+            parts.append(f"{name}: {err['msg']}")
+    return one_line("; ".join(parts))
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def load(cls: type[S], service: str) -> S:
@@ -47,8 +107,27 @@ def load(cls: type[S], service: str) -> S:
     try:
         settings = cls()
     except ValidationError as exc:
-        print(f"{service}: bad setting: {describe(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    level = getattr(settings, "log_level", "INFO")
-    logging.basicConfig(level=level, format=f"%(asctime)s {service} %(levelname)s %(message)s")
-    return settings
+        problem = describe(exc)
+    except SettingsError as exc:  # a source could not decode a value (e.g. JSON for a list)
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        problem = one_line(f"{exc}{cause}")
+    except (ValueError, OSError) as exc:  # e.g. an unreadable .env or secret file
+        problem = one_line(f"{type(exc).__name__}: {exc}")
+    else:
+        level = getattr(settings, "log_level", "INFO")
+        logging.basicConfig(level=level, format=f"%(asctime)s {service} %(levelname)s %(message)s")
+        return settings
+    print(f"{service}: bad setting: {problem}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class WorkerSettings(LiveSettings):
+    """What inference and synth replicas share: who they are, leases, their loop, probes."""
+
+    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    lease_ms: int = Field(1500, ge=200, le=60_000, description="channel lease; takeover time")
+    tick_ms: int = Field(50, ge=5, le=1000, description="how often owned channels are served")
+    idle_ms: int = Field(5000, ge=500, description="a channel nobody hears this long is paused")
+    health_host: str = Field("0.0.0.0", description="where /healthz and /readyz listen")
+    health_port: int | None = Field(None, ge=1, le=65535,
+                                    description="port of /healthz and /readyz; unset: none")

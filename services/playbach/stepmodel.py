@@ -58,6 +58,17 @@ class StepModel:
         self._in = {k: v["index"] for k, v in inputs.items()}
         self._out = {k: v["index"] for k, v in outputs.items()}
 
+    def probe(self, steps: int = 8) -> None:
+        """A few greedy steps from the start: every logit and state value must be finite, or
+        ModelError (a model that loads can still be broken: NaN weights, a bad export)."""
+        ids, state = (0, 0, 0), self.initial_state()
+        for _ in range(steps):
+            logits, state = self.step(ids, state)
+            if not all(np.isfinite(x).all() for x in logits) or not np.isfinite(state).all():
+                raise ModelError(f"model {self.name!r} is broken: it gives non-finite (NaN or "
+                                 "infinite) outputs")
+            ids = tuple(int(np.argmax(x[1:])) + 1 for x in logits)  # type: ignore[assignment]
+
     def initial_state(self) -> np.ndarray:
         return np.zeros((1, self.state_size), np.float32)
 
@@ -76,7 +87,10 @@ class StepModel:
 
 def sample(logits: np.ndarray, temperature: float, rng: np.random.Generator,
            banned: Iterable[int] = (0,)) -> int:
-    """Draw an index from softmax(logits / temperature), never a banned (special) one."""
+    """Draw an index from softmax(logits / temperature), never a banned (special) one.
+    Non-finite logits (a model gone bad on some input) raise ModelError, never a bad index."""
+    if not np.isfinite(logits).all():
+        raise ModelError("the model gave non-finite (NaN or infinite) logits")
     z = logits.astype(np.float64) / temperature
     z[list(banned)] = -np.inf
     p = np.exp(z - z.max())

@@ -15,6 +15,7 @@ key                            type    holds
 ``pb:listeners:<id>``          hash    gateway replica -> its listener count
 ``pb:stats:<id>``              hash    counters: underruns reported by players, ...
 ``pb:instruments``             hash    GM program -> name, as the synth's SoundFont says
+``pb:epoch``                   string  id of Redis's data set; a new one means data was lost
 =============================  ======  ===============================================
 """
 
@@ -31,6 +32,7 @@ CONTROL = "pb:control"
 ACTIVE = "pb:active"
 INSTRUMENTS = "pb:instruments"
 PING = "pb:ping"
+EPOCH = "pb:epoch"
 
 INFERENCE, SYNTH = "inference", "synth"
 

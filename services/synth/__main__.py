@@ -11,8 +11,9 @@ from synth.settings import SynthSettings
 from synth.worker import SynthWorker
 
 
-async def main(redis: Redis, settings: SynthSettings, stop: asyncio.Event) -> None:
-    await SynthWorker(redis, settings).run(stop)
+async def main(redis: Redis, settings: SynthSettings, stop: asyncio.Event,
+               watch: service.RedisWatch) -> None:
+    await SynthWorker(redis, settings, watch).run(stop)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,26 @@
 """The synth loop: take channels by lease, render each in real time, a short lead ahead.
 
 A channel's audio timeline is in samples; its wall clock starts when a replica adopts it, so a
-replica that takes over continues at the sample where the last one stopped."""
+replica that takes over continues at the sample where the last one stopped. After Redis was
+away the clock is re-anchored at the next sample: the timeline continues, with no burst of
+catch-up audio and no jump."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from playbach import streams
-from playbach.leases import Leases, Ownership
 from playbach.schemas import AudioChunk, ChannelParams, NoteEvent
-from playbach.service import tick_until
+from playbach.worker import ChannelWorker
 from synth.render import Pending, Renderer, instrument_names
 from synth.settings import SynthSettings
 
 log = logging.getLogger("synth")
+MAX_BEHIND_S = 1.0  # further behind the wall clock than this (Redis was away): re-anchor
 
 
 @dataclass
@@ -30,52 +30,43 @@ class Voice:
     renderer: Renderer
     pos: int  # next sample to render
     origin: float  # monotonic time of sample 0
+    outbox: list[AudioChunk] = field(default_factory=list)  # rendered, not yet in Redis
 
 
-class SynthWorker:
-    def __init__(self, redis: Redis, settings: SynthSettings) -> None:
-        self.redis, self.settings = redis, settings
-        leases = Leases(redis, streams.SYNTH, settings.replica_id, settings.lease_ms)
-        self.ownership = Ownership(leases, settings.idle_ms)
-        self.voices: dict[str, Voice] = {}
+class SynthWorker(ChannelWorker[Voice]):
+    role = streams.SYNTH
+
+    def __init__(self, redis, settings: SynthSettings, watch=None) -> None:
+        super().__init__(redis, settings, watch)
+        self.settings: SynthSettings = settings
         self.control_id = "$"
         self.chunks_written = 0
         self.render_seconds = 0.0
+        self.instruments: dict[str, str] = {}
 
-    async def run(self, stop: asyncio.Event) -> None:
+    @property
+    def voices(self) -> dict[str, Voice]:
+        return self.channels
+
+    async def starting(self) -> None:
         names = instrument_names(self.settings.soundfont)
-        await self.redis.hset(streams.INSTRUMENTS, mapping={str(k): v for k, v in names.items()})
-        log.info("replica %s rendering with %s", self.settings.replica_id,
-                 self.settings.soundfont.name)
+        self.instruments = {str(k): v for k, v in names.items()}
+        log.info("rendering with %s", self.settings.soundfont.name)
+
+    async def republish(self) -> None:
+        """The SoundFont's instrument names, and our channels with their parameters."""
+        await self.redis.hset(streams.INSTRUMENTS, mapping=self.instruments)
+        for cid, voice in self.channels.items():
+            await voice.params.restore(self.redis, cid)
+
+    async def adopt(self, cid: str) -> Voice | None:
         try:
-            await tick_until(stop, self.settings.tick_ms / 1000, self.tick)
-        finally:
-            await self.ownership.release_all()
-            for voice in self.voices.values():
-                voice.renderer.close()
-
-    async def tick(self) -> None:
-        lost, gained = await self.ownership.reconcile()
-        for cid in lost:
-            log.info("channel %s: released (idle, or lease lost)", cid)
-            voice = self.voices.pop(cid, None)
-            if voice:
-                voice.renderer.close()
-        for cid in gained:
-            try:
-                await self.adopt(cid)
-            except (ValidationError, ValueError) as exc:
-                log.error("channel %s: cannot render: %s", cid, exc)
-                await self.ownership.drop(cid)
-        await self.read_control()
-        for voice in list(self.voices.values()):
-            await self.serve(voice)
-
-    async def adopt(self, cid: str) -> None:
-        params = await ChannelParams.read(self.redis, cid)
+            params = await ChannelParams.read(self.redis, cid)
+        except ValidationError as exc:
+            log.error("channel %s: cannot render: %s", cid, exc)
+            return None
         if params is None:
-            await self.ownership.drop(cid)
-            return
+            return None
         s = self.settings
         renderer = Renderer(s.soundfont, s.sample_rate, s.gain, params.instrument)
         saved = {streams.text(k): streams.text(v) for k, v in
@@ -84,8 +75,11 @@ class SynthWorker:
         renderer.beat = renderer.next_beat = float(saved.get("beat", 0.0))
         renderer.last_seq = int(saved.get("seq", -1))
         renderer.last_id = saved.get("id", "0-0")
-        self.voices[cid] = Voice(cid, params, renderer, pos, time.monotonic() - pos / s.sample_rate)
         log.info("channel %s: adopted at sample %d (note %d)", cid, pos, renderer.last_seq)
+        return Voice(cid, params, renderer, pos, time.monotonic() - pos / s.sample_rate)
+
+    def release(self, cid: str, state: Voice) -> None:
+        state.renderer.close()
 
     async def read_control(self) -> None:
         """Audio-test requests for the channels we own."""
@@ -107,37 +101,56 @@ class SynthWorker:
         entries = await self.redis.xrange(streams.notes(voice.cid), min=f"({after}", count=256)
         for entry_id, fields in entries:
             note = NoteEvent.from_fields(fields)
-            if note.seq > r.last_seq:
+            last = r.pending[-1].note.seq if r.pending else r.last_seq
+            if note.seq > last:  # a note re-published after Redis lost its data is skipped
                 r.pending.append(Pending(note, streams.text(entry_id)))
 
-    async def serve(self, voice: Voice) -> None:
-        params = await ChannelParams.read(self.redis, voice.cid)
+    async def before_serving(self) -> None:
+        await self.read_control()
+
+    async def serve(self, cid: str, voice: Voice) -> None:
+        params = await ChannelParams.read(self.redis, cid)
         if params is None:
             return
         voice.params = params
         voice.renderer.set_program(voice.params.instrument)
         await self.fetch_notes(voice)
+        self.render(voice)
+        await self.flush(voice)
+
+    def render(self, voice: Voice) -> None:
+        """Render up to the wall clock plus the lead (at most 32 chunks, and nothing while
+        earlier chunks still wait for Redis)."""
         s = self.settings
+        behind = time.monotonic() - voice.origin - voice.pos / s.sample_rate
+        if behind > MAX_BEHIND_S:
+            log.warning("channel %s: %.1f s behind the clock (Redis was away?); the timeline "
+                        "continues from sample %d", voice.cid, behind, voice.pos)
+            voice.origin = time.monotonic() - voice.pos / s.sample_rate
         target = (time.monotonic() - voice.origin + s.lead_seconds) * s.sample_rate
-        pipe = self.redis.pipeline(transaction=False)
-        wrote = 0
-        while voice.pos + s.chunk_frames <= target and wrote < 32:
+        while voice.pos + s.chunk_frames <= target and len(voice.outbox) < 32:
             t, tone = time.perf_counter(), voice.renderer.tone_left > 0
             pcm, ons = voice.renderer.render(voice.pos, s.chunk_frames, voice.params.bpm)
             self.render_seconds += time.perf_counter() - t
-            chunk = AudioChunk(pos=voice.pos, rate=s.sample_rate, pcm=pcm.tobytes(), notes=ons,
-                               tone=tone)
+            voice.outbox.append(AudioChunk(pos=voice.pos, rate=s.sample_rate, pcm=pcm.tobytes(),
+                                           notes=ons, tone=tone))
+            voice.pos += s.chunk_frames
+
+    async def flush(self, voice: Voice) -> None:
+        """Write the rendered chunks and our position; kept for the next tick if Redis fails."""
+        if not voice.outbox:
+            return
+        s, r = self.settings, voice.renderer
+        pipe = self.redis.pipeline(transaction=False)
+        for chunk in voice.outbox:
             pipe.xadd(streams.audio(voice.cid), chunk.to_fields(), maxlen=s.audio_maxlen,
                       approximate=True)
-            voice.pos += s.chunk_frames
-            wrote += 1
-        if wrote:
-            r = voice.renderer
-            lead_ms = (voice.pos / s.sample_rate - (time.monotonic() - voice.origin)) * 1000
-            pipe.hset(streams.synth_position(voice.cid), mapping={
-                "pos": voice.pos, "beat": r.beat, "seq": r.last_seq, "id": r.last_id,
-                "into": r.beat - r.last_start,  # beats past the start of note `seq`
-                "lead_ms": round(lead_ms, 1), "starved": r.starved_chunks,
-                "replica": s.replica_id})
-            await pipe.execute()
-            self.chunks_written += wrote
+        lead_ms = (voice.pos / s.sample_rate - (time.monotonic() - voice.origin)) * 1000
+        pipe.hset(streams.synth_position(voice.cid), mapping={
+            "pos": voice.pos, "beat": r.beat, "seq": r.last_seq, "id": r.last_id,
+            "into": r.beat - r.last_start,  # beats past the start of note `seq`
+            "lead_ms": round(lead_ms, 1), "starved": r.starved_chunks,
+            "replica": s.replica_id})
+        await pipe.execute()
+        self.chunks_written += len(voice.outbox)
+        voice.outbox.clear()

@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 
 from playbach import settings as settings_mod
-from playbach.modeldir import ModelError, model_dir
+from playbach.modeldir import ModelError, check_name, model_dir
 from playbach.vocab import PARTS_HELP, EncodingOptions, VocabError
-from trainer.config import PRESETS, UserError, make_config
+from trainer.config import PRESETS, TrainConfig, UserError, make_config
+from trainer.corpus import Corpus, Limits
 from trainer.settings import TrainerSettings
+
+log = logging.getLogger("trainer")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="move every piece to C major / A minor (keys share statistics)")
     t.add_argument("--resume", action="store_true", help="continue the last run of this name")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--max-file-mb", type=float,
+                   help="skip larger files, unread (default: $MAX_FILE_MB or 2)")
+    t.add_argument("--max-parse-seconds", type=float,
+                   help="skip a file that takes longer to parse; its parser is killed "
+                        "(default: $MAX_PARSE_SECONDS or 60)")
+    t.add_argument("--max-notes", type=int,
+                   help="skip a MIDI file with more notes, counted before music21 reads it "
+                        "(default: $MAX_NOTES or 30000)")
 
     g = sub.add_parser("generate", allow_abbrev=False, help="improvise a MIDI file")
     g.add_argument("--model", default="default")
@@ -64,11 +75,72 @@ def _parser() -> argparse.ArgumentParser:
 def _check_generation(args: argparse.Namespace) -> None:
     if args.notes < 1:
         raise UserError("--notes must be at least 1")
+    if getattr(args, "pieces", 1) < 1:  # evaluate only
+        raise UserError("--pieces must be at least 1")
     if not 0.1 <= args.temperature <= 3.0:
         raise UserError("--temperature must be between 0.1 and 3.0")
     bpm = getattr(args, "bpm", None)  # generate has one, evaluate does not
     if bpm is not None and not 40 <= bpm <= 240:
         raise UserError("--bpm must be between 40 and 240")
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """A folder the run writes to must be one, or be creatable: found now, not after training."""
+    path = path.absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: not a writable folder")
+
+
+def _check_train(args: argparse.Namespace, extra: list[str], settings: TrainerSettings,
+                 models_dir: Path) -> tuple[TrainConfig, EncodingOptions, Limits]:
+    """Every argument of `train`, before a file is read or TensorFlow loads (and logs)."""
+    name = check_name(args.name or args.preset)
+    if args.limit is not None and args.limit < 1:
+        raise UserError("--limit must be at least 1")
+    cfg = make_config(args.preset, extra)
+    options = EncodingOptions(not args.normal, args.parts, args.min_count, args.transpose)
+    limits = Limits(**{f: getattr(settings, f) if getattr(args, f) is None else getattr(args, f)
+                       for f in ("max_file_mb", "max_parse_seconds", "max_notes")})
+    for path, what in ((models_dir, "--models-dir"), (settings.runs_dir, "RUNS_DIR"),
+                       (settings.cache_dir, "CACHE_DIR")):
+        _check_writable(path, what)
+    run_dir = settings.runs_dir / name
+    if args.resume and not (run_dir / "last.keras").is_file():
+        raise UserError(f"--resume: nothing to resume in {run_dir} (no last.keras)")
+    return cfg, options, limits
+
+
+def _corpus(args: argparse.Namespace, cfg: TrainConfig, options: EncodingOptions,
+            limits: Limits, settings: TrainerSettings, progress: bool) -> Corpus:
+    """The parsed corpus, or a UserError when it is too small, still without TensorFlow."""
+    from trainer.corpus import check_size, chorale_paths, load_corpus, midi_paths
+
+    if args.midi_dir:
+        source, paths = str(args.midi_dir), midi_paths(args.midi_dir, args.limit)
+    else:
+        source, paths = "music21 Bach chorales", chorale_paths(args.limit)
+    corpus = load_corpus(source, paths, options, settings.cache_dir, progress=progress,
+                         limits=limits)
+    for skip in corpus.skipped:
+        log.warning("skipped %s: %s", skip["file"], skip["reason"])
+    check_size(corpus, cfg.seq_len)
+    return corpus
+
+
+def _train(args: argparse.Namespace, extra: list[str], argv: list[str],
+           settings: TrainerSettings, models_dir: Path) -> None:
+    cfg, options, limits = _check_train(args, extra, settings, models_dir)
+    progress = not args.no_progress and sys.stderr.isatty()
+    corpus = _corpus(args, cfg, options, limits, settings, progress)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from trainer.train import Job, train  # TensorFlow loads here, once there is work for it
+
+    target = train(Job(
+        name=args.name or args.preset, preset=args.preset, cfg=cfg, options=options,
+        corpus=corpus, models_dir=models_dir, runs_dir=settings.runs_dir, resume=args.resume,
+        progress=progress, command="python -m trainer " + shlex.join(argv)))
+    print(f"published {target}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,25 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "train" and extra:
             raise UserError(f"unknown arguments: {' '.join(extra)}")
         if args.command == "train":
-            # Everything the user gave is checked before TensorFlow loads (and starts logging).
-            cfg = make_config(args.preset, extra)
-            options = EncodingOptions(not args.normal, args.parts, args.min_count, args.transpose)
-            from trainer.corpus import chorale_paths, midi_paths
-
-            if args.midi_dir:
-                source, paths = str(args.midi_dir), midi_paths(args.midi_dir, args.limit)
-            else:
-                source, paths = "music21 Bach chorales", chorale_paths(args.limit)
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-            from trainer.train import Job, train
-
-            target = train(Job(
-                name=args.name or args.preset, preset=args.preset, cfg=cfg, options=options,
-                source=source, paths=paths, models_dir=models_dir, runs_dir=settings.runs_dir,
-                cache_dir=settings.cache_dir, resume=args.resume,
-                progress=not args.no_progress and sys.stderr.isatty(),
-                command="python -m trainer " + shlex.join(argv)))
-            print(f"published {target}")
+            _train(args, extra, argv, settings, models_dir)
         elif args.command == "generate":
             from trainer.improvise import generate
 

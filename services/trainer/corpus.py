@@ -1,20 +1,47 @@
-"""Corpora -> pieces of events: parsed in parallel, cached by file contents, bad files named."""
+"""Corpora -> pieces of events: parsed in parallel, cached by file contents, bad files named.
+
+Every file is bounded (see :class:`Limits`): anything that is not a regular file is never
+opened, and a file too large, with too many notes or too slow to parse is skipped and named."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+import stat
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from playbach.vocab import REST, EncodingOptions, Event, dynamic, pitch_token, quantize_duration
+from trainer import isolate
 from trainer.config import UserError
 
 ENCODER_VERSION = 1  # bump when parsing changes, to invalidate caches
 MIN_PIECES = 3  # one each for training, validation and test
 MIDI_SUFFIXES = (".mid", ".midi")
+MB = 1_000_000
+PRELOAD = ("music21.converter", "mido", "trainer.corpus")  # imported once, by the fork server
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one file, so that one odd file costs seconds and megabytes, never the run."""
+
+    max_file_mb: float = 2.0  # cello-suite movements are 3-10 KB; 2 MB of MIDI is ~250,000 notes
+    max_parse_seconds: float = 60.0  # music21 takes ~5 s for 10,000 notes, more than linearly
+    max_notes: int = 30_000  # 20x the longest cello movement; music21 holds ~9 KB per note
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"--{f.name.replace('_', '-')} must be a number above 0, "
+                                f"not {value!r}")
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_file_mb * MB)
 
 
 @dataclass
@@ -106,6 +133,18 @@ def events_from_score(score, options: EncodingOptions) -> list[Event]:
     return events
 
 
+def count_midi_notes(path: Path) -> int | None:
+    """Notes in a MIDI file, read with mido (fast, light); None when mido cannot read it, so
+    music21, which is more lenient, still decides whether it is usable."""
+    import mido
+
+    try:
+        midi = mido.MidiFile(path, clip=True)
+    except Exception:
+        return None
+    return sum(m.type == "note_on" and m.velocity > 0 for track in midi.tracks for m in track)
+
+
 def parse_file(path: Path, options: EncodingOptions) -> list[Event]:
     from music21 import converter
 
@@ -122,46 +161,86 @@ def _cache_key(content: bytes, options: EncodingOptions) -> str:
     return h.hexdigest()
 
 
-def _parse_cached(args: tuple[Path, EncodingOptions, Path]) -> dict:
-    """Worker: one file -> {"events": [...]} or {"error": reason}, remembered by content hash."""
-    path, options, cache_dir = args
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
+def _refusal(path: Path, limits: Limits) -> str | None:
+    """Why ``path`` is not even read, from its metadata: a FIFO or device is never opened."""
     try:
-        content = path.read_bytes()
+        info = os.stat(path)
     except OSError as exc:
-        return {"error": f"unreadable: {exc.strerror or exc}", "sha": ""}
-    sha = hashlib.sha256(content).hexdigest()
+        return f"unreadable: {exc.strerror or exc}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"not a regular file ({_kind(info.st_mode)})"
+    if info.st_size > limits.max_bytes:
+        return (f"{info.st_size / MB:.3g} MB, over the {limits.max_file_mb:g} MB limit "
+                "(--max-file-mb)")
+    return None
+
+
+def _read(path: Path, max_bytes: int) -> bytes:
+    # Non-blocking and bounded: a file swapped for a FIFO or grown since the stat cannot hang us.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as f:
+        content = f.read(max_bytes + 1)
+    if len(content) > max_bytes:
+        raise OSError(f"grew over the {max_bytes / MB:g} MB limit while being read")
+    return content
+
+
+def _known(path: Path, options: EncodingOptions, cache_dir: Path, limits: Limits) -> dict:
+    """The result without parsing (refused, unreadable or cached), or ``{"cache": file}``."""
+    reason = _refusal(path, limits)
+    if reason:
+        return {"sha": "", "error": reason}
+    try:
+        content = _read(path, limits.max_bytes)
+    except OSError as exc:
+        return {"sha": "", "error": f"unreadable: {exc.strerror or exc}"}
     cached = cache_dir / f"{_cache_key(content, options)}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
+    return {"sha": hashlib.sha256(content).hexdigest(), "cache": str(cached)}
+
+
+def parse_job(job: tuple[Path, EncodingOptions, int]) -> dict:
+    """In a worker process: one file -> ``{"events": [...]}`` or ``{"error": why}``, plus
+    ``"limit": True`` when only a setting refused it (so that is not cached)."""
+    path, options, max_notes = job
     try:
+        notes = count_midi_notes(path) if path.suffix.lower() in MIDI_SUFFIXES else None
+        if notes is not None and notes > max_notes:
+            return {"error": f"{notes} notes, over the limit of {max_notes} (--max-notes)",
+                    "limit": True}
         events = parse_file(path, options)
-        result = {"sha": sha, "events": [[e.pitch, str(e.duration), e.velocity] for e in events]}
+        return {"events": [[e.pitch, str(e.duration), e.velocity] for e in events]}
     except Exception as exc:
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        result = {"sha": sha, "error": f"{type(exc).__name__}: {reason}"}
+        return {"error": f"{type(exc).__name__}: {reason}"}
+
+
+def _settle(pending: dict, outcome: isolate.Outcome, limits: Limits) -> dict:
+    """A worker's outcome as a result; cached only when it depends on the file alone."""
+    if outcome.timed_out:
+        return {"sha": "", "error": f"took longer than {limits.max_parse_seconds:g} s to parse "
+                                    "(--max-parse-seconds)"}
+    if outcome.error or outcome.value.get("limit"):
+        return {"sha": "", "error": outcome.error or outcome.value["error"]}
+    result = {"sha": pending["sha"], **outcome.value}
+    cached = Path(pending["cache"])
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, cached)
     return result
 
 
-def load_corpus(source: str, paths: list[Path], options: EncodingOptions, cache_dir: Path,
-                workers: int | None = None, progress: bool = True) -> Corpus:
-    """Parse ``paths`` (cached), skipping and naming the files that fail."""
+def _assemble(source: str, paths: list[Path], results: list[dict],
+              options: EncodingOptions) -> Corpus:
     from fractions import Fraction
 
-    from tqdm import tqdm
-
-    cache_dir = Path(cache_dir) / "events"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(p, options, cache_dir) for p in paths]
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
-    bar = dict(total=len(jobs), desc="parsing", unit="file", disable=not progress, leave=False)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(tqdm(pool.map(_parse_cached, jobs, chunksize=2), **bar))
-    else:
-        results = [_parse_cached(j) for j in tqdm(jobs, **bar)]
     pieces, skipped, digest = [], [], hashlib.sha256(options.key().encode())
     for path, res in zip(paths, results, strict=True):
         digest.update(f"{path.name}:{res['sha']}\n".encode())
@@ -171,6 +250,30 @@ def load_corpus(source: str, paths: list[Path], options: EncodingOptions, cache_
         events = [Event(p, Fraction(d), v) for p, d, v in res["events"]]
         pieces.append(Piece(path.stem, events))
     return Corpus(source, pieces, len(paths), digest.hexdigest()[:16], skipped)
+
+
+def load_corpus(source: str, paths: list[Path], options: EncodingOptions, cache_dir: Path,
+                workers: int | None = None, progress: bool = True,
+                limits: Limits = Limits()) -> Corpus:
+    """Parse ``paths`` (cached), skipping and naming the files that fail or exceed ``limits``.
+
+    Each file is parsed in its own process, killed when it takes longer than allowed."""
+    from tqdm import tqdm
+
+    cache_dir = Path(cache_dir) / "events"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(paths), desc="parsing", unit="file", disable=not progress,
+              leave=False) as bar:
+        results = [_known(p, options, cache_dir, limits) for p in paths]
+        todo = [i for i, res in enumerate(results) if "cache" in res]
+        bar.update(len(paths) - len(todo))
+        jobs = [(paths[i], options, limits.max_notes) for i in todo]
+        workers = workers or min(len(jobs), os.cpu_count() or 1)
+        for j, outcome in isolate.run_each(parse_job, jobs, workers, limits.max_parse_seconds,
+                                           PRELOAD):
+            results[todo[j]] = _settle(results[todo[j]], outcome, limits)
+            bar.update()
+    return _assemble(source, paths, results, options)
 
 
 def check_size(corpus: Corpus, seq_len: int) -> None:

@@ -17,7 +17,7 @@ from playbach.stepmodel import HEADS
 from playbach.vocab import EncodingOptions, Vocabulary
 from trainer import heldout, improvise, musicstats
 from trainer.config import TrainConfig
-from trainer.corpus import Corpus, check_size, load_corpus
+from trainer.corpus import Corpus, check_size
 from trainer.dataset import encode, split_pieces
 from trainer.export import check_parity, to_tflite
 from trainer.fit import fit, identity, plot
@@ -34,11 +34,9 @@ class Job:
     preset: str
     cfg: TrainConfig
     options: EncodingOptions
-    source: str
-    paths: list[Path]
+    corpus: Corpus  # parsed and checked by the caller, before TensorFlow loaded
     models_dir: Path
     runs_dir: Path
-    cache_dir: Path
     command: str
     resume: bool = False
     progress: bool = True
@@ -46,11 +44,8 @@ class Job:
 
 def train(job: Job) -> Path:
     started = time.time()
-    cfg = job.cfg
-    corpus = load_corpus(job.source, job.paths, job.options, job.cache_dir, progress=job.progress)
-    for skip in corpus.skipped:
-        log.warning("skipped %s: %s", skip["file"], skip["reason"])
-    check_size(corpus, cfg.seq_len)
+    cfg, corpus = job.cfg, job.corpus
+    check_size(corpus, cfg.seq_len)  # the CLI checked already; other callers may not have
     train_p, val_p, test_p = split_pieces(corpus.pieces, cfg)
     vocab = Vocabulary.build([p.events for p in train_p], job.options)
     tr, va, te = (encode(ps, vocab) for ps in (train_p, val_p, test_p))

@@ -65,7 +65,7 @@ with st.sidebar:
     if gw.token:
         st.success("logged in")
         if st.button("Log out", key="logout"):
-            gw.token = None
+            gw.logout()
             st.rerun()
     else:
         with st.form("login"):
@@ -197,7 +197,9 @@ with listen:
     if state.playing:
         player.caption("Press ▶ Play inside the player: browsers start sound only on a click "
                        "there.")
-        token = f"&token={quote(gw.token)}" if gw.token else ""  # for PUBLIC_LISTENING=false
+        # for PUBLIC_LISTENING=false: a listen-only token, never the admin's (it would sit in
+        # the page's address, where anyone who sees it could change the channel)
+        token = f"&token={quote(gw.listen_token)}" if gw.listen_token else ""
         with player:
             iframe(f"{settings.public_gateway_url}/?channel={quote(cid)}&embed=1{token}",
                    height=560, scrolling=False)

@@ -16,6 +16,7 @@ class Gateway:
     def __init__(self, url: str, timeout: float = 5.0, token: str | None = None) -> None:
         self.url = url
         self.token = token
+        self.listen_token: str | None = None  # for the embedded player: it can only listen
         self.http = httpx.Client(base_url=url, timeout=timeout)
 
     def _call(self, method: str, path: str, **kwargs) -> httpx.Response:
@@ -37,7 +38,11 @@ class Gateway:
     def login(self, username: str, password: str) -> str:
         self.token = self._call("POST", "/api/login",
                                 json={"username": username, "password": password}).json()["token"]
+        self.listen_token = self._call("POST", "/api/listen-token").json()["token"]
         return self.token
+
+    def logout(self) -> None:
+        self.token = self.listen_token = None
 
     def ping(self) -> dict[str, Any]:
         t = time.perf_counter()

@@ -46,3 +46,42 @@ def test_bad_arguments(args, message, dirs):
 def test_bad_setting_is_one_line(dirs):
     line = one_line_error(run_cli("generate", env={**dirs, "LOG_LEVEL": "LOUD"}))
     assert line.startswith("trainer: bad setting: LOG_LEVEL='LOUD'")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--name", "../evil"], "error: model name '../evil' must be 1-64 of a-z 0-9 . _ -"),
+    (["--name", "Bad Name"], "error: model name 'Bad Name' must be"),
+    (["--limit", "0"], "error: --limit must be at least 1"),
+    (["--max-file-mb", "0"], "error: --max-file-mb must be a number above 0, not 0.0"),
+    (["--max-parse-seconds", "nan"], "error: --max-parse-seconds must be a number above 0"),
+    (["--max-notes", "-5"], "error: --max-notes must be a number above 0, not -5"),
+    (["--name", "never-trained", "--resume"], "error: --resume: nothing to resume in"),
+])
+def test_train_arguments_are_checked_before_any_work(args, message, tmp_path, cello_dir):
+    """Even with a real corpus to parse: nothing is read, cached or trained first."""
+    cache = tmp_path / "cache"
+    env = {"MODELS_DIR": str(tmp_path / "models"), "RUNS_DIR": str(tmp_path / "runs"),
+           "CACHE_DIR": str(cache)}
+    # The timeout is far above start-up (about a second) and far below parsing plus training.
+    res = run_cli("train", "--preset", "tiny", "--midi-dir", str(cello_dir), *args, env=env,
+                  timeout=60)
+    assert one_line_error(res).startswith(message)
+    assert not cache.exists()  # not a single file parsed
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MAX_PARSE_SECONDS": "0"}, "trainer: bad setting: MAX_PARSE_SECONDS='0': Input should be "
+                                 "greater than 0"),
+    ({"MAX_FILE_MB": "inf"}, "trainer: bad setting: MAX_FILE_MB='inf': Input should be a finite"),
+])
+def test_bad_limit_setting_is_one_line(env, message, dirs):
+    assert one_line_error(run_cli("generate", env={**dirs, **env})).startswith(message)
+
+
+def test_unwritable_cache_dir_is_found_before_parsing(tmp_path, cello_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    res = run_cli("train", "--midi-dir", str(cello_dir), timeout=60,
+                  env={"MODELS_DIR": str(tmp_path / "m"), "RUNS_DIR": str(tmp_path / "r"),
+                       "CACHE_DIR": str(blocker / "cache")})
+    assert one_line_error(res) == f"error: CACHE_DIR {blocker / 'cache'}: not a writable folder"

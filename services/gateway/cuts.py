@@ -1,0 +1,70 @@
+"""Cutting off listeners who stop reading, promptly and for real.
+
+A graceful close waits for buffers that a client which never reads will never empty: its
+socket, its kernel memory and its listener slot would stay forever. So a stalled send is given
+a time limit, and then the connection's transport is aborted. ASGI has no call for that; the
+transport is reached through the ASGI server's own receive callable (uvicorn's, for HTTP and
+WebSocket alike), and where it cannot be found the connection is left to the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+from fastapi import Request, WebSocket
+from fastapi.responses import StreamingResponse
+
+SEND_BUFFER = 64 * 1024  # bytes the kernel may hold for one listener (~0.7 s of PCM)
+
+
+def transport(conn: Request | WebSocket) -> asyncio.Transport | None:
+    """The connection's transport (asyncio's or uvloop's: they share the interface)."""
+    server_side = getattr(getattr(conn, "_receive", None), "__self__", None)
+    found = getattr(server_side, "transport", None)
+    return found if callable(getattr(found, "abort", None)) else None
+
+
+def cut(conn: Request | WebSocket) -> None:
+    """Drop the connection now: no closing handshake, buffers freed, socket closed."""
+    found = transport(conn)
+    if found is not None:
+        found.abort()
+
+
+def limit_send_buffer(conn: Request | WebSocket, size: int = SEND_BUFFER) -> None:
+    """A small kernel send buffer: a listener that stops reading is noticed in about a second
+    of audio instead of the megabytes the kernel would otherwise queue for it."""
+    found = transport(conn)
+    sock = found.get_extra_info("socket") if found is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+class LiveResponse(StreamingResponse):
+    """An endless stream whose listener must take each piece within ``timeout`` seconds."""
+
+    def __init__(self, content: AsyncIterator[bytes], request: Request, timeout: float,
+                 **kwargs) -> None:
+        super().__init__(content, **kwargs)
+        self.request, self.timeout = request, timeout
+
+    async def stream_response(self, send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        try:
+            async for chunk in self.body_iterator:
+                await asyncio.wait_for(send({"type": "http.response.body", "body": chunk,
+                                             "more_body": True}), self.timeout)
+        except TimeoutError:
+            from gateway import metrics
+
+            metrics.SLOW_CLIENTS_CUT.inc()
+            cut(self.request)
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                await self.body_iterator.aclose()  # leave the hub now, not at garbage time
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

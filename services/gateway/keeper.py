@@ -1,0 +1,42 @@
+"""Channels outlive Redis restarts: the default channel always exists, and when Redis comes
+back empty (restarted without persistence) every channel this gateway has seen is put back
+with its parameters. Inference and synth put back the channels they own the same way; HSETNX
+makes the copies agree (the first one written wins, none overwrites a newer change)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.store import Store
+from playbach import service
+from playbach.schemas import ChannelParams
+from playbach.service import RedisWatch
+
+log = logging.getLogger("gateway")
+
+
+class Keeper:
+    def __init__(self, store: Store, default: str | None, watch: RedisWatch,
+                 interval_s: float = 1.0) -> None:
+        self.store, self.default, self.watch, self.interval_s = store, default, watch, interval_s
+        self.known: dict[str, ChannelParams] = {}  # every channel, as last read
+        self.epoch: str | None = None
+
+    async def run(self) -> None:
+        while True:
+            pause = await self.watch.guard(self.step)
+            await asyncio.sleep(max(pause, self.interval_s))
+
+    async def step(self) -> None:
+        current = await service.epoch(self.store.redis)
+        if self.epoch is not None and current != self.epoch:
+            log.warning("Redis lost its data (restarted empty?): putting back %d channel(s)",
+                        len(self.known))
+            for cid, params in self.known.items():
+                await params.restore(self.store.redis, cid)
+        self.epoch = current
+        if self.default:
+            await self.known.get(self.default, ChannelParams()).restore(self.store.redis,
+                                                                         self.default)
+        self.known = await self.store.all_params()

@@ -1,0 +1,113 @@
+"""The skeleton inference and synth share: leases, a tick loop that outlives Redis outages,
+re-publishing after Redis lost its data, and health probes.
+
+A subclass says how to ``adopt`` a channel (build its state, from Redis), ``release`` it,
+``serve`` it each tick, and what to ``republish`` when Redis comes back empty."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Generic, TypeVar
+
+from redis.asyncio import Redis
+
+from playbach import service
+from playbach.leases import Leases, Ownership
+from playbach.settings import WorkerSettings
+
+C = TypeVar("C")  # a subclass's per-channel state
+log = logging.getLogger("playbach")
+
+
+class ChannelWorker(Generic[C]):
+    role = "worker"
+
+    def __init__(self, redis: Redis, settings: WorkerSettings,
+                 watch: service.RedisWatch | None = None) -> None:
+        self.redis, self.settings = redis, settings
+        self.watch = watch or service.RedisWatch(self.role, settings.redis_url)
+        leases = Leases(redis, self.role, settings.replica_id, settings.lease_ms)
+        self.ownership = Ownership(leases, settings.idle_ms)
+        self.health = service.Health(self.watch)
+        self.channels: dict[str, C] = {}
+        self.epoch: str | None = None
+        self.hold_until = 0.0  # no new channels before this (monotonic), after a data loss
+
+    # --- what a subclass provides ----------------------------------------------------------
+
+    async def adopt(self, cid: str) -> C | None:
+        """The state to serve a channel we just leased, or None to give it back."""
+        raise NotImplementedError
+
+    async def serve(self, cid: str, state: C) -> None:
+        raise NotImplementedError
+
+    def release(self, cid: str, state: C) -> None:
+        """Free what ``adopt`` built (the lease is already gone)."""
+
+    async def republish(self) -> None:
+        """Redis lost its data: write back what this replica holds."""
+
+    async def starting(self) -> None:
+        """Once, before the loop (Redis may be down: nothing here may need it)."""
+
+    async def before_serving(self) -> None:
+        """Each tick, before the channels are served."""
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        server = await self.health.serve(s.health_host, s.health_port) if s.health_port else None
+        await self.starting()
+        log.info("%s replica %s serving channels", self.role, s.replica_id)
+        try:
+            await service.tick_until(stop, s.tick_ms / 1000, self.tick, self.watch)
+        finally:
+            with contextlib.suppress(*service.REDIS_DOWN):
+                await self.ownership.release_all()
+            for cid, state in self.channels.items():
+                self.release(cid, state)
+            if server:
+                server.close()
+
+    async def tick(self) -> None:
+        self.health.beat = time.monotonic()  # alive, whether or not Redis answers
+        await self.check_epoch()
+        lost, gained = await self.ownership.reconcile(acquire=time.monotonic() >= self.hold_until)
+        for cid in lost:
+            log.info("channel %s: released (idle, or lease lost)", cid)
+            state = self.channels.pop(cid, None)
+            if state is not None:
+                self.release(cid, state)
+        for cid in gained:
+            state = await self.adopt(cid)
+            if state is None:
+                await self.ownership.drop(cid)
+            else:
+                self.channels[cid] = state
+        await self.before_serving()
+        for cid, state in list(self.channels.items()):
+            await self.serve(cid, state)
+
+    async def check_epoch(self) -> None:
+        current = await service.epoch(self.redis)
+        if current == self.epoch:
+            return
+        if self.epoch is not None:
+            log.warning("Redis lost its data (restarted empty?): re-publishing %d channel(s)",
+                        len(self.channels))
+            # Owners re-claim their leases first; others wait one lease before taking any.
+            self.hold_until = time.monotonic() + self.settings.lease_ms / 1000
+        await self.republish()
+        self.epoch = current
+
+    async def drop(self, cid: str) -> None:
+        """Stop serving a channel and give its lease back."""
+        state = self.channels.pop(cid, None)
+        if state is not None:
+            self.release(cid, state)
+        await self.ownership.drop(cid)

@@ -1,0 +1,303 @@
+"""Faults that must not stop the music: Redis killed and restarted empty, broken models.
+
+Real processes throughout: redis-server killed with SIGKILL and started again on the same port
+(with no persistence, the hard case: every key is gone), the services as subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from playbach import streams
+from tests.conftest import SHIPPED, Services, free_port, login, run
+from tests.live.client import Heard, listen
+
+RATE = 44100
+
+
+class Restartable:
+    """A redis-server on a fixed port that can be killed and started again, empty."""
+
+    def __init__(self, folder: Path, persist: bool = False) -> None:
+        self.folder, self.persist = folder, persist
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        keep = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else \
+            ["--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--save", "", *keep, "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL)
+        from redis import Redis
+
+        client = Redis.from_url(self.url)
+        for _ in range(200):
+            try:
+                client.ping()
+                return
+            except Exception:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = Restartable(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def get(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=3).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def wait_for(check, seconds: float, every: float = 0.1) -> float | None:
+    """Seconds until ``check()`` is true, or None if it never was within ``seconds``."""
+    t = time.monotonic()
+    while time.monotonic() - t < seconds:
+        if check():
+            return time.monotonic() - t
+        time.sleep(every)
+    return None
+
+
+def redis_lines(log: str) -> int:
+    return sum("Redis at" in line and "does not answer" in line for line in log.splitlines())
+
+
+def test_redis_killed_and_restarted_empty_the_music_comes_back(own_redis, tmp_path):
+    services = Services(own_redis.url, tmp_path)
+    health = {"inference-1": free_port(), "synth-1": free_port()}
+    try:
+        url = services.gateway()
+        services.start("inference-1", "inference", HEALTH_PORT=str(health["inference-1"]))
+        services.start("synth-1", "synth", HEALTH_PORT=str(health["synth-1"]))
+        auth = login(url)
+        created = httpx.post(f"{url}/api/channels", headers=auth,
+                             json={"id": "mine", "bpm": 150, "instrument": 42})
+        assert created.status_code == 201
+        probes = {name: f"http://127.0.0.1:{port}" for name, port in health.items()}
+        report: dict[str, float | None] = {}
+
+        async def outage(heard: Heard) -> None:
+            await asyncio.sleep(4.0)  # playing
+            own_redis.kill()
+            report["killed"] = time.monotonic()
+            await asyncio.sleep(2.0)  # an outage longer than a lease
+            report["gateway /healthz"] = get(f"{url}/healthz")
+            report["gateway /readyz"] = get(f"{url}/readyz")
+            for name, probe in probes.items():
+                report[f"{name} /healthz"] = get(f"{probe}/healthz")
+                report[f"{name} /readyz"] = get(f"{probe}/readyz")
+            report["chunks before"] = len(heard.chunks)
+            own_redis.start()  # empty: no persistence
+            report["restarted"] = time.monotonic()
+
+        async def scenario() -> Heard:
+            heard = Heard()
+            task = asyncio.create_task(listen(url, "radio", 16.0, heard))
+            await outage(heard)
+            await task
+            return heard
+
+        heard = run(scenario())
+        assert heard.closed is None, f"the listener was disconnected: {heard.closed}"
+        for name, proc in services.procs.items():
+            assert proc.poll() is None, f"{name} exited: {services.log(name)[-2000:]}"
+        assert report["gateway /healthz"] == 200 and report["gateway /readyz"] == 503
+        for name in probes:
+            assert report[f"{name} /healthz"] == 200, name  # alive: nothing to restart
+            assert report[f"{name} /readyz"] == 503, name  # but not ready without Redis
+        before = heard.chunks[:report["chunks before"]]
+        after = [c for c in heard.chunks if c[2] > report["restarted"]]
+        assert before and after, "no audio after Redis came back"
+        back = after[0][2] - report["restarted"]
+        print(f"\nRedis down {report['restarted'] - report['killed']:.1f} s; audio again "
+              f"{back:.2f} s after it answered, on the same WebSocket")
+        assert back < 5.0
+        # the timeline continues: positions go on from where they were, never back to 0
+        assert after[0][0] >= before[-1][0] + len(before[-1][1])
+        seqs = [n["seq"] for n in heard.notes]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert max(np.abs(after[-1][1].astype(int))) > 100  # music, not silence
+        # channels and their parameters survived the empty restart
+        channels = {c["id"]: c["params"] for c in httpx.get(f"{url}/api/channels").json()}
+        assert "radio" in channels and channels["mine"]["bpm"] == 150
+        assert channels["mine"]["instrument"] == 42
+        assert wait_for(lambda: get(f"{url}/readyz") == 200, 10) is not None
+        for name in ("gw", "inference-1", "synth-1"):
+            assert redis_lines(services.log(name)) == 1, services.log(name)[-3000:]
+    finally:
+        services.stop()
+
+
+def test_services_wait_for_a_redis_that_is_not_there_yet(tmp_path):
+    """Started before Redis (as Compose and Kubernetes may), they wait, then serve."""
+    server = Restartable(tmp_path)
+    services = Services(server.url, tmp_path)
+    try:
+        services.start("inference-1", "inference")
+        services.start("synth-1", "synth")
+        gateway = services.start("gw", "gateway", PORT=str(port := free_port()))
+        url = f"http://127.0.0.1:{port}"
+        assert wait_for(lambda: get(f"{url}/healthz") == 200, 20) is not None
+        assert get(f"{url}/readyz") == 503
+        time.sleep(2)
+        assert all(p.poll() is None for p in services.procs.values())
+        server.start()
+        assert wait_for(lambda: get(f"{url}/readyz") == 200, 10) is not None
+        heard = run(listen(url, "radio", 15.0, until=lambda h: h.seconds() > 1.0))
+        assert heard.seconds() > 1.0 and heard.rms() > 100
+        assert gateway.poll() is None
+        for name in services.procs:
+            assert redis_lines(services.log(name)) == 1, services.log(name)
+    finally:
+        services.stop()
+        server.stop()
+
+
+# --- broken models ----------------------------------------------------------------------
+
+
+def nan_model(src: Path, dst: Path) -> Path:
+    """A copy of a model whose step.tflite loads but gives NaN logits (its pitch bias)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    shutil.copytree(src, dst)
+    content = bytearray((dst / "step.tflite").read_bytes())
+    interp = Interpreter(model_content=bytes(content))
+    interp.allocate_tensors()
+    for detail in interp.get_tensor_details():
+        if "pitch_head" in detail["name"] and "BiasAdd" in detail["name"]:
+            bias = interp.get_tensor(detail["index"])
+            at = bytes(content).find(bias.tobytes())
+            assert at > 0
+            content[at:at + bias.nbytes] = np.full(bias.shape, np.nan, np.float32).tobytes()
+            (dst / "step.tflite").write_bytes(bytes(content))
+            return dst
+    raise AssertionError("no pitch bias found in the model")
+
+
+@pytest.fixture
+def models(tmp_path) -> Path:
+    folder = tmp_path / "models"
+    shutil.copytree(SHIPPED / "default", folder / "default")
+    nan_model(SHIPPED / "default", folder / "nan")
+    return folder
+
+
+def test_a_model_giving_nan_is_refused_on_change_and_the_old_one_plays_on(services, models):
+    url = services.gateway(MODELS_DIR=str(models))
+    inference = services.start("inference-1", "inference", MODELS_DIR=str(models))
+    services.start("synth-1", "synth", MODELS_DIR=str(models))
+    auth = login(url)
+
+    async def scenario() -> tuple[Heard, float]:
+        heard = Heard()
+        task = asyncio.create_task(listen(url, "radio", 9.0, heard))
+        await asyncio.sleep(3.0)
+        changed = time.monotonic()
+        res = httpx.patch(f"{url}/api/channels/radio", json={"model": "nan"}, headers=auth)
+        assert res.status_code == 200
+        await task
+        return heard, changed
+
+    heard, changed = run(scenario())
+    assert inference.poll() is None, services.log("inference-1")[-2000:]
+    errors = [e for e in heard.events if e["type"] == "error"]
+    assert len(errors) == 1, errors
+    assert "model 'nan' refused, still playing 'default'" in errors[0]["message"]
+    assert "non-finite" in errors[0]["message"]
+    assert httpx.get(f"{url}/api/channels/radio").json()["params"]["model"] == "default"
+    late = [c for c in heard.chunks if c[2] > changed + 2.0]
+    assert late and max(np.abs(np.concatenate([c[1] for c in late]).astype(int))) > 100
+    assert {n["model"] for n in heard.notes} == {"default"}
+
+
+def test_a_channel_naming_a_nan_model_at_takeover_falls_back_at_once(services, models, redis):
+    """The channel already names the broken model when a replica takes it (a restart, a
+    takeover): the replica plays the default instead, says so once, and never crashes."""
+    url = services.gateway(MODELS_DIR=str(models))
+    redis.hset(streams.channel("radio"), "model", "nan")
+    inference = services.start("inference-1", "inference", MODELS_DIR=str(models))
+    services.start("synth-1", "synth", MODELS_DIR=str(models))
+
+    async def scenario() -> tuple[Heard, float]:
+        heard = Heard()
+        t = time.monotonic()
+        await listen(url, "radio", 8.0, heard)
+        return heard, t
+
+    heard, started = run(scenario())
+    assert inference.poll() is None, services.log("inference-1")[-2000:]
+    errors = [e for e in heard.events if e["type"] == "error"]
+    assert 1 <= len(errors) <= 2, errors  # one event; at most one a second, never a storm
+    assert "model 'nan' refused, playing 'default'" in errors[0]["message"]
+    assert heard.notes and heard.notes[0]["model"] == "default"
+    first_note = next(c[2] for c in heard.chunks if np.abs(c[1].astype(int)).max() > 100)
+    assert first_note - started < 4.0, "the channel stayed silent"
+    assert redis.hget(streams.channel("radio"), "model") == b"default"
+    crashes = services.log("inference-1").count("Traceback")
+    assert crashes == 0, services.log("inference-1")[-3000:]
+
+
+def test_nan_logits_while_sampling_raise_a_model_error_not_a_bad_index():
+    from playbach.modeldir import ModelError
+    from playbach.stepmodel import sample
+
+    rng = np.random.default_rng(0)
+    logits = np.zeros(10, np.float32)
+    assert 2 <= sample(logits, 1.0, rng, banned=(0, 1)) < 10
+    logits[4] = np.nan
+    with pytest.raises(ModelError, match="non-finite"):
+        sample(logits, 1.0, rng)
+
+
+def test_the_probe_refuses_a_nan_model_at_load(tmp_path):
+    from playbach.modeldir import ModelError
+    from playbach.stepmodel import StepModel
+
+    StepModel(SHIPPED / "default").probe()
+    broken = StepModel(nan_model(SHIPPED / "default", tmp_path / "nan"))
+    with pytest.raises(ModelError, match="non-finite"):
+        broken.probe()
+
+
+def test_health_endpoint_of_a_worker(redis_url, tmp_path):
+    services = Services(redis_url, tmp_path)
+    port = free_port()
+    try:
+        services.start("synth-1", "synth", HEALTH_PORT=str(port))
+        probe = f"http://127.0.0.1:{port}"
+        assert wait_for(lambda: get(f"{probe}/readyz") == 200, 20) is not None
+        assert httpx.get(f"{probe}/healthz").json()["alive"] is True
+        assert get(f"{probe}/nope") == 404
+    finally:
+        services.stop()
+    assert os.path.exists(tmp_path / "synth-1.log")
