@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help setup sysdeps up test lint train bench clean
+.PHONY: help setup sysdeps up test lint train bench reliability clean
 
 help:
 	@echo "make up     run everything locally: open http://127.0.0.1:8000/ and press Play"
 	@echo "make test   lint and run every test"
 	@echo "make train  retrain the shipped model (models/default)"
 	@echo "make bench  speed measurements (figures go in README.md)"
+	@echo "make reliability  the fault tests, with their figures"
 
 
 sysdeps:
@@ -39,6 +40,11 @@ lint: $(STAMP)
 # Reproduces models/default exactly as its meta.json records.
 train: setup
 	$(PY) -m trainer train --preset default --name default --transpose
+
+# The fault tests alone, with their figures printed (README, "Reliability").
+reliability: setup
+	$(PY) -m pytest -q -s tests/live/test_faults.py tests/live/test_hostile.py \
+		tests/live/test_security.py tests/gateway/test_fuzz.py
 
 bench: setup
 	$(PY) bench/step_vs_window.py

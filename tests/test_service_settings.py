@@ -36,10 +36,9 @@ REDIS_FORMS = "expected redis://host[:port][/db], rediss://host[:port][/db] or u
     ("inference", {"LEASE_MS": "abc"}, "inference: bad setting: LEASE_MS='abc': Input should be "
                                        "a valid integer"),
     ("inference", {"LOG_LEVEL": "LOUD"}, "inference: bad setting: LOG_LEVEL='LOUD'"),
-    ("inference", {"REDIS_URL": "redis://127.0.0.1:{port}/0"},
-     "inference: cannot reach Redis at redis://127.0.0.1:"),
-    ("gateway", {"REDIS_URL": "redis://127.0.0.1:{port}/0"},
-     "gateway: cannot reach Redis at redis://127.0.0.1:"),
+    ("synth", {"MODELS_DIR": "/nonexistent"}, "synth: bad setting: MODELS_DIR="
+                                              "'/nonexistent': Value error, no such directory"),
+    # An unreachable Redis is no bad setting: the services wait for it (tests/live/test_faults).
 ])
 def test_bad_setting_one_line(module, env, expected):
     env = {k: v.format(port=free_port()) for k, v in env.items()}
@@ -127,16 +126,15 @@ def test_models_dir_refused_only_where_it_is_read(env, tmp_path):
     from trainer.settings import TrainerSettings
 
     env("MODELS_DIR", str(tmp_path / "missing"))
-    for cls in (GatewaySettings, InferenceSettings):
+    for cls in (GatewaySettings, InferenceSettings, SynthSettings):
         with pytest.raises(ValidationError, match="no such directory"):
             cls(_env_file=None)
     env("MODELS_DIR", __file__)
     with pytest.raises(ValidationError, match="not a directory"):
         InferenceSettings(_env_file=None)
     env("MODELS_DIR", str(tmp_path / "missing"))
-    # The trainer creates it; the synth never reads it (and is deployed without it).
+    # The trainer creates it.
     assert TrainerSettings(_env_file=None).models_dir == tmp_path / "missing"
-    assert SynthSettings(_env_file=None).models_dir == tmp_path / "missing"
 
 
 def test_trainer_ignores_redis_url(env):

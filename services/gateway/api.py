@@ -27,12 +27,21 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "required": True,
+                               "schema": {"type": "integer", "minimum": 1}}}
+
+
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route can answer with."""
-    said = {401: "log in first (or the token is not valid)", 404: "no such channel or model",
+    said = {400: "the body is not JSON text (not even UTF-8)",
+            401: "log in first (or the token is not valid)", 404: "no such channel or model",
             409: "it exists already, or may not be removed", 422: "a parameter out of range",
             429: "too many attempts; see Retry-After", 503: "Redis is unreachable"}
-    return {code: {"model": Problem, "description": said[code]} for code in codes}
+    out: dict[int | str, dict[str, Any]] = {
+        code: {"model": Problem, "description": said[code]} for code in codes}
+    for code in set(codes) & {429, 503}:
+        out[code]["headers"] = RETRY_AFTER  # both always say when to try again
+    return out
 
 
 router = APIRouter(prefix="/api", responses=problems(422, 503))
@@ -66,7 +75,8 @@ class Channel(BaseModel):
     listeners: int = 0
 
 
-@router.post("/login", response_model=Token, tags=["auth"], responses=problems(401, 429))
+@router.post("/login", response_model=Token, tags=["auth"],
+             responses=problems(400, 401, 429))
 async def login(body: Login, request: Request) -> Token:
     """A signed token for changing things (``Authorization: Bearer <token>``)."""
     settings = request.app.state.settings
@@ -137,7 +147,8 @@ async def list_channels(db: Annotated[Store, Depends(store)]) -> list[Channel]:
     return out
 
 
-@router.post("/channels", response_model=Channel, status_code=201, tags=["channels"])
+@router.post("/channels", response_model=Channel, status_code=201, tags=["channels"],
+             responses=problems(400, 401, 404, 409))
 async def create_channel(body: NewChannel, db: Annotated[Store, Depends(store)],
                          _: Annotated[str, Depends(auth.require_user)]) -> Channel:
     """A new channel: give an id for a shared one, or none for one just for you."""
@@ -149,12 +160,14 @@ async def create_channel(body: NewChannel, db: Annotated[Store, Depends(store)],
     return Channel(id=cid, params=params)
 
 
-@router.get("/channels/{cid}", response_model=Channel, tags=["channels"])
+@router.get("/channels/{cid}", response_model=Channel, tags=["channels"],
+            responses=problems(404))
 async def get_channel(cid: ChannelId, db: Annotated[Store, Depends(store)]) -> Channel:
     return Channel(id=cid, params=await _channel(db, cid), listeners=await db.listeners(cid))
 
 
-@router.patch("/channels/{cid}", response_model=Channel, tags=["channels"])
+@router.patch("/channels/{cid}", response_model=Channel, tags=["channels"],
+              responses=problems(400, 401, 404))
 async def update_channel(cid: ChannelId, change: Annotated[ChannelUpdate, Body()],
                          db: Annotated[Store, Depends(store)],
                          _: Annotated[str, Depends(auth.require_user)]) -> Channel:
@@ -201,7 +214,7 @@ DownloadToken = Annotated[str | None, Query(description="a listen or admin token
                                                         "listening is not public")]
 
 
-@router.get("/channels/{cid}/recent.mid", tags=["channels"],
+@router.get("/channels/{cid}/recent.mid", tags=["channels"], response_class=Response,
             responses={200: {"content": {"audio/midi": {}}}, **problems(401, 404, 429)})
 async def recent_midi(cid: ChannelId, request: Request, db: Annotated[Store, Depends(store)],
                       seconds: Annotated[float, Query(gt=0, le=600)] = 120,
@@ -218,7 +231,7 @@ async def recent_midi(cid: ChannelId, request: Request, db: Annotated[Store, Dep
         "Content-Disposition": f'attachment; filename="playbach-{cid}.mid"'})
 
 
-@router.get("/channels/{cid}/recent.wav", tags=["channels"],
+@router.get("/channels/{cid}/recent.wav", tags=["channels"], response_class=StreamingResponse,
             responses={200: {"content": {"audio/wav": {}}}, **problems(401, 404, 429)})
 async def recent_wav(cid: ChannelId, request: Request, db: Annotated[Store, Depends(store)],
                      seconds: Annotated[float, Query(gt=0, le=120)] = 60,
@@ -258,7 +271,7 @@ async def models(db: Annotated[Store, Depends(store)]) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/models/{name}", tags=["models"])
+@router.get("/models/{name}", tags=["models"], responses=problems(404))
 async def model(name: str, db: Annotated[Store, Depends(store)]) -> dict[str, Any]:
     """A model's whole meta.json."""
     if not re.match(r"^[a-z0-9][a-z0-9._-]{0,63}$", name):

@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
 
 from gateway import api, listen, metrics
 from gateway.hub import Hubs
@@ -27,6 +33,18 @@ log = logging.getLogger("gateway")
 STATIC = Path(__file__).parent / "static"
 SILENT_S = 3.0  # a channel with listeners and no audio for this long makes us not ready
 SECRET_WORDS = ("password", "secret", "token")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+class Readiness(BaseModel):
+    status: str
+    problems: list[str]
+
+
+def printable(text: str) -> str:
+    """Text UTF-8 can carry. A JSON body may hold a lone surrogate ("\\ud800"); quoted back
+    as it is, it made the whole 422 fail to encode (a 500). Shown escaped instead."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def shown_input(err: dict) -> object:
@@ -36,6 +54,8 @@ def shown_input(err: dict) -> object:
     names = [str(p).lower() for p in err["loc"]]
     if len(err["loc"]) < 2 or any(w in n for n in names for w in SECRET_WORDS):
         return None
+    if isinstance(got, float) and not math.isfinite(got):
+        return str(got)  # 1e999 in a body parses as inf, which JSON cannot carry back
     return got if isinstance(got, str | int | float | bool) else None
 
 
@@ -46,8 +66,17 @@ def explain(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"] if p not in ("body", "query", "path"))
         got = shown_input(err)
         shown = "" if got is None else f" (got {got!r})"
-        parts.append(f"{where or 'request'}: {err['msg']}{shown}")
+        parts.append(printable(f"{where or 'request'}: {err['msg']}{shown}"))
     return "; ".join(parts)
+
+
+def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
+    """The methods some route takes at this path. The player's files, mounted at "/", match
+    every path and method, so without this a wrong method on an API path got their 404 (or
+    their "Allow: GET, HEAD") instead of a 405 naming the methods the API takes."""
+    routes = [r for r in app.routes if not isinstance(r, Mount)]
+    return [m for m in METHODS
+            if any(r.matches({**scope, "method": m})[0] == Match.FULL for r in routes)]
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -77,12 +106,28 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                               "and the audio over WebSocket (`/ws/{channel}`) or WAV.")
     app.state.settings = settings
     app.include_router(api.router)
-    app.include_router(listen.router)
+    # Declared here: listen cannot import api (api imports listen).
+    app.include_router(listen.router, responses=api.problems(401, 404, 422, 503))
 
     @app.exception_handler(RequestValidationError)
     async def unprocessable(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": explain(exc),
                                                       "errors": jsonable(exc.errors())})
+
+    @app.exception_handler(HTTPException)
+    async def http_problem(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code in (404, 405):
+            allowed = allowed_methods(request.app, request.scope)
+            if allowed and request.method not in allowed:
+                exc = HTTPException(405, headers={"Allow": ", ".join(allowed)})
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
+        """The 503 every /api route documents, rather than a bare 500 while Redis is away."""
+        return JSONResponse({"detail": f"Redis is unreachable ({type(exc).__name__}); try "
+                                       "again shortly"}, status_code=503,
+                            headers={"Retry-After": "1"})
 
     app.add_middleware(Timing)
 
@@ -91,7 +136,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         """The process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], response_model=Readiness,
+             responses={503: {"model": Readiness, "description": "not ready: see problems"}})
     async def readyz(request: Request) -> JSONResponse:
         """Redis answers, the default channel exists, a model is published, and every channel
         someone listens to here has sent audio within the last 3 s."""
@@ -119,8 +165,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
 def jsonable(errors: list) -> list:
     """Pydantic's error list as plain JSON (locations as lists; inputs only where safe)."""
-    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"], "input": shown_input(e)}
-            for e in errors]
+
+    def plain(value: object) -> object:
+        return printable(value) if isinstance(value, str) else value
+
+    return [{"loc": [plain(p) for p in e["loc"]], "msg": printable(e["msg"]),
+             "type": e["type"], "input": plain(shown_input(e))} for e in errors]
 
 
 class Timing:

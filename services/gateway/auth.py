@@ -85,7 +85,7 @@ async def login_attempt(redis, client: str) -> None:
                             "too many login attempts from your address; try again later",
                             headers={"Retry-After": str(max(ttl, 1))})
     if attempts > 1:
-        await asyncio.sleep(min(0.1 * 2 ** (attempts - 2), 5.0))
+        await asyncio.sleep(min(0.2 * 2 ** (attempts - 2), 5.0))
 
 
 async def login_succeeded(redis, client: str) -> None:

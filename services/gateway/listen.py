@@ -152,7 +152,7 @@ def wav_header(rate: int, channels: int, data_bytes: int | None = None) -> bytes
     ) + b"data" + struct.pack("<I", data)
 
 
-@router.get("/stream/{cid}.wav", tags=["listen"],
+@router.get("/stream/{cid}.wav", tags=["listen"], response_class=cuts.LiveResponse, status_code=200,
             responses={200: {"content": {"audio/wav": {}}}})
 async def wav(cid: str, request: Request,
               token: str | None = Query(None)) -> cuts.LiveResponse:

@@ -62,9 +62,9 @@ class Restartable:
             self.proc.wait(5)
 
 
-@pytest.fixture
-def own_redis(tmp_path):
-    server = Restartable(tmp_path)
+@pytest.fixture(params=[False, True], ids=["no-persistence", "appendonly"])
+def own_redis(request, tmp_path):
+    server = Restartable(tmp_path, persist=request.param)
     server.start()
     yield server
     server.stop()
@@ -91,7 +91,9 @@ def redis_lines(log: str) -> int:
     return sum("Redis at" in line and "does not answer" in line for line in log.splitlines())
 
 
-def test_redis_killed_and_restarted_empty_the_music_comes_back(own_redis, tmp_path):
+def test_redis_killed_and_restarted_the_music_comes_back(own_redis, tmp_path):
+    """Without persistence Redis comes back empty (the hard case); with it, the leases have
+    run out meanwhile. Either way: the same WebSocket hears the music go on."""
     services = Services(own_redis.url, tmp_path)
     health = {"inference-1": free_port(), "synth-1": free_port()}
     try:
@@ -116,7 +118,7 @@ def test_redis_killed_and_restarted_empty_the_music_comes_back(own_redis, tmp_pa
                 report[f"{name} /healthz"] = get(f"{probe}/healthz")
                 report[f"{name} /readyz"] = get(f"{probe}/readyz")
             report["chunks before"] = len(heard.chunks)
-            own_redis.start()  # empty: no persistence
+            own_redis.start()  # empty without persistence
             report["restarted"] = time.monotonic()
 
         async def scenario() -> Heard:
@@ -138,8 +140,9 @@ def test_redis_killed_and_restarted_empty_the_music_comes_back(own_redis, tmp_pa
         after = [c for c in heard.chunks if c[2] > report["restarted"]]
         assert before and after, "no audio after Redis came back"
         back = after[0][2] - report["restarted"]
-        print(f"\nRedis down {report['restarted'] - report['killed']:.1f} s; audio again "
-              f"{back:.2f} s after it answered, on the same WebSocket")
+        kind = "with appendonly" if own_redis.persist else "empty"
+        print(f"\nRedis down {report['restarted'] - report['killed']:.1f} s, back {kind}; "
+              f"audio again {back:.2f} s after it answered, on the same WebSocket")
         assert back < 5.0
         # the timeline continues: positions go on from where they were, never back to 0
         assert after[0][0] >= before[-1][0] + len(before[-1][1])

@@ -99,7 +99,8 @@ def test_audio_test_plays_a_440_hz_tone(live):
         heard = Heard()
         task = asyncio.create_task(listen(url, "radio", 5.0, heard))
         await asyncio.sleep(2.0)
-        assert httpx.post(f"{url}/api/channels/radio/tone").status_code == 202
+        tone = httpx.post(f"{url}/api/channels/radio/tone", headers=login(url))
+        assert tone.status_code == 202
         await task
         return heard
 

@@ -64,7 +64,14 @@ function connect() {
   ws.onmessage = onMessage;
   ws.onclose = (e) => {
     if (state.ws !== ws) return;
-    $('status').textContent = e.reason ? `disconnected: ${e.reason}` : 'reconnecting…';
+    if (e.code === 1008) {                  // refused (no such channel, a token, the origin):
+      state.ws = null;                      // retrying cannot help, so say why and stop
+      $('status').textContent = 'stopped';
+      $('m-error').textContent = e.reason || 'the server refused this player';
+      $('play').textContent = '▶ Play';
+      return;
+    }
+    $('status').textContent = e.reason ? `reconnecting (${e.reason})…` : 'reconnecting…';
     setTimeout(() => { if (state.ws === ws) { state.node.port.postMessage({ type: 'reset' }); state.ws = connect(); } }, 1500);
   };
   return ws;

@@ -27,6 +27,8 @@ class PcmPlayer extends AudioWorkletProcessor {
         const gap = Math.min(msg.pos - expected, this.ring.length);
         for (let i = 0; i < gap; i++) this.ring[(this.write + i) % this.ring.length] = 0;
         this.write += gap;
+      } else if (expected - msg.pos > this.srcRate * 5) {  // the timeline restarted: follow it
+        this.firstPos = msg.pos - this.write;
       } else if (msg.pos < expected) {     // a repeat (backlog overlap): drop what we have
         const skip = expected - msg.pos;
         if (skip >= msg.samples.length) return;
