@@ -166,13 +166,23 @@ async def get_channel(cid: ChannelId, db: Annotated[Store, Depends(store)]) -> C
     return Channel(id=cid, params=await _channel(db, cid), listeners=await db.listeners(cid))
 
 
+def _nulls_to_defaults(change: ChannelUpdate) -> ChannelUpdate:
+    """A null puts a parameter back to its default, as it always did for the seed (whose
+    default is none); a null model, BPM... reached ChannelParams as None: a 500."""
+    values = change.model_dump(exclude_unset=True)
+    defaults = {k: ChannelParams.model_fields[k].default for k, v in values.items() if v is None}
+    return ChannelUpdate(**{**values, **defaults})
+
+
 @router.patch("/channels/{cid}", response_model=Channel, tags=["channels"],
               responses=problems(400, 401, 404))
 async def update_channel(cid: ChannelId, change: Annotated[ChannelUpdate, Body()],
                          db: Annotated[Store, Depends(store)],
                          _: Annotated[str, Depends(auth.require_user)]) -> Channel:
-    """Change model, instrument, BPM, temperature or seed while it plays."""
+    """Change model, instrument, BPM, temperature or seed while it plays (null: back to the
+    default)."""
     await _channel(db, cid)
+    change = _nulls_to_defaults(change)
     await _model_must_exist(db, change.model)
     params = await db.update(cid, change)
     return Channel(id=cid, params=params, listeners=await db.listeners(cid))

@@ -85,7 +85,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         # Requests share a small pool (they wait for a free connection under a crowd); each
         # channel's hub has its own connection for its blocking read, closed with the hub.
         watch = service.RedisWatch("gateway", settings.redis_url)
-        app.state.redis = service.client(settings.redis_url, connections=32)
+        app.state.redis = service.client(settings.redis_url, connections=16)
         app.state.store = Store(app.state.redis, settings.models_dir)
         backlog = round(settings.backlog_seconds * SAMPLE_RATE / 2048)
         app.state.hubs = Hubs(app.state.redis, settings.replica_id, backlog,

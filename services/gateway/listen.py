@@ -152,8 +152,9 @@ def wav_header(rate: int, channels: int, data_bytes: int | None = None) -> bytes
     ) + b"data" + struct.pack("<I", data)
 
 
-@router.get("/stream/{cid}.wav", tags=["listen"], response_class=cuts.LiveResponse, status_code=200,
-            responses={200: {"content": {"audio/wav": {}}}})
+# status_code: FastAPI reads the default from the response class, and LiveResponse has none.
+@router.get("/stream/{cid}.wav", tags=["listen"], status_code=200,
+            response_class=cuts.LiveResponse, responses={200: {"content": {"audio/wav": {}}}})
 async def wav(cid: str, request: Request,
               token: str | None = Query(None)) -> cuts.LiveResponse:
     """The endless WAV stream of a channel, for VLC or an ``<audio>`` tag."""

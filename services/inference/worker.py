@@ -73,7 +73,7 @@ class InferenceWorker(ChannelWorker[Owned]):
         if model is None:
             return None
         improviser = Improviser(model, params.temperature, params.seed,
-                                history=[n.event() for n in recent])
+                                history=[n.event() for n in recent], top_p=params.top_p)
         last = recent[-1] if recent else None
         owned = Owned(cid, params, improviser,
                       seq=last.seq + 1 if last else 0,
@@ -114,8 +114,7 @@ class InferenceWorker(ChannelWorker[Owned]):
                 owned.improviser.use(model)
                 owned.fallback = old.model
                 log.info("channel %s: model %s -> %s", owned.cid, old.model, new.model)
-        if new.temperature != old.temperature:
-            owned.improviser.temperature = new.temperature
+        owned.improviser.temperature, owned.improviser.top_p = new.temperature, new.top_p
         if new.seed != old.seed and new.seed is not None:
             owned.improviser.rng = np.random.default_rng(new.seed)
         owned.params = new

@@ -17,6 +17,7 @@ from playbach.vocab import Event
 
 BPM = (40, 240)
 TEMPERATURE = (0.1, 3.0)
+TOP_P = (0.05, 1.0)
 SAMPLE_RATE = 44100
 AUDIO_CHANNELS = 1  # mono: the instrument is one voice; half the bandwidth of stereo
 MODEL_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -26,6 +27,9 @@ Program = Annotated[int, Field(ge=0, le=127, description="General MIDI program 0
 Bpm = Annotated[float, Field(ge=BPM[0], le=BPM[1], description="beats per minute, 40-240")]
 Temperature = Annotated[float, Field(ge=TEMPERATURE[0], le=TEMPERATURE[1],
                                      description="sampling temperature, 0.1-3.0")]
+TopP = Annotated[float, Field(ge=TOP_P[0], le=TOP_P[1],
+                              description="nucleus sampling: draw only from the likeliest "
+                                          "choices that make up this share, 0.05-1.0 (1: all)")]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed, 0-4294967295")]
 
 
@@ -43,6 +47,7 @@ class ChannelParams(BaseModel):
     instrument: Program = 19  # Church Organ: the chorales were sung over an organ
     bpm: Bpm = 84
     temperature: Temperature = 1.0
+    top_p: TopP = 1.0
     seed: Seed | None = None
 
     def to_fields(self) -> dict[str, str]:
@@ -79,6 +84,7 @@ class ChannelUpdate(BaseModel):
     instrument: Program | None = None
     bpm: Bpm | None = None
     temperature: Temperature | None = None
+    top_p: TopP | None = None
     seed: Seed | None = None
 
 
@@ -93,6 +99,7 @@ class NoteEvent(BaseModel):
     velocity: int
     model: str
     temperature: float
+    top_p: float = 1.0
     replica: str = ""  # the inference replica that wrote it
 
     @classmethod
@@ -100,7 +107,7 @@ class NoteEvent(BaseModel):
            replica: str = "") -> NoteEvent:
         return cls(seq=seq, beat=beat, pitch=ev.pitch, midi=list(ev.midi),
                    duration=float(ev.duration), velocity=ev.midi_velocity, model=params.model,
-                   temperature=params.temperature, replica=replica)
+                   temperature=params.temperature, top_p=params.top_p, replica=replica)
 
     def event(self) -> Event:
         from playbach.vocab import dynamic
@@ -129,6 +136,7 @@ class NoteOn(BaseModel):
     program: int  # the GM program it sounds with
     model: str
     temperature: float
+    top_p: float = 1.0
 
 
 class AudioChunk(BaseModel):

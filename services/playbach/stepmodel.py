@@ -86,14 +86,20 @@ class StepModel:
 
 
 def sample(logits: np.ndarray, temperature: float, rng: np.random.Generator,
-           banned: Iterable[int] = (0,)) -> int:
-    """Draw an index from softmax(logits / temperature), never a banned (special) one.
+           banned: Iterable[int] = (0,), top_p: float = 1.0) -> int:
+    """Draw an index from softmax(logits / temperature), never a banned (special) one; with
+    ``top_p`` < 1, only from the likeliest indices whose probabilities add up to ``top_p``
+    (nucleus sampling: the long tail of unlikely choices is cut, whatever the temperature).
     Non-finite logits (a model gone bad on some input) raise ModelError, never a bad index."""
     if not np.isfinite(logits).all():
         raise ModelError("the model gave non-finite (NaN or infinite) logits")
     z = logits.astype(np.float64) / temperature
     z[list(banned)] = -np.inf
     p = np.exp(z - z.max())
+    if top_p < 1.0:
+        order = np.argsort(-p)
+        share = np.cumsum(p[order]) / p.sum()
+        p[order[np.searchsorted(share, top_p) + 1:]] = 0.0  # keep the first to reach top_p
     cdf = np.cumsum(p)
     return int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
 
@@ -103,8 +109,8 @@ class Improviser:
     last events so a new model (or a new replica) can continue the same music."""
 
     def __init__(self, model: StepModel, temperature: float = 1.0, seed: int | None = None,
-                 history: Iterable[Event] = ()) -> None:
-        self.temperature = temperature
+                 history: Iterable[Event] = (), top_p: float = 1.0) -> None:
+        self.temperature, self.top_p = temperature, top_p
         self.rng = np.random.default_rng(seed)
         self.history: deque[Event] = deque(maxlen=HISTORY)
         self.use(model, history)
@@ -126,10 +132,10 @@ class Improviser:
 
     def next(self, allow_rest: bool = True) -> Event:
         p_logits, d_logits, v_logits = self._logits
-        t = self.temperature
+        t, top = self.temperature, self.top_p
         banned = (0, 1) if allow_rest else (0, 1, 2)  # <s>, <unk>, and R when rests are too many
-        ids = (sample(p_logits, t, self.rng, banned), sample(d_logits, t, self.rng),
-               sample(v_logits, t, self.rng))
+        ids = (sample(p_logits, t, self.rng, banned, top), sample(d_logits, t, self.rng, (0,), top),
+               sample(v_logits, t, self.rng, (0,), top))
         ev = self.model.vocab.decode(ids)
         self._feed(ev)
         return ev

@@ -162,6 +162,10 @@ with listen:
                                                                  f"temperature-{cid}"),
               help="low: safe, repetitive choices; 1: as learned; high: adventurous",
               disabled=readonly)
+    c2.slider("Top-p", 0.05, 1.0, float(params.get("top_p", 1.0)), step=0.05,
+              key=f"top_p-{cid}", on_change=change, args=("top_p", f"top_p-{cid}"),
+              help="draw only from the likeliest choices that together make up this share: "
+                   "lower cuts the unlikely tail; 1: every choice may come", disabled=readonly)
     seed_col, apply_col = c1.columns([3, 1], vertical_alignment="bottom")
     seed = seed_col.text_input("Seed (optional)", value="" if params["seed"] is None
                                else str(params["seed"]), key=f"seed-{cid}",
@@ -275,7 +279,9 @@ with guide:
 The network gives every possible next chord a probability. The temperature reshapes them before
 one is drawn: **below 1** the likely choices win more often (calm, sometimes repetitive);
 **1** plays as it learned; **above 1** unlikely choices get a chance (adventurous, sometimes
-wrong). A **seed** makes a channel's choices repeatable.
+wrong). **Top-p** cuts the tail instead: only the likeliest choices that together make up
+that share may be drawn (0.9: the unlikeliest tenth never plays), at any temperature. A
+**seed** makes a channel's choices repeatable.
 
 ### About
 An LSTM trained on the Bach chorales that ship with music21 (key-normalized, four voices as

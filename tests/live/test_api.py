@@ -27,6 +27,8 @@ def api(services) -> httpx.Client:
     ({"bpm": 39}, "bpm: Input should be greater than or equal to 40"),
     ({"temperature": 0}, "temperature: Input should be greater than or equal to 0.1"),
     ({"temperature": 3.5}, "temperature: Input should be less than or equal to 3"),
+    ({"top_p": 1.5}, "top_p: Input should be less than or equal to 1"),
+    ({"top_p": 0}, "top_p: Input should be greater than or equal to 0.05"),
     ({"instrument": 128}, "instrument: Input should be less than or equal to 127"),
     ({"instrument": "loud"}, "instrument: Input should be a valid integer"),
     ({"seed": -1}, "seed: Input should be greater than or equal to 0"),

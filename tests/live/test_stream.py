@@ -67,7 +67,7 @@ def test_raising_bpm_shortens_the_spacing_of_note_ons(live):
     assert abs(samples_per_beat(fast) - RATE / 3) / (RATE / 3) < 0.03
 
 
-def test_instrument_and_temperature_changes_show_in_the_events(live):
+def test_instrument_temperature_and_top_p_changes_show_in_the_events(live):
     url, auth = live.gateway_url, login(live.gateway_url)
 
     async def scenario():
@@ -75,7 +75,7 @@ def test_instrument_and_temperature_changes_show_in_the_events(live):
         task = asyncio.create_task(listen(url, "radio", 9.0, heard))
         await asyncio.sleep(3.0)
         changed = httpx.patch(f"{url}/api/channels/radio", headers=auth,
-                              json={"instrument": 42, "temperature": 0.4})
+                              json={"instrument": 42, "temperature": 0.4, "top_p": 0.8})
         assert changed.status_code == 200, changed.text
         await task
         return heard
@@ -88,6 +88,8 @@ def test_instrument_and_temperature_changes_show_in_the_events(live):
     temps = [n["temperature"] for n in heard.notes]
     assert programs[0] == 19 and programs[-1] == 42  # the organ, then the cello
     assert temps[0] == 1.0 and temps[-1] == 0.4
+    assert heard.notes[0]["top_p"] == 1.0 and heard.notes[-1]["top_p"] == 0.8
+    assert params[-1]["params"]["top_p"] == 0.8
     first_cello = next(i for i, p in enumerate(programs) if p == 42)
     assert all(p == 42 for p in programs[first_cello:])
 

@@ -15,6 +15,15 @@ def test_sample_never_draws_banned_and_follows_temperature():
     assert 150 < hot.count(3) < 250  # nearly uniform over the three allowed
 
 
+def test_top_p_keeps_only_the_likeliest_choices_that_reach_it():
+    rng = np.random.default_rng(0)
+    logits = np.log(np.array([1e-9, 0.5, 0.3, 0.15, 0.05]))
+    assert {sample(logits, 1.0, rng, top_p=0.5) for _ in range(300)} == {1}
+    assert {sample(logits, 1.0, rng, top_p=0.7) for _ in range(300)} == {1, 2}
+    assert {sample(logits, 1.0, rng, top_p=0.81) for _ in range(600)} == {1, 2, 3}
+    assert 4 in {sample(logits, 1.0, rng, top_p=1.0) for _ in range(600)}
+
+
 def test_improviser_is_reproducible_and_continues_after_a_model_swap():
     model = StepModel(SHIPPED / "default")
     a = Improviser(model, 1.0, seed=42)

@@ -17,6 +17,7 @@ function showParams(p) {
   $('p-instrument').textContent = inst ? inst.name : `program ${p.instrument}`;
   $('p-bpm').textContent = Math.round(p.bpm);
   $('p-temperature').textContent = Number(p.temperature).toFixed(2);
+  $('p-top-p').textContent = Number(p.top_p ?? 1).toFixed(2);
 }
 
 async function loadLists() {
