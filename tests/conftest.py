@@ -72,26 +72,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
-    """A throwaway redis-server on a free loopback port, answering PING."""
+def start_redis(folder: Path, port: int | None = None, persist: bool = False
+                ) -> tuple[subprocess.Popen, str]:
+    """A throwaway redis-server on a loopback port (a free one unless given), answering PING;
+    with ``persist``, an append-only file that survives a kill."""
     server = shutil.which("redis-server")
     if server is None:
         pytest.fail("redis-server is not installed (make test installs it)")
-    port = free_port()
+    port = port or free_port()
+    keep = ["--appendonly", "yes", "--appendfsync", "always"] if persist else \
+        ["--appendonly", "no"]
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(folder)],
-                            stdout=subprocess.DEVNULL)
+                             *keep, "--dir", str(folder)], stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     client = Redis.from_url(url)
-    for _ in range(100):
+    for _ in range(200):
         try:
             client.ping()
-            break
-        except OSError:
-            time.sleep(0.05)
+            return proc, url
         except Exception:
             time.sleep(0.05)
-    return proc, url
+    raise AssertionError(f"redis-server did not start on port {port}")
 
 
 @pytest.fixture(scope="session")

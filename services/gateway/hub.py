@@ -225,6 +225,8 @@ class Hubs:
                 except REDIS_DOWN as exc:
                     pause = self.watch.failed(exc)
                     break
+                except Exception:  # a bug here must not end the heartbeat of every channel
+                    log.exception("heartbeat for channel %s failed", cid)
             await asyncio.sleep(min(pause, 1.0))
 
     async def control(self) -> None:

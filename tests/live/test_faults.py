@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from playbach import streams
-from tests.conftest import SHIPPED, Services, free_port, login, run
+from tests.conftest import SHIPPED, Services, free_port, login, run, start_redis
 from tests.live.client import Heard, listen
 
 RATE = 44100
@@ -34,22 +34,7 @@ class Restartable:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        keep = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else \
-            ["--appendonly", "no"]
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", *keep, "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL)
-        from redis import Redis
-
-        client = Redis.from_url(self.url)
-        for _ in range(200):
-            try:
-                client.ping()
-                return
-            except Exception:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
+        self.proc, _ = start_redis(self.folder, self.port, self.persist)
 
     def kill(self) -> None:
         assert self.proc is not None
