@@ -23,7 +23,9 @@ REDIS_FORMS = "redis://host[:port][/db], rediss://host[:port][/db] or unix:///pa
 class ServiceSettings(BaseSettings):
     """REDIS_URL, MODELS_DIR and LOG_LEVEL, which every service understands."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # An empty value means unset (compose passes `${VAR:-}`; .env.example leaves some empty).
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True,
+                                      env_ignore_empty=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     models_dir: Path = REPO / "models"
