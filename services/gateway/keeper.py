@@ -21,7 +21,7 @@ class Keeper:
                  interval_s: float = 1.0) -> None:
         self.store, self.default, self.watch, self.interval_s = store, default, watch, interval_s
         self.known: dict[str, ChannelParams] = {}  # every channel, as last read
-        self.epoch: str | None = None
+        self.epoch = service.Epoch()
 
     async def run(self) -> None:
         while True:
@@ -29,13 +29,11 @@ class Keeper:
             await asyncio.sleep(max(pause, self.interval_s))
 
     async def step(self) -> None:
-        current = await service.epoch(self.store.redis)
-        if self.epoch is not None and current != self.epoch:
+        if await self.epoch.changed(self.store.redis) and self.epoch.lost:
             log.warning("Redis lost its data (restarted empty?): putting back %d channel(s)",
                         len(self.known))
             for cid, params in self.known.items():
                 await params.restore(self.store.redis, cid)
-        self.epoch = current
         if self.default:
             await self.known.get(self.default, ChannelParams()).restore(self.store.redis,
                                                                          self.default)

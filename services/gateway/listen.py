@@ -71,11 +71,11 @@ def player_report(message: dict) -> PlayerReport | None:
         return None
 
 
-async def refuse(ws: WebSocket, reason: str) -> None:
+async def refuse(ws: WebSocket, reason: str, code: int = POLICY_VIOLATION) -> None:
     """Accept, then close with the reason: a close before accepting reaches the browser as a
     bare HTTP 403, and the player could not say what is wrong."""
     await ws.accept()
-    await ws.close(POLICY_VIOLATION, reason)
+    await ws.close(code, reason)
 
 
 @router.websocket("/ws/{cid}")
@@ -92,8 +92,7 @@ async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None)) ->
     try:
         params = await app.state.store.params(cid)
     except REDIS_DOWN:
-        await ws.accept()
-        await ws.close(TRY_AGAIN_LATER, "the server is restarting; trying again")
+        await refuse(ws, "the server is restarting; trying again", TRY_AGAIN_LATER)
         return
     if params is None:
         await refuse(ws, f"no channel {cid!r}")

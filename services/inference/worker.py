@@ -54,10 +54,6 @@ class InferenceWorker(ChannelWorker[Owned]):
         self.notes_written = 0
         self.reported: dict[str, float] = {}  # channel -> when its last error event went out
 
-    @property
-    def owned(self) -> dict[str, Owned]:
-        return self.channels
-
     async def adopt(self, cid: str) -> Owned | None:
         """Take a channel over, continuing from the last notes in its stream."""
         try:

@@ -88,13 +88,29 @@ async def epoch(redis: Redis) -> str:
     return streams.text(value) or ""
 
 
+class Epoch:
+    """The data set a service last saw. ``changed`` is true at the first reading and whenever
+    the id changes; ``lost`` tells the second case (Redis lost what it held)."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self.lost = False
+
+    async def changed(self, redis: Redis) -> bool:
+        value = await epoch(redis)
+        if value == self.current:
+            return False
+        self.lost, self.current = self.current is not None, value
+        return True
+
+
 async def tick_until(stop: asyncio.Event, interval_s: float, tick: Callable[[], Awaitable[None]],
-                     watch: RedisWatch | None = None) -> None:
-    """Call ``tick`` every ``interval_s`` (less the time it took) until ``stop`` is set; with a
-    ``watch``, a Redis failure pauses with backoff instead of ending the loop."""
+                     watch: RedisWatch) -> None:
+    """Call ``tick`` every ``interval_s`` (less the time it took) until ``stop`` is set; a
+    Redis failure pauses with backoff instead of ending the loop."""
     while not stop.is_set():
         started = time.monotonic()
-        backoff = await watch.guard(tick) if watch else (await tick(), 0.0)[1]
+        backoff = await watch.guard(tick)
         pause = max(backoff, interval_s - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(pause, 0.001))

@@ -33,7 +33,7 @@ class ChannelWorker(Generic[C]):
         self.ownership = Ownership(leases, settings.idle_ms)
         self.health = service.Health(self.watch)
         self.channels: dict[str, C] = {}
-        self.epoch: str | None = None
+        self.epoch = service.Epoch()
         self.hold_until = 0.0  # no new channels before this (monotonic), after a data loss
 
     # --- what a subclass provides ----------------------------------------------------------
@@ -94,16 +94,14 @@ class ChannelWorker(Generic[C]):
             await self.serve(cid, state)
 
     async def check_epoch(self) -> None:
-        current = await service.epoch(self.redis)
-        if current == self.epoch:
+        if not await self.epoch.changed(self.redis):
             return
-        if self.epoch is not None:
+        if self.epoch.lost:
             log.warning("Redis lost its data (restarted empty?): re-publishing %d channel(s)",
                         len(self.channels))
             # Owners re-claim their leases first; others wait one lease before taking any.
             self.hold_until = time.monotonic() + self.settings.lease_ms / 1000
         await self.republish()
-        self.epoch = current
 
     async def drop(self, cid: str) -> None:
         """Stop serving a channel and give its lease back."""

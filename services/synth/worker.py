@@ -44,10 +44,6 @@ class SynthWorker(ChannelWorker[Voice]):
         self.render_seconds = 0.0
         self.instruments: dict[str, str] = {}
 
-    @property
-    def voices(self) -> dict[str, Voice]:
-        return self.channels
-
     async def starting(self) -> None:
         names = instrument_names(self.settings.soundfont)
         self.instruments = {str(k): v for k, v in names.items()}
@@ -88,7 +84,7 @@ class SynthWorker(ChannelWorker[Voice]):
             for entry_id, fields in items:
                 self.control_id = streams.text(entry_id)
                 f = {streams.text(k): streams.text(v) for k, v in fields.items()}
-                voice = self.voices.get(f.get("channel", ""))
+                voice = self.channels.get(f.get("channel", ""))
                 if f.get("type") == "tone" and voice:
                     voice.renderer.tone()
         if self.control_id == "$":
