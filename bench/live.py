@@ -27,6 +27,7 @@ import websockets
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from playbach.schemas import DEFAULT_MODEL  # noqa: E402
 from tests.conftest import SHIPPED, Services, login, start_redis  # noqa: E402
 
 RATE, CHUNK, BACKLOG = 44100, 2048, 0.6
@@ -123,7 +124,7 @@ def synth_rtf(seconds: float = 30.0) -> float:
     from synth.render import Pending, Renderer
     from synth.settings import FLUID_R3
 
-    imp = Improviser(StepModel(SHIPPED / "default"), 1.0, seed=1)
+    imp = Improviser(StepModel(SHIPPED / DEFAULT_MODEL), 1.0, seed=1)
     renderer = Renderer(FLUID_R3, RATE, 0.5, 19)
     for i, ev in enumerate(imp.notes(400)):
         renderer.pending.append(Pending(NoteEvent.of(ev, i, 0, ChannelParams()), f"{i}-0"))
@@ -137,7 +138,7 @@ def synth_rtf(seconds: float = 30.0) -> float:
 def inference_rate(notes: int = 3000) -> float:
     from playbach.stepmodel import Improviser, StepModel
 
-    imp = Improviser(StepModel(SHIPPED / "default"), 1.0, seed=1)
+    imp = Improviser(StepModel(SHIPPED / DEFAULT_MODEL), 1.0, seed=1)
     t = time.process_time()
     for _ in range(notes):
         imp.next()

@@ -5,7 +5,7 @@
 2. Training time to the same validation accuracy: sequence-to-sequence (a label at every step)
    versus the original's one label per 40-note window, same network, same held-out pieces.
 
-Usage: python bench/step_vs_window.py [--model default] [--notes 300] [--budget 240]
+Usage: python bench/step_vs_window.py [--model cello-suites] [--notes 300] [--budget 240]
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
+from playbach.schemas import DEFAULT_MODEL
 from playbach.settings import REPO
 from playbach.stepmodel import HEADS, Improviser, StepModel
 
 WINDOW = 40
-CELLO = REPO.parent / "shared" / "data" / "cello-suites"
+CELLO = REPO / "data" / "cello-suites"
 
 
 def per_note_costs(folder: Path, notes: int) -> dict[str, float]:
@@ -38,7 +39,11 @@ def per_note_costs(folder: Path, notes: int) -> dict[str, float]:
     t = time.perf_counter()
     events = [imp.next() for _ in range(notes)]
     step = (time.perf_counter() - t) / notes
-    ids = np.array([model.vocab.encode(e) for e in events], np.int32)
+    import trainer.model  # noqa: F401  (registers the network's own layers for loading)
+    from trainer.dataset import CONTEXT, context, duration_ticks
+
+    ids = context(np.array([s for e in events for s in model.vocab.steps(e)], np.int32),
+                  duration_ticks(model.vocab))
 
     net = keras.models.load_model(folder / "model.keras")
     fn = tf.function(lambda x: net(x, training=False)["pitch"][:, -1], reduce_retracing=True)
@@ -46,7 +51,7 @@ def per_note_costs(folder: Path, notes: int) -> dict[str, float]:
     def window(i: int) -> dict[str, np.ndarray]:
         w = ids[max(0, i - WINDOW):i] if i else ids[:1]
         w = np.pad(w, ((WINDOW - len(w), 0), (0, 0)))
-        return {h: w[None, :, j] for j, h in enumerate(HEADS)}
+        return {h: w[None, :, j] for j, h in enumerate((*HEADS, *CONTEXT))}
 
     fn(window(1))
     t = time.perf_counter()
@@ -65,7 +70,11 @@ def per_note_costs(folder: Path, notes: int) -> dict[str, float]:
 def _clock_class():
     import keras
 
-    from trainer.heldout import window_end_accuracy
+    from trainer.dataset import windows, xy
+    from trainer.heldout import end_accuracy
+
+    def window_end_accuracy(model, seqs, length):
+        return end_accuracy(model, *xy(windows(seqs, length + 1, 1, pad=False), "last"))
 
     class _Clock(keras.callbacks.Callback):
         """Training seconds only: the held-out evaluation after each epoch is not counted."""
@@ -94,7 +103,7 @@ def training_race(budget: float, epochs: int) -> dict[str, list[tuple[float, flo
     from playbach.vocab import EncodingOptions, Vocabulary
     from trainer.config import make_config
     from trainer.corpus import load_corpus, midi_paths
-    from trainer.dataset import encode, split_pieces, training_arrays
+    from trainer.dataset import encode, split_pieces, training_windows, xy
     from trainer.model import build_model
 
     clock_class = _clock_class()
@@ -102,12 +111,13 @@ def training_race(budget: float, epochs: int) -> dict[str, list[tuple[float, flo
                          Path.home() / ".cache" / "playbach", progress=False)
     curves = {}
     for objective in ("seq2seq", "last"):
+        stride = 1 if objective == "last" else 20  # the original: every window
         cfg = make_config("default", [f"--objective={objective}", f"--seq_len={WINDOW}",
-                                      "--stride=20", "--units=128", "--dropout=0.2"])
+                                      f"--stride={stride}", "--units=128", "--dropout=0.2"])
         train, val, _ = split_pieces(corpus.pieces, cfg)
-        vocab = Vocabulary.build([p.events for p in train], EncodingOptions())
+        vocab = Vocabulary(EncodingOptions())
         tr, va = encode(train, vocab), encode(val, vocab)
-        (x, y, w), _ = training_arrays(tr, va, cfg)
+        x, y, w = xy(training_windows(tr, va, cfg)[0], cfg.objective)
         model = build_model(vocab, cfg)
         clock = clock_class(objective, va, budget)
         model.fit(x, y, sample_weight=w, batch_size=cfg.batch_size, epochs=epochs,
@@ -122,7 +132,7 @@ def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="default")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--notes", type=int, default=300)
     p.add_argument("--budget", type=float, default=240, help="seconds of training per objective")
     p.add_argument("--epochs", type=int, default=200)

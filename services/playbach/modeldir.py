@@ -17,7 +17,7 @@ from typing import Any
 
 from playbach.vocab import VocabError, Vocabulary
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the note-level vocabulary (vocab.json format 2)
 REQUIRED = ("step.tflite", "vocab.json", "meta.json")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 

@@ -38,13 +38,17 @@ def _text(fields: dict, key: str) -> str:
     return text(fields[key.encode()] if key.encode() in fields else fields[key])
 
 
+DEFAULT_MODEL = "cello-suites"  # the radio plays the suites the original project grew from,
+DEFAULT_PROGRAM = 42  # on a Cello, as it did
+
+
 class ChannelParams(BaseModel):
     """What a channel plays. Every service reads these from ``pb:channel:<id>``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: ModelName = "default"
-    instrument: Program = 19  # Church Organ: the chorales were sung over an organ
+    model: ModelName = DEFAULT_MODEL
+    instrument: Program = DEFAULT_PROGRAM
     bpm: Bpm = 84
     temperature: Temperature = 1.0
     top_p: TopP = 1.0

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from playbach.modeldir import ModelError, read_meta, read_vocab
-from playbach.vocab import Event, Vocabulary
+from playbach.vocab import MAX_CHORD, Event, Step, Vocabulary
 
 HEADS = ("pitch", "duration", "velocity")
 HISTORY = 64  # events kept to re-prime a new model (model change, takeover)
@@ -118,26 +118,45 @@ class Improviser:
     def use(self, model: StepModel, history: Iterable[Event] | None = None) -> None:
         """Switch to ``model``, priming it with the recent events so the music goes on."""
         events = list(self.history if history is None else history)
+        # the step already drawn for the next event goes on too (a swap changes no note)
+        pending = getattr(self, "_pending", None) if history is None else None
         self.model, self.history = model, deque(maxlen=HISTORY)
         self._state = model.initial_state()
-        self._ids: tuple[int, int, int] = (0, 0, 0)
-        self._logits, self._state = model.step(self._ids, self._state)
+        self._logits, self._state = model.step((0, 0, 0), self._state)
+        self._pending: Step | None = None  # a drawn step that begins the next event
         for ev in events:
-            self._feed(ev)
+            self.history.append(ev)
+            for step in model.vocab.steps(ev):
+                self._logits, self._state = model.step(step, self._state)
+        if pending is not None:
+            self._logits, self._state = model.step(pending, self._state)
+            self._pending = pending
 
-    def _feed(self, ev: Event) -> None:
-        self.history.append(ev)
-        self._ids = self.model.vocab.encode(ev)
-        self._logits, self._state = self.model.step(self._ids, self._state)
-
-    def next(self, allow_rest: bool = True) -> Event:
+    def _draw(self, allow_rest: bool, may_join: bool) -> Step:
+        """Sample one step and feed it to the model: the pitch first, then a duration that
+        fits it (a rest or the first note of an event cannot join the one before)."""
         p_logits, d_logits, v_logits = self._logits
         t, top = self.temperature, self.top_p
-        banned = (0, 1) if allow_rest else (0, 1, 2)  # <s>, <unk>, and R when rests are too many
-        ids = (sample(p_logits, t, self.rng, banned, top), sample(d_logits, t, self.rng, (0,), top),
-               sample(v_logits, t, self.rng, (0,), top))
-        ev = self.model.vocab.decode(ids)
-        self._feed(ev)
+        pitch = sample(p_logits, t, self.rng, (0,) if allow_rest else (0, 1), top)
+        join_ok = may_join and pitch != 1
+        step = (pitch, sample(d_logits, t, self.rng, (0,) if join_ok else (0, 1), top),
+                sample(v_logits, t, self.rng, (0,), top))
+        self._logits, self._state = self.model.step(step, self._state)
+        return step
+
+    def next(self, allow_rest: bool = True) -> Event:
+        """The next event: a rest, a note, or a chord of the notes drawn joined to it. The step
+        after it is drawn too (to know the chord ended), and begins the next event."""
+        first = self._pending or self._draw(allow_rest, may_join=False)
+        chord = [first]
+        while True:
+            step = self._draw(True, may_join=first[0] != 1 and len(chord) < MAX_CHORD)
+            if step[1] != 1:
+                break
+            chord.append(step)
+        self._pending = step
+        ev = self.model.vocab.event(chord)
+        self.history.append(ev)
         return ev
 
     def notes(self, count: int, max_rests: int = 4) -> Iterator[Event]:

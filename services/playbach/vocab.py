@@ -1,26 +1,30 @@
-"""The note vocabulary: how one musical event becomes three token ids, and back.
+"""The note vocabulary: how music becomes token ids, and back.
 
-An event is one step of the melody the model writes: a pitch token, a duration and a velocity.
-Each has its own table (one softmax head each in the model).
+An :class:`Event` is one step of the music as it sounds: a pitch token (a note ``C4``, a chord
+``C3.E3.G3``, a rest ``R``), a duration and a velocity. The model reads and writes *steps*: one
+per note. A chord is its notes in sequence, lowest first; every note after the first carries
+the duration token ``+`` ("sounds with the note before, as long"), which is the same-onset
+flag. So every note and every chord of any instrument can be written, and nothing is ever
+out of vocabulary.
 
-Index tables (``vocab.json`` carries them with the model, so a model is never read with another
-model's table):
+Index tables (fixed: the same for every model; ``vocab.json`` carries them with the model):
 
 ========  ==========================================================================
 head      indices
 ========  ==========================================================================
-pitch     0 ``<s>`` (start of a piece), 1 ``<unk>`` (a chord too rare to learn), 2 ``R``
-          (rest), then the corpus's notes by MIDI number (``C4``), then its chords
-          (``C3.E3.G3``, notes ascending), both ordered by their MIDI numbers.
-duration  0 ``<s>``, then :data:`DURATIONS` in order: ``1/8 1/6 1/4 1/3 3/8 1/2 2/3 3/4 1 4/3
-          3/2 2 3 4`` quarter lengths (straight and triplet values, capped at a whole note).
+pitch     0 ``<s>`` (start of a piece), 1 ``R`` (rest), then ``2 + m`` for MIDI note ``m``
+          (2 ``C-1`` ... 62 ``C4`` ... 129 ``G9``); with ``octaves=False`` (the original
+          project's ``normal`` flag) ``2 + pitch class`` (2 ``C`` ... 13 ``B``).
+duration  0 ``<s>``, 1 ``+`` (a further note of the chord begun by the step before), then
+          :data:`DURATIONS` in order: ``1/8 1/6 1/4 1/3 3/8 1/2 2/3 3/4 1 4/3 3/2 2 3 4``
+          quarter lengths (straight and triplet values, capped at a whole note).
 velocity  0 ``<s>``, then :data:`DYNAMICS`: ``ppp pp p mp mf f ff fff``.
 ========  ==========================================================================
 
-Pitch tokens are spelled from MIDI numbers with sharps (``A#3``, never ``B-3``), so one sound is
-one token. With ``octaves=False`` (the original project's ``normal`` flag) notes lose their octave
-(``C#``) and chords become their pitch classes in normal order (``A.C#.E``); such tokens sound from
-octave 4 upwards.
+A transposition by ``k`` semitones is ``+k`` on every pitch id from 2 on (notes keep their
+order), which is how training augments pieces into other keys. Pitch tokens are spelled from
+MIDI numbers with sharps (``A#3``, never ``B-3``), so one sound is one token. Without octaves,
+chords are their pitch classes in normal order (``A.C#.E``) and sound from octave 4 upwards.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
-BOS, UNK, REST = "<s>", "<unk>", "R"
-SPECIALS = (BOS, UNK)
+BOS, REST, JOIN = "<s>", "R", "+"
+SPECIALS = (BOS,)
+FORMAT = 2  # of vocab.json: 1 had corpus-made tables of chord tokens and <unk>
+MAX_CHORD = 6  # notes one event may sound at once (a step may join at most this many)
 NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _NOTE = re.compile(r"^([A-G]#?)(-?\d+)?$")  # canonical spelling only: sharps, as note_name writes
 
@@ -55,7 +61,6 @@ class EncodingOptions:
 
     octaves: bool = True  # False: the original project's `normal` (pitch classes, normal order)
     parts: str = "chordify"  # chordify all voices | flatten them | one part:<name or number>
-    min_count: int = 5  # chords heard fewer times in training become <unk> (never sampled)
     transpose: bool = False  # each piece moved to C major / A minor, so keys share statistics
 
     def __post_init__(self) -> None:
@@ -63,11 +68,9 @@ class EncodingOptions:
             self.parts.startswith("part:") and len(self.parts) > 5
         ):
             raise VocabError(f"parts must be {PARTS_HELP}, not {self.parts!r}")
-        if self.min_count < 1:
-            raise VocabError(f"min_count must be at least 1, not {self.min_count}")
 
     def key(self) -> str:
-        """What changes the parsed events (min_count only filters the table)."""
+        """What changes the parsed events."""
         return f"octaves={self.octaves};parts={self.parts};transpose={self.transpose}"
 
 
@@ -181,33 +184,39 @@ class Event:
 
 # --- the tables ------------------------------------------------------------------------------
 
+PITCH_OFFSET = 2  # pitch id of MIDI note 0 (or pitch class 0)
+Step = tuple[int, int, int]  # (pitch, duration, velocity) ids
 
-def _pitch_sort_key(token: str) -> tuple[int, tuple[int, ...]]:
-    midis = token_midi(token)
-    return (len(midis), midis)
+
+def pitch_table(octaves: bool = True) -> tuple[str, ...]:
+    notes = [note_name(m) for m in range(128)] if octaves else list(NAMES)
+    return (BOS, REST, *notes)
 
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """The three token tables of a model, validated on construction."""
+    """The three token tables of a model, validated on construction; events <-> steps."""
 
-    pitch: tuple[str, ...]
     options: EncodingOptions = field(default_factory=EncodingOptions)
-    duration: tuple[str, ...] = (BOS, *(duration_token(d) for d in DURATIONS))
+    pitch: tuple[str, ...] = ()
+    duration: tuple[str, ...] = (BOS, JOIN, *(duration_token(d) for d in DURATIONS))
     velocity: tuple[str, ...] = (BOS, *(name for name, _ in DYNAMICS))
 
     def __post_init__(self) -> None:
-        if self.pitch[:3] != (BOS, UNK, REST):
-            raise VocabError(f"pitch table must start with {BOS}, {UNK}, {REST}")
+        expected = pitch_table(self.options.octaves)
+        if not self.pitch:
+            object.__setattr__(self, "pitch", expected)
+        if self.pitch != expected:
+            raise VocabError("pitch table is not the fixed note table of format 2 "
+                             f"({len(self.pitch)} tokens, expected {len(expected)})")
+        if self.duration[:2] != (BOS, JOIN):
+            raise VocabError(f"duration table must start with {BOS}, {JOIN}")
+        if self.velocity[:1] != (BOS,):
+            raise VocabError(f"velocity table must start with {BOS}")
         for name, table in self.tables.items():
-            if table[0] != BOS:
-                raise VocabError(f"{name} table must start with {BOS}")
             if len(set(table)) != len(table):
                 raise VocabError(f"{name} table has duplicate tokens")
-        for token in self.pitch[3:]:
-            if len(token_midi(token)) == 0:
-                raise VocabError(f"pitch table has a second rest {token!r}")
-        for token in self.duration[1:]:
+        for token in self.duration[2:]:
             Fraction(token)
         unknown = set(self.velocity[1:]) - set(DYNAMIC_VELOCITY)
         if unknown:
@@ -223,48 +232,74 @@ class Vocabulary:
     def sizes(self) -> tuple[int, int, int]:
         return len(self.pitch), len(self.duration), len(self.velocity)
 
-    @classmethod
-    def build(cls, pieces: Iterable[Sequence[Event]], options: EncodingOptions) -> Vocabulary:
-        """Pitch table from a training corpus: every note and rest, chords heard min_count times."""
-        counts: dict[str, int] = {}
-        for piece in pieces:
-            for ev in piece:
-                counts[ev.pitch] = counts.get(ev.pitch, 0) + 1
-        keep = [t for t, c in counts.items() if t != REST and (
-            "." not in t or c >= options.min_count)]
-        return cls((BOS, UNK, REST, *sorted(keep, key=_pitch_sort_key)), options)
-
-    def encode(self, ev: Event) -> tuple[int, int, int]:
+    def steps(self, ev: Event) -> list[Step]:
+        """An event as model steps: a rest, or its notes lowest first (without octaves, in the
+        token's normal order), the later ones joined."""
         idx = self._index  # type: ignore[attr-defined]
-        return (
-            idx["pitch"].get(ev.pitch, 1),
-            idx["duration"][duration_token(ev.duration)],
-            idx["velocity"][ev.velocity],
-        )
+        dur, vel = idx["duration"][duration_token(ev.duration)], idx["velocity"][ev.velocity]
+        if ev.is_rest:
+            return [(1, dur, vel)]
+        octaves = self.options.octaves
+        notes = sorted(ev.midi) if octaves else list(dict.fromkeys(m % 12 for m in ev.midi))
+        return [(PITCH_OFFSET + n, dur if i == 0 else 1, vel) for i, n in enumerate(notes)]
 
-    def decode(self, ids: Sequence[int]) -> Event:
-        p, d, v = (int(i) for i in ids)
-        if min(p, d, v) == 0 or p == 1:
-            raise VocabError(f"ids {tuple(ids)} name a special token, not an event")
-        return Event(self.pitch[p], Fraction(self.duration[d]), self.velocity[v])
+    def encode_piece(self, piece: Sequence[Event]) -> list[Step]:
+        """A piece as model input: the start step, then every event's steps."""
+        return [(0, 0, 0), *(s for ev in piece for s in self.steps(ev))]
 
-    def encode_piece(self, piece: Sequence[Event]) -> list[tuple[int, int, int]]:
-        """A piece as model input: the start token, then its events."""
-        return [(0, 0, 0), *(self.encode(ev) for ev in piece)]
+    def decode_piece(self, steps: Iterable[Sequence[int]]) -> list[Event]:
+        """The inverse of :meth:`encode_piece`: steps grouped into events (start steps and
+        padding skipped)."""
+        events: list[Event] = []
+        chord: list[Step] = []
+        for p, d, v in steps:
+            if p == 0:
+                continue
+            if chord and d != 1:
+                events.append(self.event(chord))
+                chord = []
+            chord.append((int(p), int(d), int(v)))
+        if chord:
+            events.append(self.event(chord))
+        return events
+
+    def note(self, pitch_id: int) -> int:
+        """The MIDI number a pitch id sounds (pitch classes from octave 4)."""
+        if not PITCH_OFFSET <= pitch_id < len(self.pitch):
+            raise VocabError(f"pitch id {pitch_id} is not a note")
+        n = pitch_id - PITCH_OFFSET
+        return n if self.options.octaves else 60 + n
+
+    def event(self, steps: Sequence[Step]) -> Event:
+        """The event that steps make: a rest, or a note or chord (the first step's duration)."""
+        (p, d, v), *rest = steps
+        if p == 0 or d <= 1 or v == 0 or any(ds != 1 for _, ds, _ in rest):
+            raise VocabError(f"steps {list(steps)} do not make an event")
+        duration, velocity = Fraction(self.duration[d]), self.velocity[v]
+        if p == 1:
+            return Event(REST, duration, velocity)
+        midis = [self.note(p)]
+        for pj, _, _ in rest:  # in a chord without octaves, each note above the one before
+            m = self.note(pj)
+            while not self.options.octaves and m <= midis[-1]:
+                m += 12
+            midis.append(m)
+        return Event(pitch_token(midis, self.options.octaves), duration, velocity)
 
     def to_json(self) -> str:
-        return json.dumps({"format": 1, "options": asdict(self.options), **{
+        return json.dumps({"format": FORMAT, "options": asdict(self.options), **{
             k: list(v) for k, v in self.tables.items()}}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> Vocabulary:
         try:
             data = json.loads(text)
-            if data.get("format") != 1:
-                raise VocabError(f"vocab format {data.get('format')!r} is not 1")
+            if data.get("format") != FORMAT:
+                raise VocabError(f"vocab format {data.get('format')!r} is not {FORMAT} "
+                                 "(retrain the model with this version)")
             return cls(
-                pitch=tuple(data["pitch"]),
                 options=EncodingOptions(**data["options"]),
+                pitch=tuple(data["pitch"]),
                 duration=tuple(data["duration"]),
                 velocity=tuple(data["velocity"]),
             )

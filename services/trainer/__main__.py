@@ -11,6 +11,8 @@ from pathlib import Path
 
 from playbach import settings as settings_mod
 from playbach.modeldir import ModelError, check_name, model_dir
+from playbach.schemas import DEFAULT_MODEL, TOP_P
+from playbach.stepmodel import StepModel
 from playbach.vocab import PARTS_HELP, EncodingOptions, VocabError
 from trainer.config import PRESETS, TrainConfig, UserError, make_config
 from trainer.corpus import Corpus, Limits
@@ -28,32 +30,32 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", allow_abbrev=False,
                        help="corpus -> published model directory",
                        epilog="Any config field can be set as --key=value, e.g. --units=128 "
-                              "--attention=true (see services/trainer/config.py).")
+                              "--copy=false (see services/trainer/config.py).")
     t.add_argument("--name", default=None, help="model name (default: the preset's name)")
-    t.add_argument("--preset", default="default", choices=list(PRESETS))
-    t.add_argument("--midi-dir", type=Path, help="a folder of .mid/.midi files "
-                                                 "(default: music21's Bach chorales)")
-    t.add_argument("--limit", type=int, help="use only the first N files")
-    t.add_argument("--parts", default="chordify", help=PARTS_HELP)
-    t.add_argument("--normal", action="store_true",
-                   help="pitch classes without octaves, chords in normal order (the original's "
-                        "`normal` flag)")
-    t.add_argument("--min-count", type=int, default=5, help="rarer chords become <unk>")
-    t.add_argument("--transpose", action="store_true",
-                   help="move every piece to C major / A minor (keys share statistics)")
+    _corpus_arguments(t)
     t.add_argument("--resume", action="store_true", help="continue the last run of this name")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.add_argument("--max-file-mb", type=float,
-                   help="skip larger files, unread (default: $MAX_FILE_MB or 2)")
-    t.add_argument("--max-parse-seconds", type=float,
-                   help="skip a file that takes longer to parse; its parser is killed "
-                        "(default: $MAX_PARSE_SECONDS or 60)")
-    t.add_argument("--max-notes", type=int,
-                   help="skip a MIDI file with more notes, counted before music21 reads it "
-                        "(default: $MAX_NOTES or 30000)")
+
+    c = sub.add_parser("crossval", allow_abbrev=False,
+                       help="k-fold cross-validation by whole pieces, against the baselines",
+                       epilog="Config overrides (--key=value) as for train.")
+    _corpus_arguments(c)
+    c.add_argument("--folds", type=int, default=6, help="k (every piece is tested once)")
+    c.add_argument("--window-model", action="store_true",
+                   help="also train the original project's 40-step window LSTM per fold")
+    c.add_argument("--window-stride", type=int, default=1,
+                   help="its training windows' step (the original's 1 is slow; 4 is ~4x faster)")
+    c.add_argument("--out", type=Path, help="write the full result as JSON here")
+
+    s = sub.add_parser("score", allow_abbrev=False,
+                       help="score a published model on a MIDI folder against its n-gram "
+                            "(read-only)")
+    s.add_argument("--model", default=DEFAULT_MODEL)
+    s.add_argument("--midi-dir", type=Path, required=True)
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     g = sub.add_parser("generate", allow_abbrev=False, help="improvise a MIDI file")
-    g.add_argument("--model", default="default")
+    g.add_argument("--model", default=DEFAULT_MODEL)
     g.add_argument("--notes", type=int, default=128, help="sounding events (rests extra)")
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--instrument", default="Acoustic Grand Piano", help="GM name or 0-127")
@@ -64,19 +66,48 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", allow_abbrev=False,
                        help="improvise pieces and compare them with the corpus")
-    e.add_argument("--model", default="default")
-    e.add_argument("--pieces", type=int, default=8)
-    e.add_argument("--notes", type=int, default=256)
+    e.add_argument("--model", default=DEFAULT_MODEL)
+    e.add_argument("--pieces", type=int, default=16, help="improvisations to compare")
+    e.add_argument("--notes", type=int, help="sounding events per excerpt, on both sides "
+                                             "(default: a typical training piece's, at most 256)")
     e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--top-p", type=float, default=1.0)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--record", action="store_true", help="also write the result into the "
+                                                         "model's meta.json")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 
 
+def _corpus_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="default", choices=list(PRESETS))
+    p.add_argument("--midi-dir", type=Path, help="a folder of .mid/.midi files "
+                                                 "(default: music21's Bach chorales)")
+    p.add_argument("--limit", type=int, help="use only the first N files")
+    p.add_argument("--parts", default="chordify", help=PARTS_HELP)
+    p.add_argument("--normal", action="store_true",
+                   help="pitch classes without octaves, chords in normal order (the original's "
+                        "`normal` flag)")
+    p.add_argument("--transpose", action="store_true",
+                   help="move every piece to C major / A minor (keys share statistics)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--max-file-mb", type=float,
+                   help="skip larger files, unread (default: $MAX_FILE_MB or 2)")
+    p.add_argument("--max-parse-seconds", type=float,
+                   help="skip a file that takes longer to parse; its parser is killed "
+                        "(default: $MAX_PARSE_SECONDS or 60)")
+    p.add_argument("--max-notes", type=int,
+                   help="skip a MIDI file with more notes, counted before music21 reads it "
+                        "(default: $MAX_NOTES or 30000)")
+
+
 def _check_generation(args: argparse.Namespace) -> None:
-    if args.notes < 1:
-        raise UserError("--notes must be at least 1")
-    if getattr(args, "pieces", 1) < 1:  # evaluate only
-        raise UserError("--pieces must be at least 1")
+    if args.notes is not None and not 1 <= args.notes <= 100_000:
+        raise UserError("--notes must be between 1 and 100000")
+    if not 1 <= getattr(args, "pieces", 1) <= 1000:  # evaluate only
+        raise UserError("--pieces must be between 1 and 1000")
+    if not TOP_P[0] <= getattr(args, "top_p", 1.0) <= TOP_P[1]:
+        raise UserError(f"--top-p must be between {TOP_P[0]} and {TOP_P[1]}")
     if not 0.1 <= args.temperature <= 3.0:
         raise UserError("--temperature must be between 0.1 and 3.0")
     bpm = getattr(args, "bpm", None)  # generate has one, evaluate does not
@@ -94,19 +125,20 @@ def _check_writable(path: Path, what: str) -> None:
 
 def _check_train(args: argparse.Namespace, extra: list[str], settings: TrainerSettings,
                  models_dir: Path) -> tuple[TrainConfig, EncodingOptions, Limits]:
-    """Every argument of `train`, before a file is read or TensorFlow loads (and logs)."""
-    name = check_name(args.name or args.preset)
+    """Every argument of `train` (and `crossval`), before a file is read or TensorFlow loads
+    (and logs)."""
+    name = check_name(getattr(args, "name", None) or args.preset)
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
     cfg = make_config(args.preset, extra)
-    options = EncodingOptions(not args.normal, args.parts, args.min_count, args.transpose)
+    options = EncodingOptions(not args.normal, args.parts, args.transpose)
     limits = Limits(**{f: getattr(settings, f) if getattr(args, f) is None else getattr(args, f)
                        for f in ("max_file_mb", "max_parse_seconds", "max_notes")})
     for path, what in ((models_dir, "--models-dir"), (settings.runs_dir, "RUNS_DIR"),
                        (settings.cache_dir, "CACHE_DIR")):
         _check_writable(path, what)
     run_dir = settings.runs_dir / name
-    if args.resume and not (run_dir / "last.keras").is_file():
+    if getattr(args, "resume", False) and not (run_dir / "last.keras").is_file():
         raise UserError(f"--resume: nothing to resume in {run_dir} (no last.keras)")
     return cfg, options, limits
 
@@ -143,16 +175,67 @@ def _train(args: argparse.Namespace, extra: list[str], argv: list[str],
     print(f"published {target}")
 
 
+def _crossval(args: argparse.Namespace, extra: list[str], settings: TrainerSettings,
+              models_dir: Path) -> None:
+    cfg, options, limits = _check_train(args, extra, settings, models_dir)
+    if not 2 <= args.folds <= 50:
+        raise UserError("--folds must be between 2 and 50")
+    if not 1 <= args.window_stride <= 64:
+        raise UserError("--window-stride must be between 1 and 64")
+    if args.out is not None:
+        _check_writable(args.out.parent, "--out")
+    progress = not args.no_progress and sys.stderr.isatty()
+    corpus = _corpus(args, cfg, options, limits, settings, progress)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from playbach.vocab import Vocabulary
+    from trainer.crossval import CrossVal, crossval, report, write
+
+    result = crossval(CrossVal(cfg, Vocabulary(options), corpus, args.folds,
+                               settings.runs_dir / "crossval", args.window_model,
+                               args.window_stride, progress))
+    print(report(result))
+    if args.out is not None:
+        write(result, args.out)
+        print(f"wrote {args.out}")
+
+
+def _score(args: argparse.Namespace, settings: TrainerSettings, models_dir: Path) -> None:
+    import json
+
+    from trainer.corpus import load_corpus, midi_paths
+    from trainer.dataset import encode
+    from trainer.score import report, score
+
+    folder = model_dir(models_dir, args.model)
+    model = StepModel(folder)  # a missing or broken model fails before any parsing
+    if not args.midi_dir.is_dir():
+        raise UserError(f"--midi-dir {args.midi_dir}: not a folder")
+    corpus = load_corpus(str(args.midi_dir), midi_paths(args.midi_dir), model.vocab.options,
+                         settings.cache_dir, progress=not args.no_progress and
+                         sys.stderr.isatty(), limits=Limits(settings.max_file_mb,
+                         settings.max_parse_seconds, settings.max_notes))
+    for skip in corpus.skipped:
+        log.warning("skipped %s: %s", skip["file"], skip["reason"])
+    if not corpus.pieces:
+        raise UserError(f"--midi-dir {args.midi_dir}: no readable MIDI pieces")
+    result = score(folder, encode(corpus.pieces, model.vocab), [p.name for p in corpus.pieces])
+    print(json.dumps(result, indent=1) if args.json else report(result))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, extra = _parser().parse_known_args(argv)
     settings = settings_mod.load(TrainerSettings, "trainer")
     models_dir = args.models_dir or settings.models_dir
     try:
-        if args.command != "train" and extra:
+        if args.command not in ("train", "crossval") and extra:
             raise UserError(f"unknown arguments: {' '.join(extra)}")
         if args.command == "train":
             _train(args, extra, argv, settings, models_dir)
+        elif args.command == "crossval":
+            _crossval(args, extra, settings, models_dir)
+        elif args.command == "score":
+            _score(args, settings, models_dir)
         elif args.command == "generate":
             from trainer.improvise import generate
 
@@ -164,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             import json
 
-            from trainer.improvise import evaluate_and_record
+            from trainer.improvise import evaluate, record, report
 
             _check_generation(args)
-            result = evaluate_and_record(model_dir(models_dir, args.model), args.pieces,
-                                         args.notes, args.temperature, args.seed)
-            print(json.dumps(result, indent=1))
+            folder = model_dir(models_dir, args.model)
+            result = evaluate(folder, args.pieces, args.notes, args.temperature, args.seed,
+                              args.top_p)
+            print(json.dumps(result, indent=1) if args.json else report(result))
+            if args.record:
+                record(folder, result)
+                print(f"recorded in {folder / 'meta.json'}")
     except (UserError, ModelError, VocabError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,15 +1,44 @@
-"""Pieces -> training arrays: splits by whole pieces, windows, per-head target weights."""
+"""Pieces -> training arrays: splits by whole pieces, the context channels the network reads
+beside the tokens, windows, per-head target weights, and transposition of windows into other
+keys (augmentation)."""
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import numpy as np
 
 from playbach.stepmodel import HEADS
-from playbach.vocab import Vocabulary
+from playbach.vocab import PITCH_OFFSET, Vocabulary
 from trainer.config import TrainConfig
 from trainer.corpus import Piece
 
-UNK_ID = 1
+KEYS = (-6, 5)  # transpositions tried: the twelve keys, up to a tritone either way
+TOKENS = 3  # channels 0-2 of an encoded piece: the (pitch, duration, velocity) ids
+CONTEXT = ("last", "interval", "onset")  # channels 3-5, derived from the tokens by context()
+INTERVALS = 24  # intervals up to two octaves either way are told apart; wider ones are clipped
+CYCLE = 12 * 24  # onsets in 24ths of a quarter, counted round 12 quarters (every metre fits)
+
+
+def duration_ticks(vocab: Vocabulary) -> np.ndarray:
+    """Per duration id, its length in 24ths of a quarter (0 for the start and a chord's +)."""
+    return np.array([0, 0, *(int(Fraction(d) * 24) for d in vocab.duration[2:])], np.int32)
+
+
+def context(seq: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+    """[T, 3] -> [T, 6]: the tokens and, per step, what the network should not have to count:
+    ``last``, the MIDI note last sounded (this step's, or the latest before; -1 before any);
+    ``interval``, this note's step from the note before (0 for none, else 25 + semitones,
+    clipped to two octaves); ``onset``, where the next step begins in the bar cycle."""
+    pitch = seq[:, 0]
+    is_note = pitch >= PITCH_OFFSET
+    where = np.maximum.accumulate(np.where(is_note, np.arange(len(seq)), -1))
+    last = np.where(where >= 0, pitch[np.maximum(where, 0)] - PITCH_OFFSET, -1)
+    before = np.concatenate([[-1], last[:-1]])
+    step = np.clip(pitch - PITCH_OFFSET - before, -INTERVALS, INTERVALS) + INTERVALS + 1
+    interval = np.where(is_note & (before >= 0), step, 0)
+    onset = np.cumsum(ticks[seq[:, 1]]) % CYCLE
+    return np.concatenate([seq, np.stack([last, interval, onset], 1)], 1).astype(np.int32)
 
 
 def split_pieces(pieces: list[Piece], cfg: TrainConfig) -> tuple[list[Piece], ...]:
@@ -24,8 +53,10 @@ def split_pieces(pieces: list[Piece], cfg: TrainConfig) -> tuple[list[Piece], ..
 
 
 def encode(pieces: list[Piece], vocab: Vocabulary) -> list[np.ndarray]:
-    """Each piece as int32 [1 + events, 3]: the start token, then (pitch, duration, velocity)."""
-    return [np.array(vocab.encode_piece(p.events), np.int32) for p in pieces]
+    """Each piece as int32 [1 + steps, 6]: the start step, then (pitch, duration, velocity)
+    and the context channels."""
+    ticks = duration_ticks(vocab)
+    return [context(np.array(vocab.encode_piece(p.events), np.int32), ticks) for p in pieces]
 
 
 def windows(seqs: list[np.ndarray], length: int, stride: int, pad: bool = True) -> np.ndarray:
@@ -41,31 +72,56 @@ def windows(seqs: list[np.ndarray], length: int, stride: int, pad: bool = True) 
         if starts[-1] != len(seq) - length:
             starts.append(len(seq) - length)
         out.extend(seq[s:s + length] for s in starts)
-    return np.stack(out) if out else np.zeros((0, length, 3), np.int32)
+    width = seqs[0].shape[1] if seqs else TOKENS + len(CONTEXT)
+    return np.stack(out) if out else np.zeros((0, length, width), np.int32)
 
 
 def xy(win: np.ndarray, objective: str) -> tuple[dict, dict, dict]:
-    """Inputs, targets and target weights of each head. Padding and <unk> pitches weigh 0;
+    """Inputs, targets and target weights of each head. Every step is a target but padding;
     the `last` objective (the original project's) weighs only the final step."""
-    x = {h: win[:, :-1, i] for i, h in enumerate(HEADS)}
+    x = {h: win[:, :-1, i] for i, h in enumerate((*HEADS, *CONTEXT))}
     y = {h: win[:, 1:, i] for i, h in enumerate(HEADS)}
     valid = (y["duration"] != 0).astype(np.float32)
     if objective == "last":
         valid[:, :-1] = 0
-    w = {h: valid for h in HEADS}
-    w["pitch"] = valid * (y["pitch"] != UNK_ID)
-    return x, y, w
+    return x, y, {h: valid for h in HEADS}
 
 
-def training_arrays(train: list[np.ndarray], val: list[np.ndarray], cfg: TrainConfig):
-    """(x, y, w) for training and validation, by the configured split and objective."""
+def transpose(win: np.ndarray, rng: np.random.Generator, low: int, high: int,
+              octaves: bool = True) -> np.ndarray:
+    """Each window moved by a random number of semitones in KEYS that keeps its notes within
+    MIDI ``low``..``high`` (a window already outside stays where it is). Without octaves the
+    pitch classes turn round the circle instead."""
+    out = win.copy()
+    pitch = out[..., 0]
+    notes = pitch >= PITCH_OFFSET
+    if not octaves:
+        shift = rng.integers(0, 12, size=(len(win), 1))
+        pitch[notes] = ((pitch - PITCH_OFFSET + shift) % 12 + PITCH_OFFSET)[notes]
+        last = out[..., 3]
+        last[last >= 0] = ((last + shift) % 12)[last >= 0]
+        return out
+    big = np.iinfo(np.int32).max
+    lo = np.where(notes, pitch, big).min(1) - PITCH_OFFSET
+    hi = np.where(notes, pitch, -1).max(1) - PITCH_OFFSET
+    k_min = np.clip(low - lo, KEYS[0], 0)
+    k_max = np.clip(high - hi, 0, KEYS[1])
+    shift = (k_min + np.floor(rng.random(len(win)) * (k_max - k_min + 1))).astype(np.int32)
+    pitch += np.where(notes, shift[:, None], 0)
+    last = out[..., 3]
+    last += np.where(last >= 0, shift[:, None], 0)
+    return out
+
+
+def training_windows(train: list[np.ndarray], val: list[np.ndarray], cfg: TrainConfig
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Windows for training and validation, by the configured split and objective."""
     length = cfg.seq_len + 1
-    stride = 1 if cfg.objective == "last" else cfg.stride
+    stride = cfg.stride
     pad = cfg.objective != "last"
     if cfg.split == "windows":  # the original protocol: shuffle all windows, then split
         every = windows(train + val, length, stride, pad)
         order = np.random.default_rng(cfg.seed).permutation(len(every))
         n_val = max(1, round(len(every) * cfg.val_fraction))
-        return xy(every[order[n_val:]], cfg.objective), xy(every[order[:n_val]], cfg.objective)
-    return (xy(windows(train, length, stride, pad), cfg.objective),
-            xy(windows(val, length, stride, pad), cfg.objective))
+        return every[order[n_val:]], every[order[:n_val]]
+    return windows(train, length, stride, pad), windows(val, length, stride, pad)

@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,8 +15,31 @@ import numpy as np
 
 from playbach.vocab import Vocabulary
 from trainer.config import TrainConfig, UserError
-from trainer.dataset import training_arrays
+from trainer.dataset import training_windows, transpose, xy
 from trainer.model import build_model
+
+
+class Augmented(keras.utils.PyDataset):
+    """Training batches in a new order and new keys every epoch (transposition augmentation:
+    a movement in an unseen key or register is then no surprise)."""
+
+    def __init__(self, wins: np.ndarray, cfg: TrainConfig, octaves: bool) -> None:
+        super().__init__()
+        self.wins, self.cfg, self.octaves = wins, cfg, octaves
+        self.rng = np.random.default_rng(cfg.seed)
+        self.on_epoch_end()
+
+    def on_epoch_end(self) -> None:
+        shuffled = self.wins[self.rng.permutation(len(self.wins))]
+        self.epoch = transpose(shuffled, self.rng, self.cfg.aug_low, self.cfg.aug_high,
+                               self.octaves)
+
+    def __len__(self) -> int:
+        return -(-len(self.wins) // self.cfg.batch_size)
+
+    def __getitem__(self, i: int):
+        b = self.cfg.batch_size
+        return xy(self.epoch[i * b:(i + 1) * b], self.cfg.objective)
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -27,13 +51,14 @@ def read_history(path: Path) -> list[dict[str, float]]:
 
 def fit(cfg: TrainConfig, vocab: Vocabulary, train: list[np.ndarray],
         val: list[np.ndarray], run_dir: Path, identity: dict, resume: bool = False,
-        verbose: int | None = None):
+        verbose: int | None = None, extra_callbacks: Sequence = ()):
     """Train (or resume) in ``run_dir``; returns the best model, the history and the val arrays.
 
     ``identity`` (config, corpus fingerprint, vocabulary sizes) must match to resume."""
-    (x, y, w), val_arrays = training_arrays(train, val, cfg)
-    if not len(y["pitch"]):
+    train_wins, val_wins = training_windows(train, val, cfg)
+    if not len(train_wins):
         raise UserError("no training windows: the pieces are shorter than seq_len allows")
+    val_arrays = xy(val_wins, cfg.objective)
     last, best, log = run_dir / "last.keras", run_dir / "best.keras", run_dir / "history.csv"
     run_file = run_dir / "run.json"
     history = read_history(log)
@@ -58,18 +83,24 @@ def fit(cfg: TrainConfig, vocab: Vocabulary, train: list[np.ndarray],
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
         keras.callbacks.CSVLogger(str(log), append=resume),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
+        *extra_callbacks,
     ]
-    if len(history) < cfg.epochs:
+    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+    if len(history) < cfg.epochs and cfg.augment and cfg.split == "pieces":
+        model.fit(Augmented(train_wins, cfg, vocab.options.octaves),
+                  validation_data=val_arrays, epochs=cfg.epochs, initial_epoch=len(history),
+                  callbacks=callbacks, verbose=verbose)
+    elif len(history) < cfg.epochs:
+        x, y, w = xy(train_wins, cfg.objective)
         model.fit(x, y, sample_weight=w, validation_data=val_arrays, batch_size=cfg.batch_size,
                   epochs=cfg.epochs, initial_epoch=len(history), shuffle=True,
-                  callbacks=callbacks,
-                  verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2))
+                  callbacks=callbacks, verbose=verbose)
     model = keras.models.load_model(best if best.is_file() else last)
     return model, read_history(log), val_arrays
 
 
 def plot(history: list[dict[str, float]], path: Path, title: str,
-         baseline: float | None = None) -> None:
+         baseline: float | None = None, baseline_name: str = "n-gram") -> None:
     """training.png: losses, and pitch accuracy against the n-gram baseline."""
     import matplotlib
 
@@ -89,7 +120,7 @@ def plot(history: list[dict[str, float]], path: Path, title: str,
     ax2.plot(epochs, [h[key] for h in history], label="train")
     ax2.plot(epochs, [h["val_" + key] for h in history], label="validation")
     if baseline is not None:
-        ax2.axhline(baseline, color="C3", ls="--", label="4-gram (validation)")
+        ax2.axhline(baseline, color="C3", ls="--", label=f"{baseline_name} (validation)")
     ax2.set(xlabel="epoch", ylabel="accuracy", title="pitch accuracy")
     ax2.legend()
     for ax in (ax1, ax2):

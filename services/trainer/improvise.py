@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from playbach.gm import program_number
 from playbach.midifile import to_midi
-from playbach.modeldir import read_meta, write_json
+from playbach.modeldir import ModelError, read_meta, write_json
 from playbach.stepmodel import Improviser, StepModel
 from playbach.vocab import Event
 from trainer import musicstats
+from trainer.score import load_steps
+
+MAX_NOTES = 256  # the longest excerpt evaluate compares by default
+MIN_EXCERPTS = 5  # corpus excerpts a percentile band needs at least
 
 
 def improvise(folder: Path, notes: int, temperature: float = 1.0, seed: int | None = None,
-              quantized: bool = False) -> list[Event]:
+              quantized: bool = False, top_p: float = 1.0) -> list[Event]:
     """``notes`` sounding events (rests come on top), from the start token."""
     model = StepModel(folder, quantized=quantized)
-    return list(Improviser(model, temperature, seed).notes(notes))
+    return list(Improviser(model, temperature, seed, top_p=top_p).notes(notes))
 
 
 def generate(folder: Path, out: Path, notes: int, temperature: float, instrument: str,
@@ -28,20 +34,58 @@ def generate(folder: Path, out: Path, notes: int, temperature: float, instrument
     return events
 
 
-def evaluate(folder: Path, pieces: int, notes: int, temperature: float = 1.0,
-             seed: int = 0) -> dict:
-    """Improvise ``pieces`` pieces and compare their statistics with the training corpus's."""
-    corpus = read_meta(folder)["corpus"]["stats"]
-    generated = [improvise(folder, notes, temperature, seed + i) for i in range(pieces)]
-    return {"pieces": pieces, "notes": notes, "temperature": temperature,
-            **musicstats.compare(musicstats.profile(generated), corpus)}
+def corpus_pieces(folder: Path) -> list[list[Event]]:
+    """The model's training and validation pieces, as events (from its corpus.npz)."""
+    vocab = StepModel(folder).vocab
+    train, val = load_steps(folder)
+    return [vocab.decode_piece(seq) for seq in (*train, *val)]
 
 
-def evaluate_and_record(folder: Path, pieces: int, notes: int, temperature: float,
-                        seed: int) -> dict:
-    """`evaluate` as a command: the result goes into the model's meta.json too."""
-    result = evaluate(folder, pieces, notes, temperature, seed)
+def default_length(pieces: list[list[Event]]) -> int:
+    """Excerpts as long as a typical piece, at most MAX_NOTES sounding events (a chorale has
+    ~50: comparing it with 256-note improvisations would compare unlike things)."""
+    counts = [sum(not e.is_rest for e in p) for p in pieces]
+    return int(min(MAX_NOTES, np.median(counts) // 2 * 2)) if counts else MAX_NOTES
+
+
+def evaluate(folder: Path, pieces: int, notes: int | None = None, temperature: float = 1.0,
+             seed: int = 0, top_p: float = 1.0) -> dict:
+    """``pieces`` improvisations of ``notes`` sounding events against the corpus' excerpts of
+    the same length: each statistic's mean beside the corpus band."""
+    corpus = corpus_pieces(folder)
+    notes = notes or default_length(corpus)
+    reference = musicstats.excerpts(corpus, notes)
+    if len(reference) < MIN_EXCERPTS:
+        raise ModelError(f"the corpus of {folder.name} has {len(reference)} excerpts of {notes} "
+                         f"sounding events, fewer than {MIN_EXCERPTS}: ask for fewer --notes")
+    generated = [improvise(folder, notes, temperature, seed + i, top_p=top_p)
+                 for i in range(pieces)]
+    stats = musicstats.compare(generated, reference)
+    judged = [s["inside"] for s in stats.values() if s["inside"] is not None]
+    return {"pieces": pieces, "notes": notes, "temperature": temperature, "top_p": top_p,
+            "seed": seed, "corpus_excerpts": len(reference), "band": list(musicstats.BAND),
+            "inside": sum(judged), "statistics_judged": len(judged), "statistics": stats}
+
+
+def record(folder: Path, result: dict) -> None:
+    """`evaluate --record`: the result into the model's meta.json (only when asked)."""
     meta = read_meta(folder)
     meta["evaluation"] = result
     write_json(folder / "meta.json", meta)
-    return result
+
+
+def report(result: dict) -> str:
+    lines = [f"{result['pieces']} improvisations of {result['notes']} sounding events "
+             f"(temperature {result['temperature']}, top-p {result['top_p']}) against "
+             f"{result['corpus_excerpts']} corpus excerpts of the same length:",
+             f"  {'statistic':<22} {'improvised':>10}   corpus p{result['band'][0]}"
+             f"-p{result['band'][1]} (median)"]
+    for name, s in result["statistics"].items():
+        if s["generated"] is None:
+            lines.append(f"  {name:<22} {'-':>10}")
+            continue
+        mark = "inside" if s["inside"] else "OUTSIDE"
+        lines.append(f"  {name:<22} {s['generated']:>10.3f}   {s['low']:.3f} - {s['high']:.3f}"
+                     f" ({s['median']:.3f})  {mark}")
+    lines.append(f"  {result['inside']} of {result['statistics_judged']} inside the band")
+    return "\n".join(lines)

@@ -1,5 +1,16 @@
-"""The network: embeddings -> stacked LSTM -> (local attention) -> one softmax head per token
-kind; and its single-step twin for export, sharing the very same layers and weights."""
+"""The network and its single-step twin for export, sharing the very same layers and weights.
+
+Per step it reads the three token ids and three context channels (``dataset.context``: the
+last note, the interval it made, the onset in the bar cycle):
+
+    tokens + context -> embeddings -> stacked LSTM -> heads
+    pitch    = absolute logits + logits by interval from the last note      (relative)
+               mixed with notes copied from the last `copy_window` steps    (Pointer)
+    duration = logits, mixed with durations copied the same way             (Pointer)
+    velocity = logits
+
+The step twin carries everything that needs a past in one float state vector (see
+:func:`state_layout`), so the exported model stays "one invoke per step"."""
 
 from __future__ import annotations
 
@@ -8,74 +19,287 @@ import numpy as np
 from keras import layers, ops
 
 from playbach.stepmodel import HEADS
-from playbach.vocab import Vocabulary, token_midi
+from playbach.vocab import PITCH_OFFSET, Vocabulary
 from trainer.config import TrainConfig
+from trainer.dataset import CONTEXT, CYCLE, INTERVALS, duration_ticks
+
+SPAN = 2 * INTERVALS + 1  # intervals the relative head and the pointer tell apart
+NEVER = -1e9  # a logit no softmax picks
+
+
+def by_interval(values, last, size: int):
+    """``values`` [..., SPAN] indexed by interval -> [..., size] indexed by pitch id: pitch id
+    ``i`` takes the value of its interval from ``last`` (MIDI, -1 for none); ``valid`` says
+    which ids are within reach (a note, with a last note, at most INTERVALS away)."""
+    notes = ops.arange(size) - PITCH_OFFSET
+    diff = notes - ops.expand_dims(last, -1) + INTERVALS
+    valid = (notes >= 0) & (ops.expand_dims(last, -1) >= 0) & (diff >= 0) & (diff < SPAN)
+    return ops.take_along_axis(values, ops.clip(diff, 0, SPAN - 1), axis=-1), valid
 
 
 @keras.saving.register_keras_serializable("playbach")
-class LocalAttention(layers.Layer):
-    """Causal self-attention over the last ``window`` steps, with a residual and layer norm.
+class KeyProfile(layers.Layer):
+    """The pitch classes of the notes among the last ``window`` steps, as shares (12 floats):
+    where the music's key is, stated outright. Sampling slips a note out of key now and then;
+    with the profile in view the network finds its way back instead of wandering off."""
 
-    Local (not over the whole past) so the step model can carry the window as fixed-size state."""
-
-    def __init__(self, window: int, heads: int, key_dim: int, **kwargs) -> None:
+    def __init__(self, window: int, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.window, self.heads, self.key_dim = window, heads, key_dim
-        self.mha = layers.MultiHeadAttention(heads, key_dim, name="mha")
-        self.norm = layers.LayerNormalization(name="norm")
+        self.window = window
 
-    def build(self, input_shape) -> None:
-        self.mha.build(input_shape, input_shape)
-        self.norm.build(input_shape)
+    @staticmethod
+    def classes(pitch):
+        """One-hot pitch class per step (all zero for a rest or the start)."""
+        note = ops.cast(pitch >= PITCH_OFFSET, "float32")
+        return ops.one_hot(ops.maximum(pitch - PITCH_OFFSET, 0) % 12, 12) * note[..., None]
 
-    def call(self, x):
-        t = ops.shape(x)[1]
-        i, j = ops.arange(t)[:, None], ops.arange(t)[None, :]
-        band = ops.logical_and(j <= i, i - j < self.window)
-        mask = ops.broadcast_to(band[None], (ops.shape(x)[0], t, t))
-        return self.norm(x + self.mha(x, x, attention_mask=mask))
+    @staticmethod
+    def shares(counts):
+        return counts / ops.maximum(ops.sum(counts, -1, keepdims=True), 1.0)
 
-    def step(self, x, memory, valid):
-        """One step: ``x`` [B, U] attends over ``memory`` [B, W, U] (ending with x itself)."""
-        a = self.mha(x[:, None], memory, attention_mask=(valid > 0.5)[:, None, :])
-        return self.norm(x + a[:, 0])
+    def call(self, pitch):
+        total = ops.cumsum(self.classes(pitch), axis=1)
+        before = ops.pad(total, [[0, 0], [self.window, 0], [0, 0]])[:, :ops.shape(total)[1]]
+        return self.shares(total - before)
+
+    def step(self, pitch, recent):
+        """``recent`` [1, window]: pitch class + 1 of the last steps (0: no note)."""
+        pc = ops.where(pitch >= PITCH_OFFSET, (pitch - PITCH_OFFSET) % 12 + 1, 0)
+        recent = ops.concatenate([recent[:, 1:], ops.cast(pc, recent.dtype)[:, None]], 1)
+        counts = ops.sum(ops.one_hot(ops.cast(recent, "int32") - 1, 12), 1)
+        return self.shares(counts), recent
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "window": self.window, "heads": self.heads,
-                "key_dim": self.key_dim}
+        return {**super().get_config(), "window": self.window}
 
 
-def note_features(vocab: Vocabulary) -> np.ndarray:
-    """[pitch tokens, 128]: which MIDI notes each token sounds (multi-hot; specials and rests
-    all zero). A fixed input beside the learned embedding, so a chord the network has rarely
-    seen still shares what it knows about its notes."""
-    table = np.zeros((len(vocab.pitch), 128), np.float32)
-    for i, token in enumerate(vocab.pitch[3:], start=3):
-        table[i, list(token_midi(token))] = 1.0
+@keras.saving.register_keras_serializable("playbach")
+class Inputs(layers.Layer):
+    """Every input of a step as one vector: learned embeddings of the three tokens, fixed
+    pitch-class and octave features of the note, and the interval and metric position."""
+
+    def __init__(self, sizes, dims, features: bool, context: bool, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.sizes, self.dims = tuple(sizes), tuple(dims)
+        self.features, self.context = features, context
+        self.tokens = [layers.Embedding(n, d, name=f"embed_{h}")
+                       for h, n, d in zip(HEADS, self.sizes, self.dims, strict=True)]
+        if features:
+            table = note_features(self.sizes[0])
+            self.notes = layers.Embedding(*table.shape, trainable=False, name="notes",
+                                          embeddings_initializer=keras.initializers.Constant(table))
+        if context:
+            self.interval = layers.Embedding(SPAN + 1, 16, name="embed_interval")
+            self.beat = layers.Embedding(24, 8, name="embed_beat")  # position in the quarter
+            self.in4 = layers.Embedding(4, 4, name="embed_in4")  # quarter of a 2/4 or 4/4 bar
+            self.in3 = layers.Embedding(3, 4, name="embed_in3")  # quarter of a 3/4 bar
+
+    def build(self, input_shape) -> None:
+        for layer in self._all():
+            layer.build(input_shape)
+
+    def _all(self) -> list:
+        extra = [self.notes] if self.features else []
+        if self.context:
+            extra += [self.interval, self.beat, self.in4, self.in3]
+        return [*self.tokens, *extra]
+
+    def call(self, pitch, duration, velocity, interval, onset, profile=None):
+        parts = [e(t) for e, t in zip(self.tokens, (pitch, duration, velocity), strict=True)]
+        if profile is not None:
+            parts.append(profile)
+        if self.features:
+            parts.append(self.notes(pitch))
+        if self.context:
+            quarter = onset // 24
+            parts += [self.interval(interval), self.beat(onset % 24), self.in4(quarter % 4),
+                      self.in3(quarter % 3)]
+        return ops.concatenate(parts, -1)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "sizes": self.sizes, "dims": self.dims,
+                "features": self.features, "context": self.context}
+
+
+@keras.saving.register_keras_serializable("playbach")
+class Pointer(layers.Layer):
+    """Copying from the last ``window`` steps (a pointer network). Bach repeats himself: a
+    figure comes back as it was, or moved to another degree (a sequence), with its rhythm.
+    Each step attends to earlier steps ``s`` in three ways and proposes what followed ``s``:
+    the same note, the same interval from the last note, the same duration. A learned gate
+    keeps the rest of the probability for the LSTM's own heads."""
+
+    def __init__(self, window: int, dim: int, durations: bool, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.window, self.dim, self.durations = window, dim, durations
+        self.queries = [layers.Dense(dim, name=f"query_{k}") for k in self.kinds]
+        self.keys = [layers.Dense(dim, name=f"key_{k}") for k in self.kinds]
+        self.gates = [layers.Dense(1, name=f"gate_{h}") for h in self.heads]
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return ("pitch", "interval", "duration") if self.durations else ("pitch", "interval")
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return ("pitch", "duration") if self.durations else ("pitch",)
+
+    def build(self, input_shape) -> None:
+        for layer in (*self.queries, *self.keys, *self.gates):
+            layer.build(input_shape)
+
+    @staticmethod
+    def targets(pitch, duration, last):
+        """What following each step would propose: the next step's pitch id, its interval id
+        from this step's last note (-1 where there is none), its duration id."""
+        interval = pitch - PITCH_OFFSET - last + INTERVALS
+        ok = (pitch >= PITCH_OFFSET) & (last >= 0) & (interval >= 0) & (interval < SPAN)
+        return pitch, ops.where(ok, interval, -1), duration
+
+    def mix(self, x, keys, targets, allowed, last, logits) -> list:
+        """Each head's log-probabilities: the gate's share for the head's own softmax, the rest
+        spread over the copies. ``keys`` and ``targets`` per kind [B, S, dim] and [B, S];
+        ``allowed`` [B, T, S] (earlier steps in the window); ``last`` [B, T]."""
+        scale = 1.0 / np.sqrt(self.dim)
+        scores = {k: ops.einsum("btd,bsd->bts", q(x), keys[k]) * scale
+                  for k, q in zip(self.kinds, self.queries, strict=True)}
+        out = []
+        for head, gate, own in zip(self.heads, self.gates, logits, strict=True):
+            kinds = ("pitch", "interval") if head == "pitch" else ("duration",)
+            size = own.shape[-1]
+            masked = [ops.where(allowed & ops.expand_dims(targets[k] >= 0, 1), scores[k], NEVER)
+                      for k in kinds]
+            weights = ops.softmax(ops.concatenate([gate(x), *masked], -1), -1)
+            p = weights[..., :1] * ops.softmax(own, -1)
+            for k, w in zip(kinds, ops.split(weights[..., 1:], len(kinds), axis=-1),
+                            strict=True):
+                hot = ops.one_hot(ops.maximum(targets[k], 0), SPAN if k == "interval" else size)
+                copied = ops.einsum("bts,bsv->btv", w, hot)
+                if k == "interval":
+                    copied, valid = by_interval(copied, last, size)
+                    copied = ops.where(valid, copied, 0.0)
+                p = p + copied
+            # copies that land nowhere (an interval from no note) are given back: a distribution
+            out.append(ops.log(p / ops.sum(p, -1, keepdims=True) + 1e-9))
+        return out
+
+    def step(self, x, pitch, duration, last, memory: dict, logits) -> tuple[list, dict]:
+        """One step (batch 1): ``memory`` holds per kind the keys and targets of the last
+        ``window`` steps, and the keys of the step before, which this step's tokens complete."""
+        p, iv, d = self.targets(pitch, duration, memory["pending_last"])
+        done = {"pitch": p, "interval": iv, "duration": d}
+        new = {}
+        for k in self.kinds:
+            new[f"keys_{k}"] = ops.concatenate(
+                [memory[f"keys_{k}"][:, 1:], memory[f"pending_{k}"][:, None]], 1)
+            new[f"targets_{k}"] = ops.concatenate([memory[f"targets_{k}"][:, 1:], done[k][:, None]],
+                                                  1)
+        new["valid"] = ops.concatenate([memory["valid"][:, 1:], memory["pending"][:, None]], 1)
+        keys = {k: new[f"keys_{k}"] for k in self.kinds}
+        targets = {k: ops.where(new["valid"], new[f"targets_{k}"], -1) for k in self.kinds}
+        out = self.mix(x[:, None], keys, targets, new["valid"][:, None], last[:, None],
+                       [lg[:, None] for lg in logits])
+        for k, key in self.key(x).items():
+            new[f"pending_{k}"] = key
+        new["pending_last"], new["pending"] = last, ops.ones_like(memory["pending"])
+        return [o[:, 0] for o in out], new
+
+    def key(self, x) -> dict:
+        return {k: layer(x) for k, layer in zip(self.kinds, self.keys, strict=True)}
+
+    def call(self, x, pitch, duration, last, logits):
+        """Whole sequences: step ``t`` copies from steps ``t - window`` .. ``t - 1``."""
+        t = ops.shape(x)[1]
+        nxt = [ops.concatenate([v[:, 1:], ops.zeros_like(v[:, :1])], 1) for v in (pitch, duration)]
+        # the interval target of step s: from last[s] to the note at s + 1
+        p, iv, d = self.targets(nxt[0], nxt[1], last)
+        targets = {"pitch": p, "interval": iv, "duration": d}
+        i, j = ops.arange(t)[:, None], ops.arange(t)[None, :]
+        allowed = ((j < i) & (i - j <= self.window))[None]
+        return self.mix(x, self.key(x), targets, allowed, last, logits)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "window": self.window, "dim": self.dim,
+                "durations": self.durations}
+
+
+def note_features(size: int) -> np.ndarray:
+    """[pitch ids, 24]: each note's pitch class (12) and octave (11) and whether it is a rest
+    (1), as fixed inputs beside the learned embedding: a note seen rarely (a register only
+    transposition reaches) still shares what the network knows of its class and octave."""
+    table = np.zeros((size, 24), np.float32)
+    table[1, 23] = 1.0  # the rest
+    for i in range(PITCH_OFFSET, size):
+        m = i - PITCH_OFFSET
+        table[i, m % 12] = 1.0
+        table[i, 12 + min(m // 12, 10)] = 1.0
     return table
 
 
+@keras.saving.register_keras_serializable("playbach")
+class Heads(layers.Layer):
+    """The LSTM's own logits per head. With ``relative``, a pitch's logit is its absolute one
+    plus one for its interval from the last note (sequences and arpeggios are the same
+    intervals in any key), or a shared logit for notes out of an interval's reach."""
+
+    def __init__(self, sizes, relative: bool, key: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.sizes, self.relative, self.key = tuple(sizes), relative, key
+        self.outs = [layers.Dense(n, name=f"{h}_head") for h, n in zip(HEADS, self.sizes,
+                                                                       strict=True)]
+        if relative:
+            self.interval_logits = layers.Dense(SPAN, name="interval_head")
+            self.out_of_reach = layers.Dense(1, name="out_of_reach")
+        if key:
+            self.key_logits = layers.Dense(12, use_bias=False, name="key_head")
+        ids = np.arange(self.sizes[0])
+        self.class_of = np.maximum(ids - PITCH_OFFSET, 0) % 12  # pitch id -> its pitch class
+        self.is_note = (ids >= PITCH_OFFSET).astype("float32")
+
+    def build(self, input_shape) -> None:
+        extra = [self.interval_logits, self.out_of_reach] if self.relative else []
+        for layer in (*self.outs, *extra):
+            layer.build(input_shape)
+        if self.key:
+            self.key_logits.build((*input_shape[:-1], 12))
+
+    def call(self, x, last, profile=None) -> list:
+        pitch, duration, velocity = (layer(x) for layer in self.outs)
+        if self.relative:
+            rel, valid = by_interval(self.interval_logits(x), last, self.sizes[0])
+            pitch = pitch + ops.where(valid, rel, self.out_of_reach(x))
+        if self.key:  # each note raised or lowered by how its class fits the key
+            fit = ops.take(self.key_logits(profile), self.class_of, axis=-1)
+            pitch = pitch + fit * self.is_note
+        return [pitch, duration, velocity]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "sizes": self.sizes, "relative": self.relative,
+                "key": self.key}
+
+
 def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
-    """Sequence to sequence: logits of every head at every step."""
+    """Sequence to sequence: logits (or log-probabilities) of every head at every step."""
     keras.utils.set_random_seed(cfg.seed)
     sizes = vocab.sizes
-    dims = (cfg.embed_pitch, cfg.embed_duration, cfg.embed_velocity)
-    inputs = {h: keras.Input((None,), dtype="int32", name=h) for h in HEADS}
-    embedded = [layers.Embedding(n, d, name=f"embed_{h}")(inputs[h])
-                for h, n, d in zip(HEADS, sizes, dims, strict=True)]
-    if cfg.note_features:
-        table = note_features(vocab)
-        notes = layers.Embedding(*table.shape, trainable=False, name="notes_pitch",
-                                 embeddings_initializer=keras.initializers.Constant(table))
-        embedded.append(notes(inputs["pitch"]))
-    x = layers.Concatenate(name="embed")(embedded)
+    inputs = {n: keras.Input((None,), dtype="int32", name=n) for n in (*HEADS, *CONTEXT)}
+    embed = Inputs(sizes, (cfg.embed_pitch, cfg.embed_duration, cfg.embed_velocity),
+                   cfg.note_features, cfg.context, name="inputs")
+    profile = KeyProfile(cfg.key_window, name="key")(inputs["pitch"]) if cfg.key_window else None
+    x = embed(inputs["pitch"], inputs["duration"], inputs["velocity"], inputs["interval"],
+              inputs["onset"], profile)
     for i in range(cfg.layers):
         x = layers.LSTM(cfg.units, return_sequences=True, dropout=cfg.dropout, name=f"lstm{i}")(x)
-    if cfg.attention:
-        x = LocalAttention(cfg.attention_window, cfg.attention_heads,
-                           cfg.units // cfg.attention_heads, name="attention")(x)
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
-    outputs = {h: layers.Dense(n, name=f"{h}_head")(x) for h, n in zip(HEADS, sizes, strict=True)}
+    logits = Heads(sizes, cfg.relative, bool(cfg.key_window), name="heads")(x, inputs["last"],
+                                                                          profile)
+    if cfg.copy:
+        pointer = Pointer(cfg.copy_window, cfg.copy_dim, cfg.copy_duration, name="pointer")
+        copied = pointer(x, inputs["pitch"], inputs["duration"], inputs["last"],
+                         logits[:len(pointer.heads)])
+        logits = [*copied, *logits[len(copied):]]
+    outputs = {h: layers.Identity(name=f"{h}_logits")(lg)
+               for h, lg in zip(HEADS, logits, strict=True)}
     model = keras.Model(inputs, outputs, name="playbach")
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(
@@ -87,44 +311,88 @@ def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
     return model
 
 
+def state_layout(cfg: TrainConfig) -> list[tuple[str, int]]:
+    """The step model's state vector, in order: (name, floats). All zeros is the start:
+    ``last`` holds the last note + 1 (0: none yet), ``onset`` the next step's onset."""
+    parts = [(f"{hc}{i}", cfg.units) for i in range(cfg.layers) for hc in "hc"]
+    parts += [("last", 1), ("onset", 1)]
+    if cfg.key_window:
+        parts.append(("recent", cfg.key_window))
+    if cfg.copy:
+        w, kinds = cfg.copy_window, ("pitch", "interval", "duration")[:3 if cfg.copy_duration
+                                                                        else 2]
+        parts += [(f"keys_{k}", w * cfg.copy_dim) for k in kinds]
+        parts += [(f"targets_{k}", w) for k in kinds]
+        parts += [("valid", w), *((f"pending_{k}", cfg.copy_dim) for k in kinds),
+                  ("pending_last", 1), ("pending", 1)]
+    return parts
+
+
 def state_size(cfg: TrainConfig) -> int:
-    """Floats of recurrent state: (h, c) per LSTM layer, plus the attention window and its mask."""
-    lstm = 2 * cfg.units * cfg.layers
-    return lstm + (cfg.attention_window * (cfg.units + 1) if cfg.attention else 0)
+    return sum(n for _, n in state_layout(cfg))
 
 
-def step_function(model: keras.Model, cfg: TrainConfig):
-    """A tf.function computing one step of ``model``: (ids, state) -> (logits, next state)."""
+def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
+    """A tf.function computing one step of ``model``: (ids, state) -> (logits, next state).
+    It derives the context channels itself, as ``dataset.context`` does for whole pieces."""
     import tensorflow as tf
 
-    embeds = [model.get_layer(f"embed_{h}") for h in HEADS]
-    notes = model.get_layer("notes_pitch") if cfg.note_features else None
+    embed, heads = model.get_layer("inputs"), model.get_layer("heads")
+    key = model.get_layer("key") if cfg.key_window else None
     lstms = [model.get_layer(f"lstm{i}") for i in range(cfg.layers)]
-    attention = model.get_layer("attention") if cfg.attention else None
-    heads = [model.get_layer(f"{h}_head") for h in HEADS]
-    u, w = cfg.units, cfg.attention_window
+    pointer = model.get_layer("pointer") if cfg.copy else None
+    layout = state_layout(cfg)
+    ticks = tf.constant(duration_ticks(vocab))
     spec = [tf.TensorSpec([1], tf.int32, name=h) for h in HEADS]
     spec.append(tf.TensorSpec([1, state_size(cfg)], tf.float32, name="state"))
 
+    def unpack(state) -> dict:
+        out, at = {}, 0
+        for name, n in layout:
+            out[name] = state[:, at:at + n]
+            at += n
+        return out
+
     @tf.function(input_signature=spec)
     def step(pitch, duration, velocity, state):
-        parts = [e(t) for e, t in zip(embeds, (pitch, duration, velocity), strict=True)]
-        x = tf.concat([*parts, notes(pitch)] if notes is not None else parts, -1)
-        new, at = [], 0
-        for lstm in lstms:
-            h, c = state[:, at:at + u], state[:, at + u:at + 2 * u]
-            at += 2 * u
-            x, (h, c) = lstm.cell(x, [h, c], training=False)
-            new += [h, c]
-        if attention is not None:
-            memory = tf.reshape(state[:, at:at + w * u], [1, w, u])
-            valid = state[:, at + w * u:at + w * u + w]
-            memory = tf.concat([memory[:, 1:], x[:, None]], 1)
-            valid = tf.concat([valid[:, 1:], tf.ones([1, 1])], 1)
-            x = attention.step(x, memory, valid)
-            new += [tf.reshape(memory, [1, w * u]), valid]
-        out = {h: layer(x) for h, layer in zip(HEADS, heads, strict=True)}
-        out["state"] = tf.concat(new, -1)
+        s = unpack(state)
+        before = tf.cast(s["last"][:, 0], tf.int32) - 1
+        note = pitch >= PITCH_OFFSET
+        last = tf.where(note, pitch - PITCH_OFFSET, before)
+        interval = tf.where(note & (before >= 0), tf.clip_by_value(
+            pitch - PITCH_OFFSET - before, -INTERVALS, INTERVALS) + INTERVALS + 1, 0)
+        onset = (tf.cast(s["onset"][:, 0], tf.int32) + tf.gather(ticks, duration)) % CYCLE
+        new, profile = {}, None
+        if key is not None:
+            profile, new["recent"] = key.step(pitch, s["recent"])
+        x = embed(pitch, duration, velocity, interval, onset, profile)
+        for i, lstm in enumerate(lstms):
+            x, (new[f"h{i}"], new[f"c{i}"]) = lstm.cell(x, [s[f"h{i}"], s[f"c{i}"]],
+                                                        training=False)
+        logits = heads(x, last, profile)
+        new["last"] = tf.cast(last + 1, tf.float32)[:, None]
+        new["onset"] = tf.cast(onset, tf.float32)[:, None]
+        if pointer is not None:
+            memory = {name: s[name] for name, _ in layout if name not in new}
+            w, dim = cfg.copy_window, cfg.copy_dim
+            for k in pointer.kinds:
+                memory[f"keys_{k}"] = tf.reshape(memory[f"keys_{k}"], [1, w, dim])
+                memory[f"targets_{k}"] = tf.cast(memory[f"targets_{k}"], tf.int32)
+            memory["valid"] = memory["valid"] > 0.5
+            memory["pending"] = memory["pending"][:, 0] > 0.5
+            memory["pending_last"] = tf.cast(memory["pending_last"][:, 0], tf.int32) - 1
+            copied, mem = pointer.step(x, pitch, duration, last, memory,
+                                       logits[:len(pointer.heads)])
+            logits = [*copied, *logits[len(copied):]]
+            for k in pointer.kinds:
+                new[f"keys_{k}"] = tf.reshape(mem[f"keys_{k}"], [1, w * dim])
+                new[f"targets_{k}"] = tf.cast(mem[f"targets_{k}"], tf.float32)
+                new[f"pending_{k}"] = mem[f"pending_{k}"]
+            new["valid"] = tf.cast(mem["valid"], tf.float32)
+            new["pending_last"] = tf.cast(mem["pending_last"] + 1, tf.float32)[:, None]
+            new["pending"] = tf.cast(mem["pending"], tf.float32)[:, None]
+        out = dict(zip(HEADS, logits, strict=True))
+        out["state"] = tf.concat([new[name] for name, _ in layout], -1)
         return out
 
     return step

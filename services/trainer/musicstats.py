@@ -1,40 +1,38 @@
-"""Musical statistics of event sequences, to compare improvisations with the corpus.
+"""Musical statistics of excerpts, to compare improvisations with the corpus like with like:
+excerpts of the same number of sounding events on both sides, each statistic shown beside the
+corpus excerpts' 10th-90th percentile band.
 
 Plain numpy, no TensorFlow: `evaluate` runs on the exported model only."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from playbach.vocab import DURATIONS, Event
+from playbach.vocab import Event
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 HARMONIC_MINOR = (0, 2, 3, 5, 7, 8, 11)
 SCALES = [frozenset((root + s) % 12 for s in steps)
           for steps in (MAJOR, HARMONIC_MINOR) for root in range(12)]
-DUR_INDEX = {d: i for i, d in enumerate(DURATIONS)}
+BAND = (10, 90)  # percentiles of the corpus excerpts that make "like Bach"
 
 
 def _notes(piece: Sequence[Event]) -> list[int]:
     return [m for ev in piece for m in ev.midi]
 
 
-def pitch_class_histogram(pieces: Sequence[Sequence[Event]]) -> np.ndarray:
-    h = np.zeros(12)
-    for piece in pieces:
-        for m in _notes(piece):
-            h[m % 12] += 1
-    return h / max(h.sum(), 1)
+def _entropy(counts: Counter) -> float:
+    p = np.array(list(counts.values()), float)
+    p = p[p > 0] / p.sum() if p.sum() else p
+    return float(-(p * np.log2(p)).sum()) if len(p) else float("nan")
 
 
-def duration_histogram(pieces: Sequence[Sequence[Event]]) -> np.ndarray:
-    h = np.zeros(len(DURATIONS))
-    for piece in pieces:
-        for ev in piece:
-            h[DUR_INDEX[ev.duration]] += 1
-    return h / max(h.sum(), 1)
+def pitch_class_entropy(piece: Sequence[Event]) -> float:
+    """Bits: 0 for one pitch class, log2(12) = 3.58 for all twelve equally."""
+    return _entropy(Counter(m % 12 for m in _notes(piece)))
 
 
 def scale_consistency(piece: Sequence[Event]) -> float:
@@ -50,17 +48,38 @@ def pitch_range(piece: Sequence[Event]) -> float:
     return float(max(notes) - min(notes)) if notes else float("nan")
 
 
+def highest_note(piece: Sequence[Event]) -> float:
+    notes = _notes(piece)
+    return float(max(notes)) if notes else float("nan")
+
+
+def chord_rate(piece: Sequence[Event]) -> float:
+    """Share of sounding events with more than one note."""
+    sounding = [ev for ev in piece if not ev.is_rest]
+    return sum(len(ev.midi) > 1 for ev in sounding) / len(sounding) if sounding else float("nan")
+
+
 def mean_abs_interval(piece: Sequence[Event]) -> float:
     """Mean leap, in semitones, between the top notes of consecutive sounding events."""
     tops = [max(ev.midi) for ev in piece if not ev.is_rest]
     return float(np.mean(np.abs(np.diff(tops)))) if len(tops) > 1 else float("nan")
 
 
-def longest_repeat(tokens: Sequence[str]) -> int:
-    """Length of the longest run of tokens that occurs twice (a loop detector)."""
+def duration_entropy(piece: Sequence[Event]) -> float:
+    """Bits of the durations' distribution: 0 when every event lasts as long."""
+    return _entropy(Counter(ev.duration for ev in piece))
+
+
+def mean_duration(piece: Sequence[Event]) -> float:
+    """Quarter lengths per event."""
+    return float(np.mean([float(ev.duration) for ev in piece])) if piece else float("nan")
+
+
+def longest_repeat(tokens: Sequence) -> int:
+    """Length of the longest run of tokens that occurs twice (overlaps allowed)."""
 
     def repeats(n: int) -> bool:
-        seen: set[tuple[str, ...]] = set()
+        seen: set[tuple] = set()
         for i in range(len(tokens) - n + 1):
             gram = tuple(tokens[i:i + n])
             if gram in seen:
@@ -75,36 +94,59 @@ def longest_repeat(tokens: Sequence[str]) -> int:
     return lo
 
 
-def profile(pieces: Sequence[Sequence[Event]], window: int = 256) -> dict[str, object]:
-    """Per-piece means (the loop detector on each piece's first ``window`` events, so long and
-    short pieces compare) and the histograms."""
-
-    def mean(values: list[float]) -> float:
-        vals = [v for v in values if not np.isnan(v)]
-        return float(np.mean(vals)) if vals else float("nan")
-
-    return {
-        "pitch_classes": pitch_class_histogram(pieces).round(4).tolist(),
-        "durations": duration_histogram(pieces).round(4).tolist(),
-        "scale_consistency": mean([scale_consistency(p) for p in pieces]),
-        "pitch_range": mean([pitch_range(p) for p in pieces]),
-        "mean_abs_interval": mean([mean_abs_interval(p) for p in pieces]),
-        "longest_repeat": mean([longest_repeat([e.pitch for e in p[:window]]) for p in pieces]),
-    }
+def longest_exact_repeat(piece: Sequence[Event]) -> float:
+    """Events (pitch and duration both) in the longest passage heard twice."""
+    return float(longest_repeat([(ev.pitch, ev.duration) for ev in piece]))
 
 
-def total_variation(a: Sequence[float], b: Sequence[float]) -> float:
-    """Half the L1 distance of two histograms: 0 identical, 1 disjoint."""
-    return float(0.5 * np.abs(np.asarray(a) - np.asarray(b)).sum())
+STATISTICS: dict[str, Callable[[Sequence[Event]], float]] = {
+    "pitch_class_entropy": pitch_class_entropy,
+    "scale_consistency": scale_consistency,
+    "pitch_range": pitch_range,
+    "highest_note": highest_note,
+    "chord_rate": chord_rate,
+    "mean_abs_interval": mean_abs_interval,
+    "duration_entropy": duration_entropy,
+    "mean_duration": mean_duration,
+    "longest_exact_repeat": longest_exact_repeat,
+}
 
 
-def compare(generated: dict[str, object], corpus: dict[str, object]) -> dict[str, object]:
-    """Generated beside corpus, with the two histogram distances."""
-    keys = ("scale_consistency", "pitch_range", "mean_abs_interval", "longest_repeat")
-    return {
-        "pitch_class_distance": total_variation(generated["pitch_classes"],
-                                                corpus["pitch_classes"]),
-        "duration_distance": total_variation(generated["durations"], corpus["durations"]),
-        **{k: {"generated": round(float(generated[k]), 3), "corpus": round(float(corpus[k]), 3)}
-           for k in keys},
-    }
+def excerpts(pieces: Sequence[Sequence[Event]], sounding: int) -> list[list[Event]]:
+    """Consecutive, non-overlapping excerpts of each piece, each ending at its ``sounding``-th
+    sounding event (rests come on top, as in an improvisation); shorter remainders dropped."""
+    out = []
+    for piece in pieces:
+        current: list[Event] = []
+        count = 0
+        for ev in piece:
+            current.append(ev)
+            count += not ev.is_rest
+            if count == sounding:
+                out.append(current)
+                current, count = [], 0
+    return out
+
+
+def table(excerpts_: Sequence[Sequence[Event]]) -> dict[str, np.ndarray]:
+    return {name: np.array([f(e) for e in excerpts_], float) for name, f in STATISTICS.items()}
+
+
+def compare(generated: Sequence[Sequence[Event]], corpus: Sequence[Sequence[Event]]
+            ) -> dict[str, dict[str, float | bool | None]]:
+    """Per statistic: the improvisations' mean and the corpus excerpts' band, and whether the
+    mean lies inside it."""
+    gen, ref = table(generated), table(corpus)
+    out: dict[str, dict[str, float | bool | None]] = {}
+    for name in STATISTICS:
+        g, r = gen[name][~np.isnan(gen[name])], ref[name][~np.isnan(ref[name])]
+        if not len(g) or not len(r):
+            out[name] = {"generated": None, "low": None, "median": None, "high": None,
+                         "inside": None}
+            continue
+        low, median, high = np.percentile(r, [BAND[0], 50, BAND[1]])
+        mean = float(g.mean())
+        out[name] = {"generated": round(mean, 3), "low": round(float(low), 3),
+                     "median": round(float(median), 3), "high": round(float(high), 3),
+                     "inside": bool(low <= mean <= high)}
+    return out

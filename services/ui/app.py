@@ -144,7 +144,9 @@ with listen:
     def model_label(name: str) -> str:
         m = by_name[name]
         acc = (m.get("test_accuracy") or {}).get("pitch")
-        shown = f"{acc:.0%} pitch accuracy on held-out pieces" if acc is not None else "no metrics"
+        ngram = (m.get("ngram_accuracy") or {}).get("pitch")
+        shown = "no metrics" if acc is None else f"pitch {acc:.0%} on unseen pieces" + (
+            f" (n-gram {ngram:.0%})" if ngram is not None else "")
         return f"{name} — {shown} · {m.get('corpus') or '?'}"
 
     c1.selectbox("Model", model_names, key=f"model-{cid}", format_func=model_label,

@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from playbach.schemas import DEFAULT_MODEL
 from tests.conftest import PASSWORD, SHIPPED, login, run
 from tests.live.client import Heard, listen
 
@@ -46,7 +47,7 @@ def test_unknown_channel_and_model_are_404(api):
     assert api.get("/api/channels/nope").status_code == 404
     assert api.patch("/api/channels/nope", json={"bpm": 100}).status_code == 404
     res = api.patch("/api/channels/radio", json={"model": "no-such-model"})
-    assert res.status_code == 404 and "available: default" in res.json()["detail"]
+    assert res.status_code == 404 and "available: cello-suites, chorales" in res.json()["detail"]
     assert api.get("/api/models/no-such-model").status_code == 404
 
 
@@ -85,9 +86,10 @@ def test_channels_life_cycle_models_instruments_ping_health(api, services):
     assert api.delete(f"/api/channels/{cid}").status_code == 204
     assert api.get(f"/api/channels/{cid}").status_code == 404
     models = api.get("/api/models").json()
-    default = next(m for m in models if m["name"] == "default")
+    assert {DEFAULT_MODEL, "chorales"} <= {m["name"] for m in models}
+    default = next(m for m in models if m["name"] == DEFAULT_MODEL)
     assert 0 < default["test_accuracy"]["pitch"] < 1 and default["ngram_accuracy"]["pitch"] > 0
-    assert api.get("/api/models/default").json()["format_version"] == 1
+    assert api.get(f"/api/models/{DEFAULT_MODEL}").json()["format_version"] == 2
     names = api.get("/api/instruments").json()
     assert len(names) == 128 and names[42]["gm_name"] == "Cello"
     ping = api.get("/api/ping").json()
@@ -100,8 +102,8 @@ def test_channels_life_cycle_models_instruments_ping_health(api, services):
 
 def test_a_broken_model_is_refused_and_the_old_one_keeps_playing(services, tmp_path):
     models = tmp_path / "models"
-    shutil.copytree(SHIPPED / "default", models / "default")
-    shutil.copytree(SHIPPED / "default", models / "broken")
+    shutil.copytree(SHIPPED / DEFAULT_MODEL, models / DEFAULT_MODEL)
+    shutil.copytree(SHIPPED / DEFAULT_MODEL, models / "broken")
     (models / "broken" / "step.tflite").write_bytes(b"\x00" * 64)
     url = services.gateway(MODELS_DIR=str(models))
     services.start("inference-1", "inference", MODELS_DIR=str(models))
@@ -119,10 +121,11 @@ def test_a_broken_model_is_refused_and_the_old_one_keeps_playing(services, tmp_p
 
     heard = run(scenario())
     errors = [e for e in heard.events if e["type"] == "error"]
-    assert errors and "model 'broken' refused, still playing 'default'" in errors[0]["message"]
-    assert httpx.get(f"{url}/api/channels/radio").json()["params"]["model"] == "default"
+    refused = f"model 'broken' refused, still playing '{DEFAULT_MODEL}'"
+    assert errors and refused in errors[0]["message"]
+    assert httpx.get(f"{url}/api/channels/radio").json()["params"]["model"] == DEFAULT_MODEL
     late = [n for n in heard.notes if n["pos"] > heard.chunks[-1][0] - 44100]
-    assert late and all(n["model"] == "default" for n in late)  # the music never stopped
+    assert late and all(n["model"] == DEFAULT_MODEL for n in late)  # the music never stopped
 
 
 def test_a_stalled_listener_does_not_delay_a_healthy_one(services):

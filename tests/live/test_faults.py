@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from playbach import streams
+from playbach.schemas import DEFAULT_MODEL
 from tests.conftest import SHIPPED, Services, free_port, login, run, start_redis
 from tests.live.client import Heard, listen
 
@@ -195,8 +196,8 @@ def nan_model(src: Path, dst: Path) -> Path:
 @pytest.fixture
 def models(tmp_path) -> Path:
     folder = tmp_path / "models"
-    shutil.copytree(SHIPPED / "default", folder / "default")
-    nan_model(SHIPPED / "default", folder / "nan")
+    shutil.copytree(SHIPPED / DEFAULT_MODEL, folder / DEFAULT_MODEL)
+    nan_model(SHIPPED / DEFAULT_MODEL, folder / "nan")
     return folder
 
 
@@ -220,12 +221,12 @@ def test_a_model_giving_nan_is_refused_on_change_and_the_old_one_plays_on(servic
     assert inference.poll() is None, services.log("inference-1")[-2000:]
     errors = [e for e in heard.events if e["type"] == "error"]
     assert len(errors) == 1, errors
-    assert "model 'nan' refused, still playing 'default'" in errors[0]["message"]
+    assert f"model 'nan' refused, still playing '{DEFAULT_MODEL}'" in errors[0]["message"]
     assert "non-finite" in errors[0]["message"]
-    assert httpx.get(f"{url}/api/channels/radio").json()["params"]["model"] == "default"
+    assert httpx.get(f"{url}/api/channels/radio").json()["params"]["model"] == DEFAULT_MODEL
     late = [c for c in heard.chunks if c[2] > changed + 2.0]
     assert late and max(np.abs(np.concatenate([c[1] for c in late]).astype(int))) > 100
-    assert {n["model"] for n in heard.notes} == {"default"}
+    assert {n["model"] for n in heard.notes} == {DEFAULT_MODEL}
 
 
 def test_a_channel_naming_a_nan_model_at_takeover_falls_back_at_once(services, models, redis):
@@ -246,11 +247,11 @@ def test_a_channel_naming_a_nan_model_at_takeover_falls_back_at_once(services, m
     assert inference.poll() is None, services.log("inference-1")[-2000:]
     errors = [e for e in heard.events if e["type"] == "error"]
     assert 1 <= len(errors) <= 2, errors  # one event; at most one a second, never a storm
-    assert "model 'nan' refused, playing 'default'" in errors[0]["message"]
-    assert heard.notes and heard.notes[0]["model"] == "default"
+    assert f"model 'nan' refused, playing '{DEFAULT_MODEL}'" in errors[0]["message"]
+    assert heard.notes and heard.notes[0]["model"] == DEFAULT_MODEL
     first_note = next(c[2] for c in heard.chunks if np.abs(c[1].astype(int)).max() > 100)
     assert first_note - started < 4.0, "the channel stayed silent"
-    assert redis.hget(streams.channel("radio"), "model") == b"default"
+    assert redis.hget(streams.channel("radio"), "model") == DEFAULT_MODEL.encode()
     crashes = services.log("inference-1").count("Traceback")
     assert crashes == 0, services.log("inference-1")[-3000:]
 
@@ -271,8 +272,8 @@ def test_the_probe_refuses_a_nan_model_at_load(tmp_path):
     from playbach.modeldir import ModelError
     from playbach.stepmodel import StepModel
 
-    StepModel(SHIPPED / "default").probe()
-    broken = StepModel(nan_model(SHIPPED / "default", tmp_path / "nan"))
+    StepModel(SHIPPED / DEFAULT_MODEL).probe()
+    broken = StepModel(nan_model(SHIPPED / DEFAULT_MODEL, tmp_path / "nan"))
     with pytest.raises(ModelError, match="non-finite"):
         broken.probe()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import sync_playwright
 
+from playbach.schemas import DEFAULT_MODEL
 from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, open_browser
 
 
@@ -39,8 +40,8 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
     assert state["errors"] == [], state["errors"]
     assert not [c for c in console if c.startswith(("error", "pageerror"))], console
     assert state["consumed"] > 2 * 44100 and state["frames"] > 20
-    assert state["status"] == "playing" and state["model"] == "default"
-    assert state["instrument"] == "Church Organ"  # the SoundFont's own name
+    assert state["status"] == "playing" and state["model"] == DEFAULT_MODEL
+    assert state["instrument"] == "Cello"  # the SoundFont's own name
     assert drawn > 50, "the piano roll drew no notes"
     if device_rate:
         assert state["rate"] == device_rate

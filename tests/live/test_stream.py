@@ -75,23 +75,23 @@ def test_instrument_temperature_and_top_p_changes_show_in_the_events(live):
         task = asyncio.create_task(listen(url, "radio", 9.0, heard))
         await asyncio.sleep(3.0)
         changed = httpx.patch(f"{url}/api/channels/radio", headers=auth,
-                              json={"instrument": 42, "temperature": 0.4, "top_p": 0.8})
+                              json={"instrument": 19, "temperature": 0.4, "top_p": 0.8})
         assert changed.status_code == 200, changed.text
         await task
         return heard
 
     heard = run(scenario())
     params = [e for e in heard.events if e["type"] == "params"]
-    assert params and params[-1]["params"]["instrument"] == 42
+    assert params and params[-1]["params"]["instrument"] == 19
     assert params[-1]["params"]["temperature"] == 0.4
     programs = [n["program"] for n in heard.notes]
     temps = [n["temperature"] for n in heard.notes]
-    assert programs[0] == 19 and programs[-1] == 42  # the organ, then the cello
+    assert programs[0] == 42 and programs[-1] == 19  # the cello, then the organ
     assert temps[0] == 1.0 and temps[-1] == 0.4
     assert heard.notes[0]["top_p"] == 1.0 and heard.notes[-1]["top_p"] == 0.8
     assert params[-1]["params"]["top_p"] == 0.8
-    first_cello = next(i for i, p in enumerate(programs) if p == 42)
-    assert all(p == 42 for p in programs[first_cello:])
+    first_organ = next(i for i, p in enumerate(programs) if p == 19)
+    assert all(p == 19 for p in programs[first_organ:])  # once changed, never back
 
 
 def test_audio_test_plays_a_440_hz_tone(live):

@@ -48,7 +48,7 @@ def test_fair_share_splits_active_channels(redis_url, redis):
 
 
 def test_schemas_round_trip_through_stream_fields():
-    params = ChannelParams(model="default", instrument=42, bpm=100, temperature=0.7)
+    params = ChannelParams(model="chorales", instrument=42, bpm=100, temperature=0.7)
     assert ChannelParams.from_fields(
         {k.encode(): v.encode() for k, v in params.to_fields().items()}) == params
     assert ChannelParams.from_fields(ChannelParams(seed=7).to_fields()).seed == 7
@@ -58,7 +58,7 @@ def test_schemas_round_trip_through_stream_fields():
     assert again == note and again.event() == ev and again.midi == [60, 64]
     chunk = AudioChunk(pos=4096, pcm=b"\x01\x00" * 2048, notes=[NoteOn(
         offset=10, seq=5, pitch="C4", midi=[60], velocity=96, duration=0.5, beats=1,
-        program=42, model="default", temperature=0.7)])
+        program=42, model="chorales", temperature=0.7)])
     raw = {k.encode(): (v if isinstance(v, bytes) else str(v).encode())
            for k, v in chunk.to_fields().items()}
     assert AudioChunk.from_fields(raw) == chunk and chunk.frames == 2048

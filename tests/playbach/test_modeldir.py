@@ -8,6 +8,7 @@ import pytest
 
 from playbach import modeldir
 from playbach.modeldir import ModelError, publish, staging_dir
+from playbach.schemas import DEFAULT_MODEL
 from playbach.stepmodel import StepModel
 from tests.conftest import SHIPPED
 
@@ -62,7 +63,7 @@ def test_publish_refuses_an_incomplete_model(tmp_path):
 @pytest.fixture
 def shipped_copy(tmp_path):
     target = tmp_path / "copy"
-    shutil.copytree(SHIPPED / "default", target)
+    shutil.copytree(SHIPPED / DEFAULT_MODEL, target)
     return target
 
 
@@ -75,9 +76,14 @@ def test_broken_models_are_refused_with_a_reason(shipped_copy):
 
 def test_vocab_that_does_not_match_the_network_is_refused(shipped_copy):
     vocab = json.loads((shipped_copy / "vocab.json").read_text())
-    vocab["pitch"] = vocab["pitch"][:-1]
+    vocab["duration"].append("8")  # a valid table, one longer than the network's head
     (shipped_copy / "vocab.json").write_text(json.dumps(vocab))
     with pytest.raises(ModelError, match=r"do not match vocab\.json"):
+        StepModel(shipped_copy)
+    vocab["duration"].pop()
+    vocab["pitch"] = vocab["pitch"][:-1]  # the note table is fixed: refused as it is read
+    (shipped_copy / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(ModelError, match="fixed note table"):
         StepModel(shipped_copy)
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from playbach.schemas import DEFAULT_MODEL
 from playbach.stepmodel import Improviser, StepModel, sample
 from tests.conftest import SHIPPED
 
@@ -25,13 +26,13 @@ def test_top_p_keeps_only_the_likeliest_choices_that_reach_it():
 
 
 def test_improviser_is_reproducible_and_continues_after_a_model_swap():
-    model = StepModel(SHIPPED / "default")
+    model = StepModel(SHIPPED / DEFAULT_MODEL)
     a = Improviser(model, 1.0, seed=42)
     b = Improviser(model, 1.0, seed=42)
     first = [a.next() for _ in range(30)]
     assert first == [b.next() for _ in range(30)]
     # a second model primed with the history continues from the same state
-    other = StepModel(SHIPPED / "default")
+    other = StepModel(SHIPPED / DEFAULT_MODEL)
     b.use(other)
     assert [a.next() for _ in range(10)] == [b.next() for _ in range(10)]
     fresh = Improviser(other, 1.0, seed=7, history=first)

@@ -5,8 +5,10 @@ import pytest
 from playbach.vocab import (
     BOS,
     DURATIONS,
+    JOIN,
+    MAX_CHORD,
+    PITCH_OFFSET,
     REST,
-    UNK,
     EncodingOptions,
     Event,
     VocabError,
@@ -69,34 +71,55 @@ def test_dynamics():
 
 
 def test_vocabulary_index_table_is_exact():
-    pieces = [[Event("C4", Fraction(1)), Event("E3.C4", Fraction(1, 2)), Event(REST, Fraction(1)),
-               Event("A3", Fraction(1, 4), "f"), Event("E3.C4", Fraction(1))]]
-    vocab = Vocabulary.build(pieces, EncodingOptions(min_count=2))
-    assert vocab.pitch == (BOS, UNK, REST, "A3", "C4", "E3.C4")
-    assert vocab.duration[:4] == (BOS, "1/8", "1/6", "1/4") and len(vocab.duration) == 15
+    vocab = Vocabulary()
+    assert vocab.pitch[:3] == (BOS, REST, "C-1") and vocab.pitch[62] == "C4"
+    assert vocab.pitch[-1] == "G9" and len(vocab.pitch) == 130 and PITCH_OFFSET == 2
+    assert vocab.duration[:5] == (BOS, JOIN, "1/8", "1/6", "1/4") and len(vocab.duration) == 16
     assert vocab.velocity == (BOS, "ppp", "pp", "p", "mp", "mf", "f", "ff", "fff")
-    assert vocab.encode_piece(pieces[0]) == [(0, 0, 0), (4, 9, 5), (5, 6, 5), (2, 9, 5),
-                                             (3, 3, 6), (5, 9, 5)]
-    for ev in pieces[0]:
-        assert vocab.decode(vocab.encode(ev)) == ev
-    # a chord heard once is <unk> under min_count=2; unknown notes too
-    rare = Vocabulary.build(pieces, EncodingOptions(min_count=3))
-    assert "E3.C4" not in rare.pitch and rare.encode(Event("E3.C4", Fraction(1)))[0] == 1
-    assert vocab.encode(Event("G9", Fraction(1)))[0] == 1
+    piece = [Event("C4", Fraction(1)), Event("E3.C4", Fraction(1, 2)), Event(REST, Fraction(1)),
+             Event("A3", Fraction(1, 4), "f")]
+    # a chord is its notes lowest first; the later ones carry the "+" (same onset) duration
+    assert vocab.encode_piece(piece) == [(0, 0, 0), (62, 10, 5), (54, 7, 5), (62, 1, 5),
+                                         (1, 10, 5), (59, 4, 6)]
+
+
+def test_any_note_and_chord_round_trips_nothing_is_out_of_vocabulary():
+    vocab = Vocabulary()
+    rng = __import__("random").Random(7)
+    for _ in range(300):
+        size = rng.randint(1, MAX_CHORD)
+        notes = rng.sample(range(128), size)
+        ev = Event(pitch_token(notes), rng.choice(DURATIONS), rng.choice(["p", "mf", "fff"]))
+        assert vocab.decode_piece(vocab.steps(ev)) == [ev]
+    piece = [Event("G9", Fraction(4)), Event("C-1.G9", Fraction(1, 8)), Event(REST, 1)]
+    assert vocab.decode_piece(vocab.encode_piece(piece)) == piece
     with pytest.raises(VocabError):
-        vocab.decode((1, 9, 5))  # <unk> is never an event
+        vocab.event([(1, 1, 5)])  # a rest never joins a chord
+    with pytest.raises(VocabError):
+        vocab.event([(0, 9, 5)])  # the start step is no event
+
+
+def test_without_octaves_notes_are_pitch_classes():
+    vocab = Vocabulary(EncodingOptions(octaves=False))
+    assert len(vocab.pitch) == 14 and vocab.pitch[2] == "C"
+    ev = Event("A.C.E", Fraction(1))
+    assert vocab.steps(ev) == [(11, 10, 5), (2, 1, 5), (6, 1, 5)]
+    assert vocab.decode_piece(vocab.steps(ev)) == [ev]
 
 
 def test_vocabulary_json_round_trip_and_validation():
-    vocab = Vocabulary.build([[Event("C4", Fraction(1))]], EncodingOptions(octaves=False,
-                                                                           parts="part:Soprano"))
+    vocab = Vocabulary(EncodingOptions(octaves=False, parts="part:Soprano"))
     again = Vocabulary.from_json(vocab.to_json())
     assert again == vocab and again.options.parts == "part:Soprano"
+    with pytest.raises(VocabError, match="fixed note table"):
+        Vocabulary(pitch=("C4", BOS))
     with pytest.raises(VocabError, match="start with"):
-        Vocabulary(("C4", BOS, UNK))
+        Vocabulary(duration=("1/4", BOS))
     with pytest.raises(VocabError, match="duplicate"):
-        Vocabulary((BOS, UNK, REST, "C4", "C4"))
-    with pytest.raises(VocabError, match="malformed"):
+        Vocabulary(velocity=(BOS, "p", "p"))
+    with pytest.raises(VocabError, match="format 1 is not 2"):
         Vocabulary.from_json('{"format": 1}')
+    with pytest.raises(VocabError, match="malformed"):
+        Vocabulary.from_json('{"format": 2}')
     with pytest.raises(VocabError, match="parts must be"):
         EncodingOptions(parts="voices")

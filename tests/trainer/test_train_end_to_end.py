@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from playbach.modeldir import list_models
 from playbach.stepmodel import Improviser, StepModel
@@ -13,11 +14,11 @@ from tests.conftest import run_cli
 def test_chorales_model_directory(chorale_model):
     files = {p.name for p in chorale_model.iterdir()}
     assert files == {"step.tflite", "step_int8.tflite", "vocab.json", "meta.json", "model.keras",
-                     "training.png"}
+                     "training.png", "corpus.npz"}
     assert chorale_model.name in list_models(chorale_model.parent)
     meta = json.loads((chorale_model / "meta.json").read_text())
     assert meta["command"].startswith("python -m trainer train --preset tiny")
-    assert meta["corpus"]["pieces"] == 8 and meta["corpus"]["skipped_count"] == 0
+    assert meta["corpus"]["pieces"] == 12 and meta["corpus"]["skipped_count"] == 0
     assert len(meta["corpus"]["fingerprint"]) == 16
     assert meta["model"]["parameters"] > 1000
     for split in ("val", "test"):
@@ -27,10 +28,10 @@ def test_chorales_model_directory(chorale_model):
             assert 0 <= net["accuracy"] <= 1 and net["perplexity"] >= 1 and net["tokens"] > 0
             assert 0 <= ngram["accuracy"] <= 1 and ngram["perplexity"] >= 1
     assert meta["metrics"]["original_protocol"]["original_reported"] == 0.74
-    # the exported step model (with attention) is the Keras model, one step at a time
+    # the exported step model (context, pointer and all) is the Keras model, one step at a time
     assert meta["export"]["float"]["steps"] >= 100
     assert meta["export"]["float"]["max_logit_diff"] < 1e-4
-    assert meta["evaluation"]["pieces"] == 2
+    assert meta["evaluation"]["pieces"] == 2 and "statistics" in meta["evaluation"]
 
 
 def test_litert_loads_and_improvises(chorale_model):
@@ -50,8 +51,7 @@ def test_cello_suites_with_a_corrupt_file(cello_run, dirs):
     assert meta["corpus"]["skipped_count"] == 1
     assert meta["corpus"]["skipped"][0]["file"] == "broken.mid"
     assert meta["corpus"]["skipped"][0]["reason"]
-    # the cello suites are single lines: velocity 100 everywhere -> one dynamics bucket
-    assert meta["corpus"]["stats"]["pitch_range"] > 20
+    assert meta["metrics"]["ngram_order"]["pitch"] in range(1, 7)
 
 
 def test_resume_continues_the_same_run(cello_run, dirs, cello_dir):
@@ -81,3 +81,45 @@ def test_sampling_respects_temperature(chorale_model):
     assert np.isfinite(model.step((0, 0, 0), model.initial_state())[0][0]).all()
 
 
+
+
+def test_score_counts_every_step_against_the_models_own_ngram_read_only(cello_run, dirs,
+                                                                        cello_dir):
+    folder = Path(dirs["MODELS_DIR"]) / "tiny-cello"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    res = run_cli("score", "--model", "tiny-cello", "--midi-dir", str(cello_dir), "--json",
+                  env=dirs)
+    assert res.returncode == 0, res.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # read-only
+    result = json.loads(res.stdout)
+    assert result["pieces"] == 5 and "skipped broken.mid" in res.stderr
+    steps = result["steps"]
+    for model in ("network", "ngram", "unigram", "repeat"):
+        for head in ("pitch", "duration", "velocity"):
+            assert result[model][head]["tokens"] == steps  # every step, no <unk> dropped
+    # the same pieces through Keras at once give the same numbers as LiteRT step by step
+    meta = json.loads((folder / "meta.json").read_text())
+    test_piece = meta["corpus"]["split"]["test_pieces"][0] + ".mid"
+    one = cello_dir.parent / "one"
+    one.mkdir(exist_ok=True)
+    (one / test_piece).write_bytes((cello_dir / test_piece).read_bytes())
+    res = run_cli("score", "--model", "tiny-cello", "--midi-dir", str(one), "--json", env=dirs)
+    net = json.loads(res.stdout)["network"]["pitch"]
+    assert net["nats"] == pytest.approx(meta["metrics"]["network"]["test"]["pitch"]["nats"],
+                                        rel=1e-3)
+
+
+def test_crossval_reports_every_fold_against_every_baseline(dirs, cello_dir, tmp_path):
+    out = tmp_path / "cv.json"
+    res = run_cli("crossval", "--preset", "tiny", "--midi-dir", str(cello_dir), "--folds", "2",
+                  "--window-model", "--epochs=1", "--out", str(out), env=dirs)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2-fold cross-validation by whole pieces" in res.stdout
+    result = json.loads(out.read_text())
+    tested = [name for fold in result["folds"] for name in fold["test_pieces"]]
+    assert sorted(tested) == sorted(p.stem for p in cello_dir.glob("cs*.mid"))
+    models = result["summary"]["models"]
+    assert set(models) == {"network", "ngram", "unigram", "repeat", "window"}
+    for fold in result["folds"]:  # the same steps for every model
+        assert len({fold[m]["pitch"]["tokens"] for m in models}) == 1
+    assert set(result["summary"]["gaps"]["pitch"]) == {"accuracy", "nats", "clear"}

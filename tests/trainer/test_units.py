@@ -5,12 +5,21 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from playbach.vocab import REST, Event
+from playbach.vocab import REST, Event, Vocabulary
 from trainer import musicstats
 from trainer.config import TrainConfig, UserError, make_config
 from trainer.corpus import Piece
-from trainer.dataset import split_pieces, windows, xy
-from trainer.ngram import NGram
+from trainer.crossval import fold_indices, summarise
+from trainer.dataset import (
+    INTERVALS,
+    context,
+    duration_ticks,
+    split_pieces,
+    transpose,
+    windows,
+    xy,
+)
+from trainer.ngram import NGram, RepeatPrevious, Unigram, best_ngram
 
 
 def test_ngram_is_a_distribution_and_learns_a_cycle():
@@ -26,16 +35,31 @@ def test_ngram_is_a_distribution_and_learns_a_cycle():
     assert unseen["accuracy"] < 0.5 and unseen["perplexity"] > 5
 
 
-def test_longest_repeat_and_scale_consistency():
+def test_musical_statistics():
     assert musicstats.longest_repeat(list("abcabcab")) == 5
     assert musicstats.longest_repeat(list("abcd")) == 0
     c_major = [Event(n, Fraction(1)) for n in ("C4", "D4", "E4", "F4", "G4", "A4", "B4")]
     assert musicstats.scale_consistency(c_major) == 1
     assert musicstats.scale_consistency([*c_major, Event("C#4", Fraction(1))]) == 7 / 8
-    assert musicstats.pitch_range(c_major) == 11
+    assert musicstats.pitch_range(c_major) == 11 and musicstats.highest_note(c_major) == 71
     assert musicstats.mean_abs_interval([Event("C4", 1), Event(REST, 1), Event("E4", 1)]) == 4
-    prof = musicstats.profile([c_major])
-    assert musicstats.compare(prof, prof)["pitch_class_distance"] == 0
+    assert musicstats.pitch_class_entropy(c_major) == pytest.approx(np.log2(7))
+    assert musicstats.chord_rate([Event("C4.E4", 1), Event("C4", 1), Event(REST, 1)]) == 0.5
+    assert musicstats.duration_entropy(c_major) == 0
+    assert musicstats.longest_exact_repeat([*c_major[:3], *c_major[:3]]) == 3
+
+
+def test_excerpts_have_equal_sounding_length_and_bands_judge_means():
+    piece = [Event("C4", 1), Event(REST, 1), Event("D4", 1), Event("E4", 1), Event("F4", 1)]
+    parts = musicstats.excerpts([piece, piece[:2]], 2)
+    assert parts == [piece[:3], piece[3:5]]  # rests come on top; the short remainder dropped
+    corpus = [[Event(n, Fraction(1)) for n in ("C4", "E4", "G4", "C5")]] * 10
+    wild = [[Event(n, Fraction(1, 8)) for n in ("C2", "C#6", "G9", "F#1")]] * 3
+    same = musicstats.compare(corpus[:3], corpus)
+    assert all(s["inside"] for s in same.values())
+    far = musicstats.compare(wild, corpus)
+    assert not far["highest_note"]["inside"] and not far["mean_duration"]["inside"]
+    assert far["highest_note"]["generated"] == 127 and far["highest_note"]["high"] == 72
 
 
 def test_splits_are_by_whole_pieces():
@@ -56,23 +80,93 @@ def test_windows_cover_the_tail_and_pad_short_pieces():
     assert len(windows([seq[:2]], 4, 3, pad=False)) == 0
 
 
-def test_target_weights_skip_padding_and_unknown_pitches():
-    win = np.array([[[0, 0, 0], [5, 3, 2], [1, 4, 2], [0, 0, 0]]])
-    _, _, w = xy(win, "seq2seq")
-    assert w["pitch"].tolist() == [[1, 0, 0]] and w["duration"].tolist() == [[1, 1, 0]]
-    _, _, last = xy(np.array([[[0, 0, 0], [5, 3, 2], [6, 4, 2]]]), "last")
+def test_every_step_is_a_target_but_padding():
+    def steps(*ids):  # tokens, context channels zero
+        return np.array([[[*i, 0, 0, 0] for i in ids]])
+
+    x, _, w = xy(steps((0, 0, 0), (5, 3, 2), (1, 4, 2), (0, 0, 0)), "seq2seq")
+    assert w["pitch"].tolist() == [[1, 1, 0]] and w["duration"].tolist() == [[1, 1, 0]]
+    assert set(x) == {"pitch", "duration", "velocity", "last", "interval", "onset"}
+    _, _, last = xy(steps((0, 0, 0), (5, 3, 2), (6, 4, 2)), "last")
     assert last["pitch"].tolist() == [[0, 1]]
 
 
+def test_context_channels_count_last_note_interval_and_onset():
+    vocab = Vocabulary()
+    piece = [Event("C4", Fraction(1)), Event("E3.G3", Fraction(1, 2)), Event(REST, Fraction(1)),
+             Event("C5", Fraction(1, 4))]
+    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab))
+    assert seq[:, 3].tolist() == [-1, 60, 52, 55, 55, 72]  # the last note sounded
+    assert seq[:, 4].tolist() == [0, 0, 25 - 8, 25 + 3, 0, 25 + 17]  # 0: none (first, rest)
+    assert seq[:, 5].tolist() == [0, 24, 36, 36, 60, 66]  # where the next step begins
+    far = context(np.array(vocab.encode_piece([Event("C2", 1), Event("C6", 1)])),
+                  duration_ticks(vocab))
+    assert far[2, 4] == 25 + INTERVALS  # wider than two octaves: clipped
+
+
+def test_transposition_moves_notes_and_last_note_within_range():
+    vocab = Vocabulary()
+    piece = [Event(n, Fraction(1)) for n in ("C3", "G3", "E4", "C4")]
+    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab))
+    win = np.stack([seq] * 200)
+    moved = transpose(win, np.random.default_rng(0), low=36, high=84)
+    shift = moved[:, 1, 0] - win[:, 1, 0]
+    assert set(shift.tolist()) == set(range(-6, 6))  # every key that fits C2-C6
+    assert (moved[:, 1:, 3] - win[:, 1:, 3] == shift[:, None]).all()  # last note moves along
+    assert (moved[:, :, 4:] == win[:, :, 4:]).all() and (moved[:, 0] == win[:, 0]).all()
+    tight = transpose(win, np.random.default_rng(0), low=48, high=65)
+    assert set((tight[:, 1, 0] - win[:, 1, 0]).tolist()) == {0, 1}  # C3..E4 fits C3..F4 only
+
+
+def test_kneser_ney_order_is_chosen_on_validation_and_baselines_are_distributions():
+    rng = np.random.default_rng(0)
+    train = [[0, *rng.permutation([2, 3, 4, 5, 6]).tolist() * 30] for _ in range(4)]
+    cycle = [[0, *([2, 3, 4, 5, 6] * 30)]]
+    best, nats = best_ngram(cycle, cycle, 8)
+    assert best.order > 1 and nats[best.order] == min(nats.values())
+    for model in (best, Unigram(8).fit(train), RepeatPrevious(8).fit(train)):
+        for ctx in ([0], [0, 2], [2, 3, 4, 5]):
+            p = model.probs(ctx)
+            assert p[0] == 0 and p.sum() == pytest.approx(1)
+    assert RepeatPrevious(8).fit([[0, 2, 2, 2, 3]]).probs([0, 3]).argmax() == 3
+
+
+def test_cross_validation_folds_test_every_piece_once():
+    folds = fold_indices(24, 6, seed=1, val_fraction=0.1)
+    tested = [i for _, _, test in folds for i in test]
+    assert sorted(tested) == list(range(24))
+    for train, val, test in folds:
+        assert len(test) == 4 and len(val) == 2 and len(train) == 18
+        assert not set(train) & set(test) and not set(val) & set(test)
+    with pytest.raises(UserError, match="--folds"):
+        fold_indices(4, 5, seed=1, val_fraction=0.1)
+
+
+def test_cross_validation_gap_is_against_the_best_rival_per_fold():
+    def row(net: float, ngram: float, repeat: float) -> dict:
+        def cell(acc: float) -> dict:
+            return {"accuracy": acc, "nats": 1 - acc, "bits": 1.0}
+
+        return {m: {h: cell(a) for h in ("pitch", "duration", "velocity")}
+                for m, a in (("network", net), ("ngram", ngram), ("unigram", 0.0),
+                             ("repeat", repeat))}
+
+    s = summarise([row(0.5, 0.3, 0.2), row(0.6, 0.3, 0.45), row(0.55, 0.4, 0.3)])
+    gap = s["gaps"]["pitch"]["accuracy"]
+    assert gap["mean"] == pytest.approx((0.2 + 0.15 + 0.15) / 3) and s["gaps"]["pitch"]["clear"]
+    close = summarise([row(0.5, 0.45, 0), row(0.5, 0.55, 0)])
+    assert not close["gaps"]["pitch"]["clear"]
+
+
 def test_config_overrides():
-    cfg = make_config("tiny", ["--units=48", "--attention=yes", "--learning-rate=0.01"])
-    assert cfg.units == 48 and cfg.attention and cfg.learning_rate == 0.01
+    cfg = make_config("tiny", ["--units=48", "--copy=no", "--learning-rate=0.01"])
+    assert cfg.units == 48 and not cfg.copy and cfg.learning_rate == 0.01
     with pytest.raises(UserError, match="takes true or false"):
-        make_config("tiny", ["--attention=maybe"])
+        make_config("tiny", ["--copy=maybe"])
     with pytest.raises(UserError, match="unknown preset"):
         make_config("huge", [])
-    with pytest.raises(UserError, match="multiple of attention_heads"):
-        make_config("tiny", ["--attention=true", "--units=33"])
+    with pytest.raises(UserError, match="copy_window"):
+        make_config("tiny", ["--copy-window=0"])
 
 
 def test_transpose_moves_pieces_to_c_major_or_a_minor():
@@ -89,3 +183,16 @@ def test_transpose_moves_pieces_to_c_major_or_a_minor():
     moved = events_from_score(d_major, EncodingOptions(transpose=True))
     assert plain[0].pitch == "D4" and moved[0].pitch == "C4"
     assert [e.midi[0] - 2 for e in plain] == [e.midi[0] for e in moved]
+
+
+def test_key_profile_counts_pitch_classes_of_the_last_steps():
+    from trainer.model import KeyProfile
+
+    # C4, E4, rest, C5, G4 with a window of 3 steps: the start step and the rest count no note
+    pitch = np.array([[0, 62, 66, 1, 74, 69]])
+    profile = np.asarray(KeyProfile(3)(pitch))[0]
+    assert profile[1, 0] == 1  # C4 alone
+    assert profile[2, 0] == profile[2, 4] == 0.5  # C and E
+    assert profile[4, 0] == 0.5 and profile[4, 4] == 0.5  # E4, rest, C5
+    assert profile[5, 0] == 0.5 and profile[5, 7] == 0.5  # rest, C5, G4: C4 and E4 have left
+    assert np.allclose(profile[1:].sum(-1), 1) and profile[0].sum() == 0

@@ -41,8 +41,8 @@ def test_every_control_changes_the_channel(gateway):
     assert params(gateway)["temperature"] == 0.55
     at.selectbox(key="instrument-radio").set_value("42: Cello").run()
     assert params(gateway)["instrument"] == 42
-    at.selectbox(key="model-radio").set_value("default").run()
-    assert params(gateway)["model"] == "default"
+    at.selectbox(key="model-radio").set_value("chorales").run()
+    assert params(gateway)["model"] == "chorales"
     at.text_input(key="seed-radio").input("1234").run()
     at.button(key="apply-seed-radio").click().run()
     assert params(gateway)["seed"] == 1234

@@ -1,0 +1,43 @@
+"""The README's music table from `python -m trainer crossval --out` results (see `make crossval`).
+
+Usage: python bench/crossval_table.py bench/results/crossval-cello.json [more.json ...]
+
+Each file gives one block of rows: per head, the network and every baseline as mean ± sd over
+the folds, and the network's gap to the best rival with whether it is clear (above 2 sd)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+NAMES = {"network": "network", "ngram": "best n-gram", "unigram": "unigram",
+         "repeat": "repeat previous", "window": "original window LSTM"}
+
+
+def rows(result: dict) -> list[str]:
+    s, corpus = result["summary"], result["corpus"]
+    title = Path(corpus["source"]).name or corpus["source"]
+    out = [f"| **{title}** ({corpus['pieces']} pieces, {corpus['steps']:,} steps, "
+           f"{s['folds']} folds) | | | |"]
+    for head in ("pitch", "duration"):
+        for model, stats in s["models"].items():
+            acc, nats = stats[head]["accuracy"], stats[head]["nats"]
+            out.append(f"| {head}: {NAMES.get(model, model)} | {acc['mean']:.1%} ± "
+                       f"{acc['sd']:.1%} | {nats['mean']:.3f} ± {nats['sd']:.3f} | |")
+        g = s["gaps"][head]
+        out.append(f"| {head}: **gap to the best rival** | {g['accuracy']['mean'] * 100:+.1f} ± "
+                   f"{g['accuracy']['sd'] * 100:.1f} pt | {g['nats']['mean']:+.3f} ± "
+                   f"{g['nats']['sd']:.3f} | {'clear' if g['clear'] else 'not clear'} |")
+    return out
+
+
+def main() -> None:
+    print("| head: model | accuracy | nats per step | gap > 2 sd |")
+    print("|---|---|---|---|")
+    for path in sys.argv[1:]:
+        print("\n".join(rows(json.loads(Path(path).read_text()))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""`crossval`: k-fold cross-validation by whole pieces. In each fold the network and every
+baseline are fitted on the same training pieces and scored on every step of the same unseen
+pieces; the report is the mean and standard deviation over the folds, per head, and of the
+network's gap to the best baseline (the gap counts only if it is larger than twice its sd)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from playbach.stepmodel import HEADS
+from playbach.vocab import Vocabulary
+from trainer import heldout
+from trainer.config import TrainConfig, UserError
+from trainer.corpus import Corpus
+from trainer.dataset import encode
+from trainer.fit import fit, identity
+
+WINDOW = 40  # the original project's window
+BASELINES = ("ngram", "unigram", "repeat")
+METRICS = ("accuracy", "nats", "bits")
+
+
+@dataclass
+class CrossVal:
+    cfg: TrainConfig
+    vocab: Vocabulary
+    corpus: Corpus
+    folds: int
+    runs_dir: Path
+    window_model: bool = False  # also the original project's window LSTM
+    window_stride: int = 1  # its windows' step: the original's 1 costs ~5x the network's time
+    progress: bool = True
+
+
+def fold_indices(n: int, k: int, seed: int, val_fraction: float
+                 ) -> list[tuple[list[int], list[int], list[int]]]:
+    """(train, val, test) piece indices per fold: every piece is tested exactly once; the
+    validation pieces (early stopping, the n-gram's order) come out of the training side."""
+    if not 2 <= k <= n:
+        raise UserError(f"--folds must be between 2 and the number of pieces ({n}), not {k}")
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    out = []
+    for f in range(k):
+        test = order[f::k]
+        rest = [i for i in order if i not in test]
+        n_val = max(1, round(len(rest) * val_fraction))
+        out.append((rest[n_val:], rest[:n_val], sorted(test)))
+    return out
+
+
+class _EpochBar(keras.callbacks.Callback):
+    def __init__(self, bar, fold: str) -> None:
+        super().__init__()
+        self.bar, self.fold = bar, fold
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self.bar.set_postfix_str(f"{self.fold}, epoch {epoch + 1}, "
+                                 f"val loss {(logs or {}).get('val_loss', float('nan')):.3f}")
+
+
+def window_config(cfg: TrainConfig, stride: int) -> TrainConfig:
+    """The original project's network: an LSTM reading the 40 steps before a step, trained on
+    every window's last label, no context, no pointer, no other keys."""
+    return replace(cfg, objective="last", seq_len=WINDOW, stride=stride, relative=False,
+                   context=False, copy=False, note_features=False, augment=False,
+                   original_protocol=False)
+
+
+def run_fold(cv: CrossVal, f: int, split, seqs: list[np.ndarray], bar) -> dict:
+    train, val, test = ([seqs[i] for i in part] for part in split)
+    started = time.time()
+    ident = identity(cv.cfg, cv.corpus.fingerprint, cv.vocab.sizes)
+    model, history, _ = fit(cv.cfg, cv.vocab, train, val, cv.runs_dir / f"fold{f}", ident,
+                            verbose=0, extra_callbacks=[_EpochBar(bar, f"fold {f + 1}")])
+    row = {"fold": f + 1, "test_pieces": [cv.corpus.pieces[i].name for i in split[2]],
+           "epochs": len(history), "network": heldout.network_scores(model, test)}
+    base = heldout.baseline_scores(train, val, {"test": test}, cv.vocab.sizes)
+    row.update({b: base[b]["test"] for b in BASELINES})
+    row["ngram_order"] = base["ngram_order"]
+    if cv.window_model:
+        wcfg = window_config(cv.cfg, cv.window_stride)
+        twin, _, _ = fit(wcfg, cv.vocab, train, val, cv.runs_dir / f"fold{f}-window",
+                         {**ident, "config": asdict(wcfg)}, verbose=0,
+                         extra_callbacks=[_EpochBar(bar, f"fold {f + 1} window model")])
+        row["window"] = heldout.window_scores(twin, test, WINDOW)
+    row["seconds"] = round(time.time() - started, 1)
+    keras.backend.clear_session()
+    return row
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean and sd over folds of every model's metrics, and of the network's gaps to the best
+    baseline per fold (accuracy points up, nats down; for each head its strongest rival)."""
+    models = [m for m in ("network", *BASELINES, "window") if m in rows[0]]
+    out: dict = {"folds": len(rows), "models": {}, "gaps": {}}
+    for m in models:
+        out["models"][m] = {h: {k: _stat([r[m][h][k] for r in rows]) for k in METRICS}
+                            for h in HEADS}
+    rivals = [m for m in models if m != "network"]
+    for h in HEADS:
+        acc = [r["network"][h]["accuracy"] - max(r[b][h]["accuracy"] for b in rivals)
+               for r in rows]
+        nats = [min(r[b][h]["nats"] for b in rivals) - r["network"][h]["nats"] for r in rows]
+        out["gaps"][h] = {"accuracy": _stat(acc), "nats": _stat(nats),
+                          "clear": bool(_clear(acc) and _clear(nats))}
+    return out
+
+
+def _stat(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, float)
+    return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
+
+
+def _clear(values: list[float]) -> bool:
+    s = _stat(values)
+    return s["mean"] > 2 * s["sd"]
+
+
+def crossval(cv: CrossVal) -> dict:
+    from tqdm import tqdm
+
+    seqs = encode(cv.corpus.pieces, cv.vocab)
+    splits = fold_indices(len(seqs), cv.folds, cv.cfg.seed, cv.cfg.val_fraction)
+    rows = []
+    with tqdm(total=cv.folds, desc="folds", unit="fold", disable=not cv.progress) as bar:
+        for f, split in enumerate(splits):
+            rows.append(run_fold(cv, f, split, seqs, bar))
+            bar.update()
+    return {"corpus": {"source": cv.corpus.source, "pieces": len(seqs),
+                       "steps": int(sum(len(s) - 1 for s in seqs)),
+                       "fingerprint": cv.corpus.fingerprint},
+            "config": asdict(cv.cfg), "window_stride": cv.window_stride if cv.window_model
+            else None, "summary": summarise(rows), "folds": rows}
+
+
+def report(result: dict) -> str:
+    s = result["summary"]
+    lines = [f"{s['folds']}-fold cross-validation by whole pieces on {result['corpus']['source']}"
+             f" ({result['corpus']['pieces']} pieces, {result['corpus']['steps']} steps, every "
+             "step scored): mean ± sd over folds",
+             f"  {'head':<9} {'model':<8} {'accuracy':>15} {'nats/step':>15} {'bits/step':>15}"]
+    for h in HEADS:
+        for m, stats in s["models"].items():
+            cells = " ".join(f"{stats[h][k]['mean']:>8.3f} ±{stats[h][k]['sd']:.3f}"
+                             for k in METRICS)
+            lines.append(f"  {h:<9} {m:<8} {cells}")
+        g = s["gaps"][h]
+        lines.append(f"  {h:<9} {'gap':<8} {g['accuracy']['mean'] * 100:>+7.1f} "
+                     f"±{g['accuracy']['sd'] * 100:.1f} pt {g['nats']['mean']:>+8.3f} "
+                     f"±{g['nats']['sd']:.3f}  {'clear' if g['clear'] else 'NOT clear'} "
+                     "(network minus the best rival; clear = both gaps above 2 sd)")
+    return "\n".join(lines)
+
+
+def write(result: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
