@@ -1,9 +1,11 @@
 """The README's music table from `python -m trainer crossval --out` results (see `make crossval`).
 
 Usage: python bench/crossval_table.py bench/results/crossval-cello.json [more.json ...]
+       python bench/crossval_table.py --changes base.json change.json [more.json ...]
 
 Each file gives one block of rows: per head, the network and every baseline as mean ± sd over
-the folds, and the network's gap to the best rival with whether it is clear (above 2 sd)."""
+the folds, and the network's gap to the best rival with whether it is clear (above 2 sd).
+With --changes, one row per file: how its config differs from the first file's, and the gaps."""
 
 from __future__ import annotations
 
@@ -32,10 +34,40 @@ def rows(result: dict) -> list[str]:
     return out
 
 
+def gap(g: dict) -> str:
+    return (f"{g['accuracy']['mean'] * 100:+.1f} ± {g['accuracy']['sd'] * 100:.1f} pt, "
+            f"{g['nats']['mean']:+.3f} ± {g['nats']['sd']:.3f}")
+
+
+def config(result: dict) -> dict:
+    """A run's config in today's fields: one that did not exist yet had today's default."""
+    from dataclasses import asdict
+
+    from trainer.config import TrainConfig
+
+    defaults = asdict(TrainConfig())
+    return {k: result["config"].get(k, v) for k, v in defaults.items()}
+
+
+def changes(results: list[dict]) -> list[str]:
+    """What each change bought: the gaps of every run beside its config's difference."""
+    base = config(results[0])
+    out = ["| change (from the first row) | pitch gap | duration gap |", "|---|---|---|"]
+    for r in results:
+        diff = ", ".join(f"{k}={v}" for k, v in config(r).items() if base[k] != v)
+        g = r["summary"]["gaps"]
+        out.append(f"| {diff or 'as configured'} | {gap(g['pitch'])} | {gap(g['duration'])} |")
+    return out
+
+
 def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] == ["--changes"]:
+        print("\n".join(changes([json.loads(Path(p).read_text()) for p in args[1:]])))
+        return
     print("| head: model | accuracy | nats per step | gap > 2 sd |")
     print("|---|---|---|---|")
-    for path in sys.argv[1:]:
+    for path in args:
         print("\n".join(rows(json.loads(Path(path).read_text()))))
 
 

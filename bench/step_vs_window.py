@@ -21,7 +21,7 @@ import numpy as np
 
 from playbach.schemas import DEFAULT_MODEL
 from playbach.settings import REPO
-from playbach.stepmodel import HEADS, Improviser, StepModel
+from playbach.stepmodel import Improviser, StepModel
 
 WINDOW = 40
 CELLO = REPO / "data" / "cello-suites"
@@ -40,7 +40,7 @@ def per_note_costs(folder: Path, notes: int) -> dict[str, float]:
     events = [imp.next() for _ in range(notes)]
     step = (time.perf_counter() - t) / notes
     import trainer.model  # noqa: F401  (registers the network's own layers for loading)
-    from trainer.dataset import CONTEXT, context, duration_ticks
+    from trainer.dataset import context, duration_ticks, inputs
 
     ids = context(np.array([s for e in events for s in model.vocab.steps(e)], np.int32),
                   duration_ticks(model.vocab))
@@ -51,7 +51,7 @@ def per_note_costs(folder: Path, notes: int) -> dict[str, float]:
     def window(i: int) -> dict[str, np.ndarray]:
         w = ids[max(0, i - WINDOW):i] if i else ids[:1]
         w = np.pad(w, ((WINDOW - len(w), 0), (0, 0)))
-        return {h: w[None, :, j] for j, h in enumerate((*HEADS, *CONTEXT))}
+        return inputs(w[None])
 
     fn(window(1))
     t = time.perf_counter()

@@ -61,8 +61,9 @@ def chorale_model(dirs) -> Path:
 
 @pytest.fixture(scope="session")
 def cello_run(dirs, cello_dir) -> subprocess.CompletedProcess:
+    # the key profile on: its step model is checked against Keras like the default's
     res = run_cli("train", "--preset", "tiny", "--name", "tiny-cello", "--midi-dir",
-                  str(cello_dir), env=dirs)
+                  str(cello_dir), "--key-profile=true", env=dirs)
     assert res.returncode == 0, res.stderr[-3000:]
     return res
 

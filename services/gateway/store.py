@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from playbach import streams
 from playbach.gm import PROGRAMS
@@ -54,12 +55,24 @@ class Store:
         return True
 
     async def update(self, cid: str, change: ChannelUpdate) -> ChannelParams:
-        current = await self.params(cid) or ChannelParams()
-        values = change.model_dump(exclude_unset=True)
-        new = ChannelParams(**{**current.model_dump(), **values})
-        await self.redis.hset(streams.channel(cid), mapping=new.to_fields())
-        await self.announce(cid, "params", params=new.model_dump())
-        return new
+        """Read, change and store the parameters, and announce them, as one transaction
+        (retried if another change came between): changes racing from a dragged slider or
+        two gateways lose nothing, and the last one stored is the last one announced."""
+        key, values = streams.channel(cid), change.model_dump(exclude_unset=True)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    fields = await pipe.hgetall(key)
+                    current = ChannelParams.from_fields(fields) if fields else ChannelParams()
+                    new = ChannelParams(**{**current.model_dump(), **values})
+                    pipe.multi()
+                    pipe.hset(key, mapping=new.to_fields())
+                    self._announce(pipe, cid, "params", params=new.model_dump())
+                    await pipe.execute()
+                    return new
+                except WatchError:
+                    continue
 
     async def delete(self, cid: str) -> None:
         await self.redis.srem(streams.CHANNELS, cid)
@@ -70,9 +83,13 @@ class Store:
 
     async def announce(self, cid: str, kind: str, **data: Any) -> None:
         """An event on pb:control: services act on it, gateways pass it to listeners."""
-        await self.redis.xadd(streams.CONTROL, {"type": kind, "channel": cid,
-                                                "json": json.dumps(data)},
-                              maxlen=1000, approximate=True)
+        await self._announce(self.redis, cid, kind, **data)
+
+    @staticmethod
+    def _announce(redis, cid: str, kind: str, **data: Any):
+        return redis.xadd(streams.CONTROL, {"type": kind, "channel": cid,
+                                            "json": json.dumps(data)},
+                          maxlen=1000, approximate=True)
 
     async def listeners(self, cid: str) -> int:
         counts = await self.redis.hvals(streams.listeners(cid))

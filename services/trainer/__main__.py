@@ -137,6 +137,9 @@ def _check_train(args: argparse.Namespace, extra: list[str], settings: TrainerSe
     for path, what in ((models_dir, "--models-dir"), (settings.runs_dir, "RUNS_DIR"),
                        (settings.cache_dir, "CACHE_DIR")):
         _check_writable(path, what)
+    if cfg.init and not (model_dir(models_dir, cfg.init) / "model.keras").is_file():
+        raise UserError(f"--init={cfg.init}: no such published model with a model.keras in "
+                        f"{models_dir}")
     run_dir = settings.runs_dir / name
     if getattr(args, "resume", False) and not (run_dir / "last.keras").is_file():
         raise UserError(f"--resume: nothing to resume in {run_dir} (no last.keras)")
@@ -192,7 +195,9 @@ def _crossval(args: argparse.Namespace, extra: list[str], settings: TrainerSetti
 
     result = crossval(CrossVal(cfg, Vocabulary(options), corpus, args.folds,
                                settings.runs_dir / "crossval", args.window_model,
-                               args.window_stride, progress))
+                               args.window_stride,
+                               model_dir(models_dir, cfg.init) / "model.keras" if cfg.init
+                               else None, progress))
     print(report(result))
     if args.out is not None:
         write(result, args.out)

@@ -20,6 +20,7 @@ class TrainConfig:
     objective: str = "seq2seq"  # seq2seq: a label at every step | last: the original's one label
     split: str = "pieces"  # pieces: honest | windows: the original's random split of windows
     augment: bool = True  # each epoch, every training window in a random key (see KEYS)
+    augment_share: float = 1.0  # of the windows moved each epoch; the rest stay in Bach's key
     aug_low: int = 36  # that keeps its notes within MIDI aug_low..aug_high: C2 to C6 fits the
     aug_high: int = 84  # cello and the four voices of a chorale
     # model
@@ -36,7 +37,8 @@ class TrainConfig:
     copy_window: int = 64  # steps the pointer looks back
     copy_dim: int = 64  # its query and key size
     copy_duration: bool = True  # durations copied too, not only pitches
-    key_window: int = 0  # steps whose pitch classes tell the key (0: no key profile)
+    key_profile: bool = False  # the piece's pitch classes so far as an input and a key bias
+    init: str = ""  # a published model whose weights training starts from (same network)
     # optimisation
     batch_size: int = 64
     learning_rate: float = 2e-3
@@ -60,10 +62,10 @@ class TrainConfig:
             raise UserError("dropout must be in [0, 1)")
         if not 0 < self.val_fraction + self.test_fraction < 1:
             raise UserError("val_fraction + test_fraction must be in (0, 1)")
+        if not 0 <= self.augment_share <= 1:
+            raise UserError("augment_share must be in [0, 1]")
         if not 0 <= self.aug_low < self.aug_high <= 127:
             raise UserError("aug_low and aug_high must be MIDI notes, low below high")
-        if self.key_window < 0:
-            raise UserError("key_window must be 0 (off) or more")
         if self.copy and (self.copy_window < 1 or self.copy_dim < 1):
             raise UserError("copy_window and copy_dim must be at least 1")
 

@@ -35,6 +35,7 @@ class CrossVal:
     runs_dir: Path
     window_model: bool = False  # also the original project's window LSTM
     window_stride: int = 1  # its windows' step: the original's 1 costs ~5x the network's time
+    init: Path | None = None  # model.keras of the published model to start each fold from
     progress: bool = True
 
 
@@ -77,7 +78,8 @@ def run_fold(cv: CrossVal, f: int, split, seqs: list[np.ndarray], bar) -> dict:
     started = time.time()
     ident = identity(cv.cfg, cv.corpus.fingerprint, cv.vocab.sizes)
     model, history, _ = fit(cv.cfg, cv.vocab, train, val, cv.runs_dir / f"fold{f}", ident,
-                            verbose=0, extra_callbacks=[_EpochBar(bar, f"fold {f + 1}")])
+                            verbose=0, extra_callbacks=[_EpochBar(bar, f"fold {f + 1}")],
+                            init=cv.init)
     row = {"fold": f + 1, "test_pieces": [cv.corpus.pieces[i].name for i in split[2]],
            "epochs": len(history), "network": heldout.network_scores(model, test)}
     base = heldout.baseline_scores(train, val, {"test": test}, cv.vocab.sizes)

@@ -16,6 +16,8 @@ from trainer.corpus import Piece
 KEYS = (-6, 5)  # transpositions tried: the twelve keys, up to a tritone either way
 TOKENS = 3  # channels 0-2 of an encoded piece: the (pitch, duration, velocity) ids
 CONTEXT = ("last", "interval", "onset")  # channels 3-5, derived from the tokens by context()
+PROFILE = slice(6, 18)  # channels 6-17: the notes of each pitch class so far (context())
+WIDTH = 18
 INTERVALS = 24  # intervals up to two octaves either way are told apart; wider ones are clipped
 CYCLE = 12 * 24  # onsets in 24ths of a quarter, counted round 12 quarters (every metre fits)
 
@@ -26,10 +28,12 @@ def duration_ticks(vocab: Vocabulary) -> np.ndarray:
 
 
 def context(seq: np.ndarray, ticks: np.ndarray) -> np.ndarray:
-    """[T, 3] -> [T, 6]: the tokens and, per step, what the network should not have to count:
+    """[T, 3] -> [T, 18]: the tokens and, per step, what the network should not have to count:
     ``last``, the MIDI note last sounded (this step's, or the latest before; -1 before any);
     ``interval``, this note's step from the note before (0 for none, else 25 + semitones,
-    clipped to two octaves); ``onset``, where the next step begins in the bar cycle."""
+    clipped to two octaves); ``onset``, where the next step begins in the bar cycle; and the
+    piece's pitch-class profile, how many notes of each class from its start to this step
+    (the key, from further back than a training window reaches)."""
     pitch = seq[:, 0]
     is_note = pitch >= PITCH_OFFSET
     where = np.maximum.accumulate(np.where(is_note, np.arange(len(seq)), -1))
@@ -38,7 +42,10 @@ def context(seq: np.ndarray, ticks: np.ndarray) -> np.ndarray:
     step = np.clip(pitch - PITCH_OFFSET - before, -INTERVALS, INTERVALS) + INTERVALS + 1
     interval = np.where(is_note & (before >= 0), step, 0)
     onset = np.cumsum(ticks[seq[:, 1]]) % CYCLE
-    return np.concatenate([seq, np.stack([last, interval, onset], 1)], 1).astype(np.int32)
+    classes = np.eye(12, dtype=np.int32)[np.maximum(pitch - PITCH_OFFSET, 0) % 12]
+    profile = np.cumsum(classes * is_note[:, None], 0)
+    return np.concatenate([seq, np.stack([last, interval, onset], 1), profile],
+                          1).astype(np.int32)
 
 
 def split_pieces(pieces: list[Piece], cfg: TrainConfig) -> tuple[list[Piece], ...]:
@@ -53,8 +60,8 @@ def split_pieces(pieces: list[Piece], cfg: TrainConfig) -> tuple[list[Piece], ..
 
 
 def encode(pieces: list[Piece], vocab: Vocabulary) -> list[np.ndarray]:
-    """Each piece as int32 [1 + steps, 6]: the start step, then (pitch, duration, velocity)
-    and the context channels."""
+    """Each piece as int32 [1 + steps, WIDTH]: the start step, then (pitch, duration,
+    velocity) and the context channels."""
     ticks = duration_ticks(vocab)
     return [context(np.array(vocab.encode_piece(p.events), np.int32), ticks) for p in pieces]
 
@@ -72,14 +79,21 @@ def windows(seqs: list[np.ndarray], length: int, stride: int, pad: bool = True) 
         if starts[-1] != len(seq) - length:
             starts.append(len(seq) - length)
         out.extend(seq[s:s + length] for s in starts)
-    width = seqs[0].shape[1] if seqs else TOKENS + len(CONTEXT)
+    width = seqs[0].shape[1] if seqs else WIDTH
     return np.stack(out) if out else np.zeros((0, length, width), np.int32)
+
+
+def inputs(win: np.ndarray) -> dict[str, np.ndarray]:
+    """The network's inputs from encoded steps [..., T, WIDTH], by input name."""
+    x = {h: win[..., i] for i, h in enumerate((*HEADS, *CONTEXT))}
+    x["profile"] = win[..., PROFILE]
+    return x
 
 
 def xy(win: np.ndarray, objective: str) -> tuple[dict, dict, dict]:
     """Inputs, targets and target weights of each head. Every step is a target but padding;
     the `last` objective (the original project's) weighs only the final step."""
-    x = {h: win[:, :-1, i] for i, h in enumerate((*HEADS, *CONTEXT))}
+    x = inputs(win[:, :-1])
     y = {h: win[:, 1:, i] for i, h in enumerate(HEADS)}
     valid = (y["duration"] != 0).astype(np.float32)
     if objective == "last":
@@ -100,7 +114,7 @@ def transpose(win: np.ndarray, rng: np.random.Generator, low: int, high: int,
         pitch[notes] = ((pitch - PITCH_OFFSET + shift) % 12 + PITCH_OFFSET)[notes]
         last = out[..., 3]
         last[last >= 0] = ((last + shift) % 12)[last >= 0]
-        return out
+        return _turn_profile(out, shift[:, 0])
     big = np.iinfo(np.int32).max
     lo = np.where(notes, pitch, big).min(1) - PITCH_OFFSET
     hi = np.where(notes, pitch, -1).max(1) - PITCH_OFFSET
@@ -110,7 +124,15 @@ def transpose(win: np.ndarray, rng: np.random.Generator, low: int, high: int,
     pitch += np.where(notes, shift[:, None], 0)
     last = out[..., 3]
     last += np.where(last >= 0, shift[:, None], 0)
-    return out
+    return _turn_profile(out, shift)
+
+
+def _turn_profile(win: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The pitch-class counts follow the notes: class c now counts what class c - shift did."""
+    source = (np.arange(12)[None, :] - shift[:, None]) % 12  # [windows, 12]
+    profile = win[..., PROFILE]
+    win[..., PROFILE] = np.take_along_axis(profile, source[:, None, :], axis=-1)
+    return win
 
 
 def training_windows(train: list[np.ndarray], val: list[np.ndarray], cfg: TrainConfig

@@ -11,7 +11,7 @@ import numpy as np
 from playbach.stepmodel import HEADS, StepModel
 from playbach.vocab import Vocabulary
 from trainer.config import TrainConfig
-from trainer.dataset import CONTEXT
+from trainer.dataset import inputs
 from trainer.model import step_function
 
 
@@ -32,11 +32,10 @@ def to_tflite(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary) -> tuple[
 
 def check_parity(model: keras.Model, folder: Path, tokens: np.ndarray,
                  quantized: bool = False) -> dict[str, float]:
-    """Run ``tokens`` [T, 6] (ids and context) through the Keras model at once and their ids
+    """Run ``tokens`` [T, WIDTH] (ids and context) through the Keras model at once and their ids
     through the exported step model one step at a time; report the largest logit difference
     and how often the top-1 agrees."""
-    ref = model({h: tokens[None, :, i] for i, h in enumerate((*HEADS, *CONTEXT))},
-                training=False)
+    ref = model(inputs(tokens[None]), training=False)
     ref = {h: np.asarray(ref[h])[0] for h in HEADS}
     step = StepModel(folder, quantized=quantized)
     state, diff, agree = step.initial_state(), 0.0, 0

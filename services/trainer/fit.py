@@ -30,9 +30,11 @@ class Augmented(keras.utils.PyDataset):
         self.on_epoch_end()
 
     def on_epoch_end(self) -> None:
-        shuffled = self.wins[self.rng.permutation(len(self.wins))]
-        self.epoch = transpose(shuffled, self.rng, self.cfg.aug_low, self.cfg.aug_high,
-                               self.octaves)
+        self.epoch = self.wins[self.rng.permutation(len(self.wins))]
+        share = self.cfg.augment_share
+        moved = self.rng.random(len(self.epoch)) < share if share < 1 else slice(None)
+        self.epoch[moved] = transpose(self.epoch[moved], self.rng, self.cfg.aug_low,
+                                      self.cfg.aug_high, self.octaves)
 
     def __len__(self) -> int:
         return -(-len(self.wins) // self.cfg.batch_size)
@@ -40,6 +42,16 @@ class Augmented(keras.utils.PyDataset):
     def __getitem__(self, i: int):
         b = self.cfg.batch_size
         return xy(self.epoch[i * b:(i + 1) * b], self.cfg.objective)
+
+
+def start_from(model: keras.Model, path: Path) -> None:
+    """Copy in the weights of a published model of the same network (``--init``): what it
+    learnt from a larger corpus is where training on a smaller one starts."""
+    source = keras.models.load_model(path, compile=False)
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as exc:
+        raise UserError(f"--init: {path.parent.name} is a different network ({exc})") from None
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -51,7 +63,7 @@ def read_history(path: Path) -> list[dict[str, float]]:
 
 def fit(cfg: TrainConfig, vocab: Vocabulary, train: list[np.ndarray],
         val: list[np.ndarray], run_dir: Path, identity: dict, resume: bool = False,
-        verbose: int | None = None, extra_callbacks: Sequence = ()):
+        verbose: int | None = None, extra_callbacks: Sequence = (), init: Path | None = None):
     """Train (or resume) in ``run_dir``; returns the best model, the history and the val arrays.
 
     ``identity`` (config, corpus fingerprint, vocabulary sizes) must match to resume."""
@@ -75,6 +87,8 @@ def fit(cfg: TrainConfig, vocab: Vocabulary, train: list[np.ndarray],
         run_dir.mkdir(parents=True)
         run_file.write_text(json.dumps(identity, indent=1))
         model, history = build_model(vocab, cfg), []
+        if init is not None:
+            start_from(model, init)
     best_loss = min((h["val_loss"] for h in history), default=None)
     callbacks = [
         keras.callbacks.ModelCheckpoint(last),

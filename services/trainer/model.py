@@ -37,40 +37,20 @@ def by_interval(values, last, size: int):
     return ops.take_along_axis(values, ops.clip(diff, 0, SPAN - 1), axis=-1), valid
 
 
+PROFILE_FEATURES = 13
+
+
 @keras.saving.register_keras_serializable("playbach")
 class KeyProfile(layers.Layer):
-    """The pitch classes of the notes among the last ``window`` steps, as shares (12 floats):
-    where the music's key is, stated outright. Sampling slips a note out of key now and then;
-    with the profile in view the network finds its way back instead of wandering off."""
+    """The piece's notes of each pitch class so far [..., 12] -> their shares and how much
+    evidence they are (13 floats): where the key is, stated outright. Sampling slips a note
+    out of key now and then; with the profile in view the network returns instead of
+    wandering off, and it knows the key from further back than its training windows."""
 
-    def __init__(self, window: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.window = window
-
-    @staticmethod
-    def classes(pitch):
-        """One-hot pitch class per step (all zero for a rest or the start)."""
-        note = ops.cast(pitch >= PITCH_OFFSET, "float32")
-        return ops.one_hot(ops.maximum(pitch - PITCH_OFFSET, 0) % 12, 12) * note[..., None]
-
-    @staticmethod
-    def shares(counts):
-        return counts / ops.maximum(ops.sum(counts, -1, keepdims=True), 1.0)
-
-    def call(self, pitch):
-        total = ops.cumsum(self.classes(pitch), axis=1)
-        before = ops.pad(total, [[0, 0], [self.window, 0], [0, 0]])[:, :ops.shape(total)[1]]
-        return self.shares(total - before)
-
-    def step(self, pitch, recent):
-        """``recent`` [1, window]: pitch class + 1 of the last steps (0: no note)."""
-        pc = ops.where(pitch >= PITCH_OFFSET, (pitch - PITCH_OFFSET) % 12 + 1, 0)
-        recent = ops.concatenate([recent[:, 1:], ops.cast(pc, recent.dtype)[:, None]], 1)
-        counts = ops.sum(ops.one_hot(ops.cast(recent, "int32") - 1, 12), 1)
-        return self.shares(counts), recent
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "window": self.window}
+    def call(self, counts):
+        counts = ops.cast(counts, "float32")
+        total = ops.sum(counts, -1, keepdims=True)
+        return ops.concatenate([counts / ops.maximum(total, 1.0), ops.log1p(total) / 8.0], -1)
 
 
 @keras.saving.register_keras_serializable("playbach")
@@ -261,7 +241,7 @@ class Heads(layers.Layer):
         for layer in (*self.outs, *extra):
             layer.build(input_shape)
         if self.key:
-            self.key_logits.build((*input_shape[:-1], 12))
+            self.key_logits.build((*input_shape[:-1], PROFILE_FEATURES))
 
     def call(self, x, last, profile=None) -> list:
         pitch, duration, velocity = (layer(x) for layer in self.outs)
@@ -283,16 +263,17 @@ def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
     keras.utils.set_random_seed(cfg.seed)
     sizes = vocab.sizes
     inputs = {n: keras.Input((None,), dtype="int32", name=n) for n in (*HEADS, *CONTEXT)}
+    inputs["profile"] = keras.Input((None, 12), dtype="int32", name="profile")
     embed = Inputs(sizes, (cfg.embed_pitch, cfg.embed_duration, cfg.embed_velocity),
                    cfg.note_features, cfg.context, name="inputs")
-    profile = KeyProfile(cfg.key_window, name="key")(inputs["pitch"]) if cfg.key_window else None
+    profile = KeyProfile(name="key")(inputs["profile"]) if cfg.key_profile else None
     x = embed(inputs["pitch"], inputs["duration"], inputs["velocity"], inputs["interval"],
               inputs["onset"], profile)
     for i in range(cfg.layers):
         x = layers.LSTM(cfg.units, return_sequences=True, dropout=cfg.dropout, name=f"lstm{i}")(x)
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
-    logits = Heads(sizes, cfg.relative, bool(cfg.key_window), name="heads")(x, inputs["last"],
-                                                                          profile)
+    logits = Heads(sizes, cfg.relative, cfg.key_profile, name="heads")(x, inputs["last"],
+                                                                      profile)
     if cfg.copy:
         pointer = Pointer(cfg.copy_window, cfg.copy_dim, cfg.copy_duration, name="pointer")
         copied = pointer(x, inputs["pitch"], inputs["duration"], inputs["last"],
@@ -316,8 +297,8 @@ def state_layout(cfg: TrainConfig) -> list[tuple[str, int]]:
     ``last`` holds the last note + 1 (0: none yet), ``onset`` the next step's onset."""
     parts = [(f"{hc}{i}", cfg.units) for i in range(cfg.layers) for hc in "hc"]
     parts += [("last", 1), ("onset", 1)]
-    if cfg.key_window:
-        parts.append(("recent", cfg.key_window))
+    if cfg.key_profile:
+        parts.append(("profile", 12))
     if cfg.copy:
         w, kinds = cfg.copy_window, ("pitch", "interval", "duration")[:3 if cfg.copy_duration
                                                                         else 2]
@@ -338,7 +319,7 @@ def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
     import tensorflow as tf
 
     embed, heads = model.get_layer("inputs"), model.get_layer("heads")
-    key = model.get_layer("key") if cfg.key_window else None
+    key = model.get_layer("key") if cfg.key_profile else None
     lstms = [model.get_layer(f"lstm{i}") for i in range(cfg.layers)]
     pointer = model.get_layer("pointer") if cfg.copy else None
     layout = state_layout(cfg)
@@ -363,8 +344,10 @@ def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
             pitch - PITCH_OFFSET - before, -INTERVALS, INTERVALS) + INTERVALS + 1, 0)
         onset = (tf.cast(s["onset"][:, 0], tf.int32) + tf.gather(ticks, duration)) % CYCLE
         new, profile = {}, None
-        if key is not None:
-            profile, new["recent"] = key.step(pitch, s["recent"])
+        if cfg.key_profile:
+            new["profile"] = s["profile"] + tf.one_hot(
+                (pitch - PITCH_OFFSET) % 12, 12) * tf.cast(note, tf.float32)[:, None]
+            profile = key(new["profile"])
         x = embed(pitch, duration, velocity, interval, onset, profile)
         for i, lstm in enumerate(lstms):
             x, (new[f"h{i}"], new[f"c{i}"]) = lstm.cell(x, [s[f"h{i}"], s[f"c{i}"]],

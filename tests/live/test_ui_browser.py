@@ -47,6 +47,19 @@ def player_frame(page, gateway: str, timeout: float = 20):
     raise AssertionError("the player did not appear in the control room")
 
 
+def set_bpm(page, slider, stored, target: int, timeout: float = 30) -> None:
+    """Arrow keys until the channel holds ``target``: on a busy machine the control room
+    re-renders between presses, and a press can land while the slider has no focus."""
+    deadline = time.time() + timeout
+    while stored() != target:
+        assert time.time() < deadline, f"the channel's BPM stays at {stored()}"
+        now = int(slider.input_value())
+        if now != target:
+            slider.focus()
+            page.keyboard.press("ArrowRight" if now < target else "ArrowLeft")
+        page.wait_for_timeout(50 if now != target else 300)
+
+
 def test_log_in_play_change_bpm_and_hear_it(ui, live, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
@@ -60,15 +73,8 @@ def test_log_in_play_change_bpm_and_hear_it(ui, live, tmp_path):
         frame = player_frame(page, live.gateway_url)
         frame.get_by_role("button", name="▶ Play").click()  # the browser's own gesture
         frame.wait_for_function("window.playbach.consumed > 44100", timeout=20_000)
-        slider = page.get_by_role("slider", name="BPM")
-        slider.focus()
-        for _ in range(16):
-            page.keyboard.press("ArrowRight")
-        deadline = time.time() + 15
-        while time.time() < deadline and httpx.get(
-                f"{live.gateway_url}/api/channels/radio").json()["params"]["bpm"] != 100:
-            time.sleep(0.2)
-        assert httpx.get(f"{live.gateway_url}/api/channels/radio").json()["params"]["bpm"] == 100
+        set_bpm(page, page.get_by_role("slider", name="BPM"), lambda: httpx.get(
+            f"{live.gateway_url}/api/channels/radio").json()["params"]["bpm"], 100)
         frame.wait_for_function("document.getElementById('p-bpm').textContent === '100'",
                                 timeout=10_000)  # the player heard of the change
         frame.wait_for_function("window.playbach.consumed > 44100 * 4", timeout=20_000)

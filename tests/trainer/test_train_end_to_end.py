@@ -52,15 +52,16 @@ def test_cello_suites_with_a_corrupt_file(cello_run, dirs):
     assert meta["corpus"]["skipped"][0]["file"] == "broken.mid"
     assert meta["corpus"]["skipped"][0]["reason"]
     assert meta["metrics"]["ngram_order"]["pitch"] in range(1, 7)
+    assert meta["config"]["key_profile"] and meta["export"]["float"]["max_logit_diff"] < 1e-4
 
 
 def test_resume_continues_the_same_run(cello_run, dirs, cello_dir):
     res = run_cli("train", "--preset", "tiny", "--name", "tiny-cello", "--midi-dir",
-                  str(cello_dir), "--resume", "--epochs=5", env=dirs)
+                  str(cello_dir), "--key-profile=true", "--resume", "--epochs=5", env=dirs)
     # a changed config is refused: the run was made with epochs=3
     assert res.returncode == 2 and "differs in config" in res.stderr
     res = run_cli("train", "--preset", "tiny", "--name", "tiny-cello", "--midi-dir",
-                  str(cello_dir), "--resume", env=dirs)
+                  str(cello_dir), "--key-profile=true", "--resume", env=dirs)
     assert res.returncode == 0, res.stderr[-2000:]
     meta = json.loads((Path(dirs["MODELS_DIR"]) / "tiny-cello" / "meta.json").read_text())
     assert meta["training"]["epochs_run"] == 3
@@ -123,3 +124,26 @@ def test_crossval_reports_every_fold_against_every_baseline(dirs, cello_dir, tmp
     for fold in result["folds"]:  # the same steps for every model
         assert len({fold[m]["pitch"]["tokens"] for m in models}) == 1
     assert set(result["summary"]["gaps"]["pitch"]) == {"accuracy", "nats", "clear"}
+
+
+def test_training_can_start_from_a_published_model(chorale_model, dirs, cello_dir):
+    import keras
+
+    import trainer.model  # noqa: F401  (registers the custom layers for loading)
+
+    # a learning rate of 0: what is published is exactly what training started from
+    res = run_cli("train", "--preset", "tiny", "--name", "tiny-init", "--midi-dir",
+                  str(cello_dir), f"--init={chorale_model.name}", "--epochs=1",
+                  "--learning-rate=0", env=dirs)
+    assert res.returncode == 0, res.stderr[-2000:]
+    folder = Path(dirs["MODELS_DIR"]) / "tiny-init"
+    assert json.loads((folder / "meta.json").read_text())["config"]["init"] == chorale_model.name
+    weights = [keras.models.load_model(m / "model.keras", compile=False).get_weights()
+               for m in (chorale_model, folder)]
+    assert all(np.array_equal(a, b) for a, b in zip(*weights, strict=True))
+    res = run_cli("train", "--preset", "tiny", "--name", "x", "--midi-dir", str(cello_dir),
+                  "--init=nope", env=dirs)
+    assert res.returncode == 2 and "--init=nope: no such published model" in res.stderr
+    res = run_cli("train", "--preset", "tiny", "--name", "x", "--midi-dir", str(cello_dir),
+                  f"--init={chorale_model.name}", "--units=40", env=dirs)
+    assert res.returncode == 2 and "is a different network" in res.stderr

@@ -12,6 +12,7 @@ from trainer.corpus import Piece
 from trainer.crossval import fold_indices, summarise
 from trainer.dataset import (
     INTERVALS,
+    PROFILE,
     context,
     duration_ticks,
     split_pieces,
@@ -82,11 +83,12 @@ def test_windows_cover_the_tail_and_pad_short_pieces():
 
 def test_every_step_is_a_target_but_padding():
     def steps(*ids):  # tokens, context channels zero
-        return np.array([[[*i, 0, 0, 0] for i in ids]])
+        return np.array([[[*i, *[0] * 15] for i in ids]])
 
     x, _, w = xy(steps((0, 0, 0), (5, 3, 2), (1, 4, 2), (0, 0, 0)), "seq2seq")
     assert w["pitch"].tolist() == [[1, 1, 0]] and w["duration"].tolist() == [[1, 1, 0]]
-    assert set(x) == {"pitch", "duration", "velocity", "last", "interval", "onset"}
+    assert set(x) == {"pitch", "duration", "velocity", "last", "interval", "onset", "profile"}
+    assert x["profile"].shape == (1, 3, 12)
     _, _, last = xy(steps((0, 0, 0), (5, 3, 2), (6, 4, 2)), "last")
     assert last["pitch"].tolist() == [[0, 1]]
 
@@ -113,9 +115,21 @@ def test_transposition_moves_notes_and_last_note_within_range():
     shift = moved[:, 1, 0] - win[:, 1, 0]
     assert set(shift.tolist()) == set(range(-6, 6))  # every key that fits C2-C6
     assert (moved[:, 1:, 3] - win[:, 1:, 3] == shift[:, None]).all()  # last note moves along
-    assert (moved[:, :, 4:] == win[:, :, 4:]).all() and (moved[:, 0] == win[:, 0]).all()
+    assert (moved[:, :, 4:6] == win[:, :, 4:6]).all() and (moved[:, 0] == win[:, 0]).all()
     tight = transpose(win, np.random.default_rng(0), low=48, high=65)
     assert set((tight[:, 1, 0] - win[:, 1, 0]).tolist()) == {0, 1}  # C3..E4 fits C3..F4 only
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_augment_share_is_the_share_of_windows_moved(share):
+    from trainer.fit import Augmented
+
+    vocab = Vocabulary()
+    piece = [Event(n, Fraction(1)) for n in ("C3", "G3", "E4", "C4")]
+    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab))
+    epoch = Augmented(np.stack([seq] * 2000), TrainConfig(augment_share=share), True).epoch
+    moved = (epoch[:, 1, 0] != seq[1, 0]).mean()
+    assert moved == pytest.approx(share * 11 / 12, abs=0.04)  # a twelfth moves by 0
 
 
 def test_kneser_ney_order_is_chosen_on_validation_and_baselines_are_distributions():
@@ -167,6 +181,8 @@ def test_config_overrides():
         make_config("huge", [])
     with pytest.raises(UserError, match="copy_window"):
         make_config("tiny", ["--copy-window=0"])
+    with pytest.raises(UserError, match=r"augment_share must be in \[0, 1\]"):
+        make_config("tiny", ["--augment-share=1.5"])
 
 
 def test_transpose_moves_pieces_to_c_major_or_a_minor():
@@ -185,14 +201,19 @@ def test_transpose_moves_pieces_to_c_major_or_a_minor():
     assert [e.midi[0] - 2 for e in plain] == [e.midi[0] for e in moved]
 
 
-def test_key_profile_counts_pitch_classes_of_the_last_steps():
+def test_key_profile_counts_the_pieces_pitch_classes_and_turns_with_it():
     from trainer.model import KeyProfile
 
-    # C4, E4, rest, C5, G4 with a window of 3 steps: the start step and the rest count no note
-    pitch = np.array([[0, 62, 66, 1, 74, 69]])
-    profile = np.asarray(KeyProfile(3)(pitch))[0]
-    assert profile[1, 0] == 1  # C4 alone
-    assert profile[2, 0] == profile[2, 4] == 0.5  # C and E
-    assert profile[4, 0] == 0.5 and profile[4, 4] == 0.5  # E4, rest, C5
-    assert profile[5, 0] == 0.5 and profile[5, 7] == 0.5  # rest, C5, G4: C4 and E4 have left
-    assert np.allclose(profile[1:].sum(-1), 1) and profile[0].sum() == 0
+    vocab = Vocabulary()
+    piece = [Event(n, Fraction(1)) for n in ("C4", "E4", REST, "C5", "G4")]
+    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab))
+    counts = seq[:, PROFILE]
+    assert counts[0].sum() == 0 and counts[1].tolist() == [1] + [0] * 11  # the start; C4
+    assert counts[-1, [0, 4, 7]].tolist() == [2, 1, 1] and counts[-1].sum() == 4  # no rest
+    features = np.asarray(KeyProfile()(counts[None]))[0]
+    assert np.allclose(features[1:, :12].sum(-1), 1) and features[-1, 0] == 0.5
+    assert features[-1, 12] > features[1, 12] > features[0, 12] == 0  # evidence grows
+    moved = transpose(np.stack([seq] * 50), np.random.default_rng(0), low=36, high=84)
+    for win in moved:
+        shift = int(win[1, 0] - seq[1, 0])
+        assert (win[:, PROFILE] == np.roll(counts, shift, axis=1)).all()
