@@ -137,7 +137,7 @@ def _check_train(args: argparse.Namespace, extra: list[str], settings: TrainerSe
     for path, what in ((models_dir, "--models-dir"), (settings.runs_dir, "RUNS_DIR"),
                        (settings.cache_dir, "CACHE_DIR")):
         _check_writable(path, what)
-    if cfg.init and not (model_dir(models_dir, cfg.init) / "model.keras").is_file():
+    if cfg.init and not cfg.init_weights(models_dir).is_file():
         raise UserError(f"--init={cfg.init}: no such published model with a model.keras in "
                         f"{models_dir}")
     run_dir = settings.runs_dir / name
@@ -195,9 +195,7 @@ def _crossval(args: argparse.Namespace, extra: list[str], settings: TrainerSetti
 
     result = crossval(CrossVal(cfg, Vocabulary(options), corpus, args.folds,
                                settings.runs_dir / "crossval", args.window_model,
-                               args.window_stride,
-                               model_dir(models_dir, cfg.init) / "model.keras" if cfg.init
-                               else None, progress))
+                               args.window_stride, cfg.init_weights(models_dir), progress))
     print(report(result))
     if args.out is not None:
         write(result, args.out)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
+from pathlib import Path
+
+from playbach.modeldir import model_dir
 
 
 class UserError(Exception):
@@ -68,6 +71,11 @@ class TrainConfig:
             raise UserError("aug_low and aug_high must be MIDI notes, low below high")
         if self.copy and (self.copy_window < 1 or self.copy_dim < 1):
             raise UserError("copy_window and copy_dim must be at least 1")
+
+
+    def init_weights(self, models_dir: Path) -> Path | None:
+        """The model.keras of the published model ``--init`` names (None without one)."""
+        return model_dir(models_dir, self.init) / "model.keras" if self.init else None
 
 
 PRESETS: dict[str, dict[str, object]] = {

@@ -14,8 +14,7 @@ from trainer.config import TrainConfig
 from trainer.corpus import Piece
 
 KEYS = (-6, 5)  # transpositions tried: the twelve keys, up to a tritone either way
-TOKENS = 3  # channels 0-2 of an encoded piece: the (pitch, duration, velocity) ids
-CONTEXT = ("last", "interval", "onset")  # channels 3-5, derived from the tokens by context()
+CONTEXT = ("last", "interval", "onset")  # channels 3-5 (0-2: the tokens), from context()
 PROFILE = slice(6, 18)  # channels 6-17: the notes of each pitch class so far (context())
 WIDTH = 18
 INTERVALS = 24  # intervals up to two octaves either way are told apart; wider ones are clipped

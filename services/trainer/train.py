@@ -56,8 +56,8 @@ def train(job: Job) -> Path:
 
     run_dir = job.runs_dir / job.name
     ident = identity(cfg, corpus.fingerprint, vocab.sizes)
-    init = modeldir.model_dir(job.models_dir, cfg.init) / "model.keras" if cfg.init else None
-    model, history, _ = fit(cfg, vocab, tr, va, run_dir, ident, job.resume, init=init)
+    model, history, _ = fit(cfg, vocab, tr, va, run_dir, ident, job.resume,
+                            init=cfg.init_weights(job.models_dir))
     train_seconds = time.time() - started
     metrics = {
         "network": {"val": heldout.network_scores(model, va),
