@@ -22,7 +22,7 @@ def network_scores(model, seqs: list[np.ndarray], batch: int = 8) -> dict[str, d
         x, y, _ = xy(win, "seq2seq")
         logits = model(x, training=False)
         for h in HEADS:
-            logp = _log_softmax(logits[h])
+            logp = log_softmax(logits[h])
             target = y[h]
             keep = win[:, 1:, 1] != 0  # every step but padding: every event counts
             picked = np.take_along_axis(logp, target[..., None], -1)[..., 0]
@@ -51,7 +51,7 @@ def baseline_scores(train: list[np.ndarray], val: list[np.ndarray], held: dict[s
     return out
 
 
-def _log_softmax(logits) -> np.ndarray:
+def log_softmax(logits) -> np.ndarray:
     lg = np.asarray(logits, np.float64)
     lg = lg - lg.max(-1, keepdims=True)
     return lg - np.log(np.exp(lg).sum(-1, keepdims=True))
@@ -69,7 +69,7 @@ def window_scores(model, seqs: list[np.ndarray], length: int, batch: int = 256
         x, y, _ = xy(win, "last")
         out = model(x, training=False)
         for h in HEADS:
-            logp = _log_softmax(np.asarray(out[h])[:, -1])
+            logp = log_softmax(np.asarray(out[h])[:, -1])
             target = y[h][:, -1]
             nll[h] -= float(np.take_along_axis(logp, target[:, None], -1).sum())
             correct[h] += int((logp.argmax(-1) == target).sum())

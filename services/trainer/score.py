@@ -49,8 +49,7 @@ def step_scores(model: StepModel, seqs: list[np.ndarray]) -> dict[str, dict[str,
         for t in range(len(seq) - 1):
             logits, state = model.step(tuple(int(i) for i in seq[t, :len(HEADS)]), state)
             for h, lg in zip(HEADS, logits, strict=True):
-                logp = lg.astype(np.float64) - lg.max()
-                logp -= np.log(np.exp(logp).sum())
+                logp = heldout.log_softmax(lg)
                 target = int(seq[t + 1, HEADS.index(h)])
                 nll[h] -= float(logp[target])
                 correct[h] += int(np.argmax(logp) == target)
