@@ -39,13 +39,18 @@ def gap(g: dict) -> str:
             f"{g['nats']['mean']:+.3f} ± {g['nats']['sd']:.3f}")
 
 
+# Fields added since with a default that changes the network: what a run before them had.
+BEFORE = {"voices": False}
+
+
 def config(result: dict) -> dict:
-    """A run's config in today's fields: one that did not exist yet had today's default."""
+    """A run's config in today's fields: one that did not exist yet had today's default, or
+    its value in BEFORE."""
     from dataclasses import asdict
 
     from trainer.config import TrainConfig
 
-    defaults = asdict(TrainConfig())
+    defaults = {**asdict(TrainConfig()), **BEFORE}
     return {k: result["config"].get(k, v) for k, v in defaults.items()}
 
 

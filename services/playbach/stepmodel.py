@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from playbach.modeldir import ModelError, read_meta, read_vocab
-from playbach.vocab import MAX_CHORD, Event, Step, Vocabulary
+from playbach.vocab import JOIN_ID, MAX_CHORD, REST_ID, Event, Step, Vocabulary
 
 HEADS = ("pitch", "duration", "velocity")
 HISTORY = 64  # events kept to re-prime a new model (model change, takeover)
@@ -132,13 +132,15 @@ class Improviser:
             self._logits, self._state = model.step(pending, self._state)
             self._pending = pending
 
-    def _draw(self, allow_rest: bool, may_join: bool) -> Step:
+    def _draw(self, allow_rest: bool, join_above: int | None) -> Step:
         """Sample one step and feed it to the model: the pitch first, then a duration that
-        fits it (a rest or the first note of an event cannot join the one before)."""
+        fits it. Only a note above ``join_above`` (a pitch id; None: nothing to join, as for a
+        rest or the first note of an event) may join the chord: chords are written lowest
+        note first, and a note joined below would be music the network never read."""
         p_logits, d_logits, v_logits = self._logits
         t, top = self.temperature, self.top_p
         pitch = sample(p_logits, t, self.rng, (0,) if allow_rest else (0, 1), top)
-        join_ok = may_join and pitch != 1
+        join_ok = join_above is not None and pitch > max(join_above, REST_ID)
         step = (pitch, sample(d_logits, t, self.rng, (0,) if join_ok else (0, 1), top),
                 sample(v_logits, t, self.rng, (0,), top))
         self._logits, self._state = self.model.step(step, self._state)
@@ -147,11 +149,14 @@ class Improviser:
     def next(self, allow_rest: bool = True) -> Event:
         """The next event: a rest, a note, or a chord of the notes drawn joined to it. The step
         after it is drawn too (to know the chord ended), and begins the next event."""
-        first = self._pending or self._draw(allow_rest, may_join=False)
+        first = self._pending or self._draw(allow_rest, join_above=None)
         chord = [first]
         while True:
-            step = self._draw(True, may_join=first[0] != 1 and len(chord) < MAX_CHORD)
-            if step[1] != 1:
+            can = first[0] != REST_ID and len(chord) < MAX_CHORD
+            # without octaves a chord is in normal order, which may turn round: any note joins
+            above = chord[-1][0] if self.model.vocab.options.octaves else REST_ID
+            step = self._draw(True, join_above=above if can else None)
+            if step[1] != JOIN_ID:
                 break
             chord.append(step)
         self._pending = step

@@ -185,6 +185,8 @@ class Event:
 # --- the tables ------------------------------------------------------------------------------
 
 PITCH_OFFSET = 2  # pitch id of MIDI note 0 (or pitch class 0)
+REST_ID = 1  # pitch id of ``R``
+JOIN_ID = 1  # duration id of ``+``: the step sounds with the one before (a chord's next note)
 Step = tuple[int, int, int]  # (pitch, duration, velocity) ids
 
 
@@ -255,7 +257,7 @@ class Vocabulary:
         for p, d, v in steps:
             if p == 0:
                 continue
-            if chord and d != 1:
+            if chord and d != JOIN_ID:
                 events.append(self.event(chord))
                 chord = []
             chord.append((int(p), int(d), int(v)))
@@ -273,10 +275,10 @@ class Vocabulary:
     def event(self, steps: Sequence[Step]) -> Event:
         """The event that steps make: a rest, or a note or chord (the first step's duration)."""
         (p, d, v), *rest = steps
-        if p == 0 or d <= 1 or v == 0 or any(ds != 1 for _, ds, _ in rest):
+        if p == 0 or d <= JOIN_ID or v == 0 or any(ds != JOIN_ID for _, ds, _ in rest):
             raise VocabError(f"steps {list(steps)} do not make an event")
         duration, velocity = Fraction(self.duration[d]), self.velocity[v]
-        if p == 1:
+        if p == REST_ID:
             return Event(REST, duration, velocity)
         midis = [self.note(p)]
         for pj, _, _ in rest:  # in a chord without octaves, each note above the one before

@@ -9,14 +9,17 @@ from fractions import Fraction
 import numpy as np
 
 from playbach.stepmodel import HEADS
-from playbach.vocab import PITCH_OFFSET, Vocabulary
+from playbach.vocab import JOIN_ID, MAX_CHORD, PITCH_OFFSET, Vocabulary
 from trainer.config import TrainConfig
 from trainer.corpus import Piece
 
 KEYS = (-6, 5)  # transpositions tried: the twelve keys, up to a tritone either way
 CONTEXT = ("last", "interval", "onset")  # channels 3-5 (0-2: the tokens), from context()
 PROFILE = slice(6, 18)  # channels 6-17: the notes of each pitch class so far (context())
-WIDTH = 18
+VOICES = slice(18, 21)  # channels 18-20: CHORD_CONTEXT, from voices()
+CHORD_CONTEXT = ("voice", "join", "bass")
+WIDTH = 21
+MOVING = (3, VOICES.start + 1, VOICES.start + 2)  # MIDI notes (last, join, bass): transposed
 INTERVALS = 24  # intervals up to two octaves either way are told apart; wider ones are clipped
 CYCLE = 12 * 24  # onsets in 24ths of a quarter, counted round 12 quarters (every metre fits)
 
@@ -27,12 +30,12 @@ def duration_ticks(vocab: Vocabulary) -> np.ndarray:
 
 
 def context(seq: np.ndarray, ticks: np.ndarray) -> np.ndarray:
-    """[T, 3] -> [T, 18]: the tokens and, per step, what the network should not have to count:
+    """[T, 3] -> [T, WIDTH]: the tokens and, per step, what the network should not have to count:
     ``last``, the MIDI note last sounded (this step's, or the latest before; -1 before any);
     ``interval``, this note's step from the note before (0 for none, else 25 + semitones,
     clipped to two octaves); ``onset``, where the next step begins in the bar cycle; and the
     piece's pitch-class profile, how many notes of each class from its start to this step
-    (the key, from further back than a training window reaches)."""
+    (the key, from further back than a training window reaches); and the voices (voices())."""
     pitch = seq[:, 0]
     is_note = pitch >= PITCH_OFFSET
     where = np.maximum.accumulate(np.where(is_note, np.arange(len(seq)), -1))
@@ -43,8 +46,28 @@ def context(seq: np.ndarray, ticks: np.ndarray) -> np.ndarray:
     onset = np.cumsum(ticks[seq[:, 1]]) % CYCLE
     classes = np.eye(12, dtype=np.int32)[np.maximum(pitch - PITCH_OFFSET, 0) % 12]
     profile = np.cumsum(classes * is_note[:, None], 0)
-    return np.concatenate([seq, np.stack([last, interval, onset], 1), profile],
+    return np.concatenate([seq, np.stack([last, interval, onset], 1), profile, voices(seq)],
                           1).astype(np.int32)
+
+
+def voices(seq: np.ndarray) -> np.ndarray:
+    """[T, 3] -> [T, 3]: where each step stands among the notes sounding together (a chord is
+    its notes lowest first, the further ones joined by ``+``), and the two notes the next one
+    most likely moves from: ``voice``, this note's place in its chord (0: the lowest, or a
+    single note); ``join``, the note of the chord before one place higher (where the next note
+    goes if it joins this chord: the same voice, one chord earlier); ``bass``, this chord's
+    lowest note once it has two (where the next chord's lowest goes from). MIDI, -1 for none.
+    Voice leading then is an interval, as a melody's step is from the last note; a single line
+    has neither (its last note is already ``last``)."""
+    pitch = seq[:, 0]
+    fresh = seq[:, 1] != JOIN_ID
+    chord = np.cumsum(fresh) - 1
+    start = np.maximum.accumulate(np.where(fresh, np.arange(len(seq)), 0))
+    voice = np.minimum(np.arange(len(seq)) - start, MAX_CHORD - 1)
+    notes = np.full((chord[-1] + 2, MAX_CHORD + 1), -1)  # a row for "no chord before"
+    notes[chord, voice] = np.where(pitch >= PITCH_OFFSET, pitch - PITCH_OFFSET, -1)
+    join = notes[chord - 1, voice + 1]  # chord - 1 = -1 is the empty last row
+    return np.stack([voice, join, np.where(voice > 0, notes[chord, 0], -1)], 1)
 
 
 def split_pieces(pieces: list[Piece], cfg: TrainConfig) -> tuple[list[Piece], ...]:
@@ -86,6 +109,7 @@ def inputs(win: np.ndarray) -> dict[str, np.ndarray]:
     """The network's inputs from encoded steps [..., T, WIDTH], by input name."""
     x = {h: win[..., i] for i, h in enumerate((*HEADS, *CONTEXT))}
     x["profile"] = win[..., PROFILE]
+    x.update({v: win[..., VOICES.start + i] for i, v in enumerate(CHORD_CONTEXT)})
     return x
 
 
@@ -111,8 +135,9 @@ def transpose(win: np.ndarray, rng: np.random.Generator, low: int, high: int,
     if not octaves:
         shift = rng.integers(0, 12, size=(len(win), 1))
         pitch[notes] = ((pitch - PITCH_OFFSET + shift) % 12 + PITCH_OFFSET)[notes]
-        last = out[..., 3]
-        last[last >= 0] = ((last + shift) % 12)[last >= 0]
+        for c in MOVING:
+            ref = out[..., c]
+            ref[ref >= 0] = ((ref + shift) % 12)[ref >= 0]
         return _turn_profile(out, shift[:, 0])
     big = np.iinfo(np.int32).max
     lo = np.where(notes, pitch, big).min(1) - PITCH_OFFSET
@@ -121,8 +146,9 @@ def transpose(win: np.ndarray, rng: np.random.Generator, low: int, high: int,
     k_max = np.clip(high - hi, 0, KEYS[1])
     shift = (k_min + np.floor(rng.random(len(win)) * (k_max - k_min + 1))).astype(np.int32)
     pitch += np.where(notes, shift[:, None], 0)
-    last = out[..., 3]
-    last += np.where(last >= 0, shift[:, None], 0)
+    for c in MOVING:
+        ref = out[..., c]
+        ref += np.where(ref >= 0, shift[:, None], 0)
     return _turn_profile(out, shift)
 
 

@@ -1,10 +1,13 @@
 """The network and its single-step twin for export, sharing the very same layers and weights.
 
-Per step it reads the three token ids and three context channels (``dataset.context``: the
-last note, the interval it made, the onset in the bar cycle):
+Per step it reads the three token ids and the context channels (``dataset.context``: the
+last note, the interval it made, the onset in the bar cycle, the place in the chord and the
+notes the next one moves from; the pitch-class profile with ``key_profile``):
 
     tokens + context -> embeddings -> stacked LSTM -> heads
     pitch    = absolute logits + logits by interval from the last note      (relative)
+               + logits by interval from the same voice a chord before and   (voices)
+                 from this chord's lowest note
                mixed with notes copied from the last `copy_window` steps    (Pointer)
     duration = logits, mixed with durations copied the same way             (Pointer)
     velocity = logits
@@ -19,9 +22,9 @@ import numpy as np
 from keras import layers, ops
 
 from playbach.stepmodel import HEADS
-from playbach.vocab import PITCH_OFFSET, Vocabulary
+from playbach.vocab import JOIN_ID, MAX_CHORD, PITCH_OFFSET, Vocabulary
 from trainer.config import TrainConfig
-from trainer.dataset import CONTEXT, CYCLE, INTERVALS, duration_ticks
+from trainer.dataset import CHORD_CONTEXT, CONTEXT, CYCLE, INTERVALS, duration_ticks
 
 SPAN = 2 * INTERVALS + 1  # intervals the relative head and the pointer tell apart
 NEVER = -1e9  # a logit no softmax picks
@@ -58,10 +61,11 @@ class Inputs(layers.Layer):
     """Every input of a step as one vector: learned embeddings of the three tokens, fixed
     pitch-class and octave features of the note, and the interval and metric position."""
 
-    def __init__(self, sizes, dims, features: bool, context: bool, **kwargs) -> None:
+    def __init__(self, sizes, dims, features: bool, context: bool, voices: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.sizes, self.dims = tuple(sizes), tuple(dims)
-        self.features, self.context = features, context
+        self.features, self.context, self.voices = features, context, voices
         self.tokens = [layers.Embedding(n, d, name=f"embed_{h}")
                        for h, n, d in zip(HEADS, self.sizes, self.dims, strict=True)]
         if features:
@@ -73,6 +77,8 @@ class Inputs(layers.Layer):
             self.beat = layers.Embedding(24, 8, name="embed_beat")  # position in the quarter
             self.in4 = layers.Embedding(4, 4, name="embed_in4")  # quarter of a 2/4 or 4/4 bar
             self.in3 = layers.Embedding(3, 4, name="embed_in3")  # quarter of a 3/4 bar
+        if voices:
+            self.voice = layers.Embedding(MAX_CHORD, 4, name="embed_voice")
 
     def build(self, input_shape) -> None:
         for layer in self._all():
@@ -82,9 +88,11 @@ class Inputs(layers.Layer):
         extra = [self.notes] if self.features else []
         if self.context:
             extra += [self.interval, self.beat, self.in4, self.in3]
+        if self.voices:
+            extra.append(self.voice)
         return [*self.tokens, *extra]
 
-    def call(self, pitch, duration, velocity, interval, onset, profile=None):
+    def call(self, pitch, duration, velocity, interval, onset, profile=None, voice=None):
         parts = [e(t) for e, t in zip(self.tokens, (pitch, duration, velocity), strict=True)]
         if profile is not None:
             parts.append(profile)
@@ -94,11 +102,13 @@ class Inputs(layers.Layer):
             quarter = onset // 24
             parts += [self.interval(interval), self.beat(onset % 24), self.in4(quarter % 4),
                       self.in3(quarter % 3)]
+        if self.voices:
+            parts.append(self.voice(voice))
         return ops.concatenate(parts, -1)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "sizes": self.sizes, "dims": self.dims,
-                "features": self.features, "context": self.context}
+                "features": self.features, "context": self.context, "voices": self.voices}
 
 
 @keras.saving.register_keras_serializable("playbach")
@@ -220,11 +230,16 @@ def note_features(size: int) -> np.ndarray:
 class Heads(layers.Layer):
     """The LSTM's own logits per head. With ``relative``, a pitch's logit is its absolute one
     plus one for its interval from the last note (sequences and arpeggios are the same
-    intervals in any key), or a shared logit for notes out of an interval's reach."""
+    intervals in any key), or a shared logit for notes out of an interval's reach. With
+    ``voices``, also one for its interval from each of two notes of the chords (see
+    ``dataset.voices``): in four parts a voice moves from its own last note, which is
+    three or four steps back, not the one just sounded."""
 
-    def __init__(self, sizes, relative: bool, key: bool = False, **kwargs) -> None:
+    def __init__(self, sizes, relative: bool, key: bool = False, voices: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.sizes, self.relative, self.key = tuple(sizes), relative, key
+        self.voices = voices
         self.outs = [layers.Dense(n, name=f"{h}_head") for h, n in zip(HEADS, self.sizes,
                                                                        strict=True)]
         if relative:
@@ -232,22 +247,29 @@ class Heads(layers.Layer):
             self.out_of_reach = layers.Dense(1, name="out_of_reach")
         if key:
             self.key_logits = layers.Dense(12, use_bias=False, name="key_head")
+        if voices:
+            self.voice_logits = [layers.Dense(SPAN, name=f"{v}_head") for v in ("join", "bass")]
         ids = np.arange(self.sizes[0])
         self.class_of = np.maximum(ids - PITCH_OFFSET, 0) % 12  # pitch id -> its pitch class
         self.is_note = (ids >= PITCH_OFFSET).astype("float32")
 
     def build(self, input_shape) -> None:
         extra = [self.interval_logits, self.out_of_reach] if self.relative else []
+        extra += self.voice_logits if self.voices else []
         for layer in (*self.outs, *extra):
             layer.build(input_shape)
         if self.key:
             self.key_logits.build((*input_shape[:-1], PROFILE_FEATURES))
 
-    def call(self, x, last, profile=None) -> list:
+    def call(self, x, last, profile=None, join=None, bass=None) -> list:
         pitch, duration, velocity = (layer(x) for layer in self.outs)
         if self.relative:
             rel, valid = by_interval(self.interval_logits(x), last, self.sizes[0])
             pitch = pitch + ops.where(valid, rel, self.out_of_reach(x))
+        if self.voices:
+            for layer, ref in zip(self.voice_logits, (join, bass), strict=True):
+                rel, valid = by_interval(layer(x), ref, self.sizes[0])
+                pitch = pitch + ops.where(valid, rel, 0.0)
         if self.key:  # each note raised or lowered by how its class fits the key
             fit = ops.take(self.key_logits(profile), self.class_of, axis=-1)
             pitch = pitch + fit * self.is_note
@@ -255,7 +277,7 @@ class Heads(layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "sizes": self.sizes, "relative": self.relative,
-                "key": self.key}
+                "key": self.key, "voices": self.voices}
 
 
 def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
@@ -264,16 +286,17 @@ def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
     sizes = vocab.sizes
     inputs = {n: keras.Input((None,), dtype="int32", name=n) for n in (*HEADS, *CONTEXT)}
     inputs["profile"] = keras.Input((None, 12), dtype="int32", name="profile")
+    inputs.update({v: keras.Input((None,), dtype="int32", name=v) for v in CHORD_CONTEXT})
     embed = Inputs(sizes, (cfg.embed_pitch, cfg.embed_duration, cfg.embed_velocity),
-                   cfg.note_features, cfg.context, name="inputs")
+                   cfg.note_features, cfg.context, cfg.voices, name="inputs")
     profile = KeyProfile(name="key")(inputs["profile"]) if cfg.key_profile else None
     x = embed(inputs["pitch"], inputs["duration"], inputs["velocity"], inputs["interval"],
-              inputs["onset"], profile)
+              inputs["onset"], profile, inputs["voice"])
     for i in range(cfg.layers):
         x = layers.LSTM(cfg.units, return_sequences=True, dropout=cfg.dropout, name=f"lstm{i}")(x)
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
-    logits = Heads(sizes, cfg.relative, cfg.key_profile, name="heads")(x, inputs["last"],
-                                                                      profile)
+    logits = Heads(sizes, cfg.relative, cfg.key_profile, cfg.voices, name="heads")(
+        x, inputs["last"], profile, inputs["join"], inputs["bass"])
     if cfg.copy:
         pointer = Pointer(cfg.copy_window, cfg.copy_dim, cfg.copy_duration, name="pointer")
         copied = pointer(x, inputs["pitch"], inputs["duration"], inputs["last"],
@@ -299,6 +322,8 @@ def state_layout(cfg: TrainConfig) -> list[tuple[str, int]]:
     parts += [("last", 1), ("onset", 1)]
     if cfg.key_profile:
         parts.append(("profile", 12))
+    if cfg.voices:  # this chord's notes and the chord before's (MIDI + 1, 0: none), the place
+        parts += [("chord", MAX_CHORD), ("before", MAX_CHORD), ("voice", 1)]
     if cfg.copy:
         w, kinds = cfg.copy_window, ("pitch", "interval", "duration")[:3 if cfg.copy_duration
                                                                         else 2]
@@ -343,16 +368,19 @@ def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
         interval = tf.where(note & (before >= 0), tf.clip_by_value(
             pitch - PITCH_OFFSET - before, -INTERVALS, INTERVALS) + INTERVALS + 1, 0)
         onset = (tf.cast(s["onset"][:, 0], tf.int32) + tf.gather(ticks, duration)) % CYCLE
-        new, profile = {}, None
+        new, profile, voice, refs = {}, None, None, (None, None)
         if cfg.key_profile:
             new["profile"] = s["profile"] + tf.one_hot(
                 (pitch - PITCH_OFFSET) % 12, 12) * tf.cast(note, tf.float32)[:, None]
             profile = key(new["profile"])
-        x = embed(pitch, duration, velocity, interval, onset, profile)
+        if cfg.voices:
+            voice, refs = chords(s, new, tf.where(note, pitch - PITCH_OFFSET, -1),
+                                 duration == JOIN_ID)
+        x = embed(pitch, duration, velocity, interval, onset, profile, voice)
         for i, lstm in enumerate(lstms):
             x, (new[f"h{i}"], new[f"c{i}"]) = lstm.cell(x, [s[f"h{i}"], s[f"c{i}"]],
                                                         training=False)
-        logits = heads(x, last, profile)
+        logits = heads(x, last, profile, *refs)
         new["last"] = tf.cast(last + 1, tf.float32)[:, None]
         new["onset"] = tf.cast(onset, tf.float32)[:, None]
         if pointer is not None:
@@ -379,3 +407,22 @@ def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
         return out
 
     return step
+
+
+def chords(s: dict, new: dict, note, joined):
+    """``dataset.voices`` one step at a time: the step's note (MIDI, -1 for none) joins the
+    chord in ``s`` or begins the next one; fills ``new`` and returns (voice, (join, bass))."""
+    import tensorflow as tf
+
+    fresh = tf.one_hot(0, MAX_CHORD)[None] * tf.cast(note + 1, tf.float32)[:, None]
+    voice = tf.where(joined, tf.minimum(tf.cast(s["voice"][:, 0], tf.int32) + 1, MAX_CHORD - 1),
+                     0)
+    placed = tf.one_hot(voice, MAX_CHORD)
+    chord = tf.where(joined[:, None], s["chord"] * (1 - placed) + placed * tf.cast(
+        note + 1, tf.float32)[:, None], fresh)
+    before = tf.where(joined[:, None], s["before"], s["chord"])
+    new["chord"], new["before"] = chord, before
+    new["voice"] = tf.cast(voice, tf.float32)[:, None]
+    above = tf.concat([before, tf.zeros_like(before[:, :1])], -1)  # no voice above the top
+    join = tf.cast(tf.gather(above, voice + 1, axis=1, batch_dims=1), tf.int32) - 1
+    return voice, (join, tf.where(voice > 0, tf.cast(chord[:, 0], tf.int32) - 1, -1))

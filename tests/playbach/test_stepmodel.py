@@ -1,9 +1,12 @@
 """Improvising with the shipped model through LiteRT."""
 
+import itertools
+
 import numpy as np
 
 from playbach.schemas import DEFAULT_MODEL
 from playbach.stepmodel import Improviser, StepModel, sample
+from playbach.vocab import JOIN_ID
 from tests.conftest import SHIPPED
 
 
@@ -37,3 +40,19 @@ def test_improviser_is_reproducible_and_continues_after_a_model_swap():
     assert [a.next() for _ in range(10)] == [b.next() for _ in range(10)]
     fresh = Improviser(other, 1.0, seed=7, history=first)
     assert list(fresh.history) == first
+
+
+class Recording(StepModel):
+    """The real step model, keeping every step it is fed."""
+
+    def step(self, ids, state):
+        self.fed = [*getattr(self, "fed", []), ids]
+        return super().step(ids, state)
+
+
+def test_a_note_joins_a_chord_only_above_the_note_before():
+    # chords are read lowest note first; sampling would otherwise join some notes below
+    model = Recording(SHIPPED / "chorales")
+    list(Improviser(model, 1.0, seed=0).notes(150))
+    joins = [(a, b) for a, b in itertools.pairwise(model.fed) if b[1] == JOIN_ID]
+    assert len(joins) > 100 and all(b[0] > a[0] for a, b in joins)

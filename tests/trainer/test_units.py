@@ -13,6 +13,7 @@ from trainer.crossval import fold_indices, summarise
 from trainer.dataset import (
     INTERVALS,
     PROFILE,
+    VOICES,
     context,
     duration_ticks,
     split_pieces,
@@ -83,11 +84,12 @@ def test_windows_cover_the_tail_and_pad_short_pieces():
 
 def test_every_step_is_a_target_but_padding():
     def steps(*ids):  # tokens, context channels zero
-        return np.array([[[*i, *[0] * 15] for i in ids]])
+        return np.array([[[*i, *[0] * 18] for i in ids]])
 
     x, _, w = xy(steps((0, 0, 0), (5, 3, 2), (1, 4, 2), (0, 0, 0)), "seq2seq")
     assert w["pitch"].tolist() == [[1, 1, 0]] and w["duration"].tolist() == [[1, 1, 0]]
-    assert set(x) == {"pitch", "duration", "velocity", "last", "interval", "onset", "profile"}
+    assert set(x) == {"pitch", "duration", "velocity", "last", "interval", "onset", "profile",
+                      "voice", "join", "bass"}
     assert x["profile"].shape == (1, 3, 12)
     _, _, last = xy(steps((0, 0, 0), (5, 3, 2), (6, 4, 2)), "last")
     assert last["pitch"].tolist() == [[0, 1]]
@@ -104,6 +106,23 @@ def test_context_channels_count_last_note_interval_and_onset():
     far = context(np.array(vocab.encode_piece([Event("C2", 1), Event("C6", 1)])),
                   duration_ticks(vocab))
     assert far[2, 4] == 25 + INTERVALS  # wider than two octaves: clipped
+
+
+def test_voices_place_each_note_in_its_chord_and_find_where_the_next_moves_from():
+    vocab = Vocabulary()
+    piece = [Event("C3.E3.G3", Fraction(1)), Event("D3.F3.B3", Fraction(1)),
+             Event(REST, Fraction(1)), Event("C4", Fraction(1))]
+    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab))
+    voice, join, bass = (seq[:, VOICES.start + i] for i in range(3))
+    # steps: <s> C3 E3+ G3+ D3 F3+ B3+ R C4
+    assert voice.tolist() == [0, 0, 1, 2, 0, 1, 2, 0, 0]
+    assert join.tolist() == [-1, -1, -1, -1, 52, 55, -1, 53, -1]  # a voice up, a chord before
+    assert bass.tolist() == [-1, -1, 48, 48, -1, 50, 50, -1, -1]  # a chord's, from its second
+    moved = transpose(np.stack([seq] * 20), np.random.default_rng(0), low=36, high=84)
+    shift = moved[:, 1, 0] - seq[1, 0]
+    for c in (VOICES.start + 1, VOICES.start + 2):
+        assert (moved[:, :, c] == np.where(seq[:, c] >= 0, seq[:, c] + shift[:, None],
+                                           -1)).all()
 
 
 def test_transposition_moves_notes_and_last_note_within_range():
