@@ -139,9 +139,9 @@ class Improviser:
         note first, and a note joined below would be music the network never read."""
         p_logits, d_logits, v_logits = self._logits
         t, top = self.temperature, self.top_p
-        pitch = sample(p_logits, t, self.rng, (0,) if allow_rest else (0, 1), top)
+        pitch = sample(p_logits, t, self.rng, (0,) if allow_rest else (0, REST_ID), top)
         join_ok = join_above is not None and pitch > max(join_above, REST_ID)
-        step = (pitch, sample(d_logits, t, self.rng, (0,) if join_ok else (0, 1), top),
+        step = (pitch, sample(d_logits, t, self.rng, (0,) if join_ok else (0, JOIN_ID), top),
                 sample(v_logits, t, self.rng, (0,), top))
         self._logits, self._state = self.model.step(step, self._state)
         return step
