@@ -110,9 +110,19 @@ def test_a_broken_model_is_refused_and_the_old_one_keeps_playing(services, tmp_p
     services.start("synth-1", "synth")
     auth = login(url)
 
+    notes_at_refusal: list[int] = []
+
+    def three_notes_after_the_refusal(heard: Heard) -> bool:
+        # counted in notes, not in seconds: a held note or a rest can fill a second, and a
+        # busy machine can deliver less audio in the same wall time
+        if not notes_at_refusal and any(e["type"] == "error" for e in heard.events):
+            notes_at_refusal.append(len(heard.notes))
+        return bool(notes_at_refusal) and len(heard.notes) >= notes_at_refusal[0] + 3
+
     async def scenario():
         heard = Heard()
-        task = asyncio.create_task(listen(url, "radio", 8.0, heard))
+        task = asyncio.create_task(
+            listen(url, "radio", 30.0, heard, until=three_notes_after_the_refusal))
         await asyncio.sleep(3.0)
         res = httpx.patch(f"{url}/api/channels/radio", json={"model": "broken"}, headers=auth)
         assert res.status_code == 200  # it exists; whether it loads is the inference's call
@@ -124,8 +134,8 @@ def test_a_broken_model_is_refused_and_the_old_one_keeps_playing(services, tmp_p
     refused = f"model 'broken' refused, still playing '{DEFAULT_MODEL}'"
     assert errors and refused in errors[0]["message"]
     assert httpx.get(f"{url}/api/channels/radio").json()["params"]["model"] == DEFAULT_MODEL
-    late = [n for n in heard.notes if n["pos"] > heard.chunks[-1][0] - 44100]
-    assert late and all(n["model"] == DEFAULT_MODEL for n in late)  # the music never stopped
+    late = heard.notes[notes_at_refusal[0]:]
+    assert len(late) >= 3 and all(n["model"] == DEFAULT_MODEL for n in late)  # it played on
 
 
 def test_a_stalled_listener_does_not_delay_a_healthy_one(services):
