@@ -12,8 +12,21 @@ RUN if [ -n "$APT_PACKAGES" ]; then apt-get update \
     && rm -rf /var/lib/apt/lists/*; fi
 WORKDIR /app
 COPY pyproject.toml ./
+# Dependencies first, from pyproject.toml alone (empty packages stand in for the code): a
+# code change then rebuilds the last layers in seconds, not the downloads.
+RUN mkdir -p services/playbach services/${SERVICE} \
+    && touch services/playbach/__init__.py services/${SERVICE}/__init__.py \
+    && pip install --no-cache-dir ".[${SERVICE}]" && pip uninstall -y -q playbach \
+    && rm -rf services build
 COPY services/playbach services/playbach
 COPY services/${SERVICE} services/${SERVICE}
-RUN pip install --no-cache-dir ".[${SERVICE}]"
-USER nobody
+RUN pip install --no-cache-dir --no-deps . && rm -rf build
+# The shipped models travel in every image; `python -m playbach.seed` puts them onto the
+# models volume (compose's `models` service, the Kubernetes init container).
+# The cello suites' MIDI, so the trainer image reproduces both shipped models (make train).
+COPY models /opt/playbach/models
+COPY data /opt/playbach/data
+# Volumes mounted here start with this ownership (Docker and Podman copy it on first use).
+RUN mkdir -p /models /runs /cache && chown 65534:65534 /models /runs /cache
+USER 65534:65534
 ENTRYPOINT ["sh", "-c", "exec python -m \"$SERVICE\" \"$@\"", "--"]

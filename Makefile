@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help setup sysdeps up test lint train crossval ablations bench reliability clean
+.PHONY: help setup sysdeps up test lint train crossval ablations bench reliability clean \
+	k8s-check compose-test
 
 help:
 	@echo "make up     run everything locally: open http://127.0.0.1:8000/ and press Play"
@@ -17,6 +18,8 @@ help:
 	@echo "make ablations  what each model change bought, cross-validated on the suites"
 	@echo "make bench  speed measurements (figures go in README.md)"
 	@echo "make reliability  the fault tests, with their figures"
+	@echo "make k8s-check  render k8s/, validate it offline and check what a cluster needs"
+	@echo "make compose-test  build and boot docker-compose.yml and try it (root, minutes)"
 
 
 sysdeps:
@@ -79,6 +82,15 @@ ablations: setup
 reliability: setup
 	$(PY) -m pytest -q -s tests/live/test_faults.py tests/live/test_hostile.py \
 		tests/live/test_security.py tests/gateway/test_fuzz.py
+
+# Part of make test too (tests/deploy).
+k8s-check: setup
+	$(PY) -m pytest -q tests/deploy
+
+# Not in make test: it needs root, a container engine and minutes. On these machines,
+# ../shared/tools/podman-setup.sh prepares Podman and podman-compose first.
+compose-test: setup
+	$(PY) scripts/compose_test.py
 
 bench: setup
 	$(PY) bench/step_vs_window.py

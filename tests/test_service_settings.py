@@ -179,3 +179,20 @@ def test_unreadable_password_file_one_line_without_secrets(tmp_path, monkeypatch
     assert err.startswith("gateway: bad setting: ADMIN_PASSWORD_FILE="), err
     assert "do-not-print-me" not in err and "not text" not in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_redis_password_stays_out_of_log_lines(tmp_path, monkeypatch, capsys):
+    """Kubernetes gives REDIS_URL a password: neither a bad-setting line nor the
+    Redis-down warning shows it."""
+    from playbach.service import RedisWatch
+    from playbach.settings import LiveSettings, load, redacted
+
+    assert redacted("redis://:pw-x@host:6379/0") == "redis://:***@host:6379/0"
+    assert redacted("redis://host:6379/0") == "redis://host:6379/0"
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("REDIS_URL", "redis://:pw-x@host:6379/zero")
+    with pytest.raises(SystemExit):
+        load(LiveSettings, "inference")
+    err = capsys.readouterr().err
+    assert "REDIS_URL='redis://:***@host:6379/zero'" in err and "pw-x" not in err
+    assert "pw-x" not in RedisWatch("inference", "redis://:pw-x@host:6379/0").url

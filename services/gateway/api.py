@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
@@ -36,7 +37,8 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     said = {400: "the body is not JSON text (not even UTF-8)",
             401: "log in first (or the token is not valid)", 404: "no such channel or model",
             409: "it exists already, or may not be removed", 422: "a parameter out of range",
-            429: "too many attempts; see Retry-After", 503: "Redis is unreachable"}
+            429: "too many attempts; see Retry-After",
+            503: "Redis is unreachable, or not reached yet since the start"}
     out: dict[int | str, dict[str, Any]] = {
         code: {"model": Problem, "description": said[code]} for code in codes}
     for code in set(codes) & {429, 503}:
@@ -76,34 +78,31 @@ class Channel(BaseModel):
 
 
 @router.post("/login", response_model=Token, tags=["auth"],
-             responses=problems(400, 401, 429))
+             responses=problems(400, 401, 429, 503))
 async def login(body: Login, request: Request) -> Token:
     """A signed token for changing things (``Authorization: Bearer <token>``)."""
     settings = request.app.state.settings
+    credentials = auth.ready_credentials(request)
     redis = request.app.state.redis
     client = auth.client_address(request)
     await auth.login_attempt(redis, client)
-    expected = settings.admin_password.get_secret_value() if settings.admin_password else None
-    ok = expected is not None and auth.same(body.username, settings.admin_user) \
-        and auth.same(body.password, expected)
-    if not ok:
+    # scrypt takes ~20 ms: off the event loop, so listeners' audio does not wait for it
+    if not await asyncio.to_thread(credentials.check, body.username, body.password):
         metrics.LOGIN_FAILURES.inc()
-        reason = "wrong user name or password" if expected else \
-            "login is disabled: the server has no ADMIN_PASSWORD"
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, reason)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
     await auth.login_succeeded(redis, client)
-    token, expires = auth.sign(settings.token_secret.get_secret_value(), body.username,
-                               settings.token_ttl_s)
+    token, expires = auth.sign(credentials.token_secret, body.username, settings.token_ttl_s)
     return Token(token=token, expires_at=expires)
 
 
-@router.post("/listen-token", response_model=Token, tags=["auth"], responses=problems(401))
+@router.post("/listen-token", response_model=Token, tags=["auth"],
+             responses=problems(401, 503))
 async def listen_token(request: Request,
                        user: Annotated[str, Depends(auth.require_user)]) -> Token:
     """A token that may only listen (for an embedded player, or a link to share when
     PUBLIC_LISTENING=false): it cannot change anything."""
     settings = request.app.state.settings
-    token, expires = auth.sign(settings.token_secret.get_secret_value(), user,
+    token, expires = auth.sign(auth.ready_credentials(request).token_secret, user,
                                settings.token_ttl_s, scope="listen")
     return Token(token=token, expires_at=expires)
 

@@ -16,12 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 
 from gateway import api, listen, metrics
+from gateway.credentials import Credentials
 from gateway.hub import Hubs
 from gateway.keeper import Keeper
 from gateway.settings import GatewaySettings
@@ -39,6 +40,10 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 class Readiness(BaseModel):
     status: str
     problems: list[str]
+
+
+def secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()
 
 
 def printable(text: str) -> str:
@@ -91,10 +96,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.hubs = Hubs(app.state.redis, settings.replica_id, backlog,
                               lambda: service.client(settings.redis_url, connections=2), watch)
         app.state.hubs.start()
-        keeper = Keeper(app.state.store, settings.default_channel, watch)
+        keeper = Keeper(app.state.store, settings.default_channel, watch, app.state.credentials)
         keeping = asyncio.create_task(keeper.run())
-        if settings.admin_password is None:
-            log.warning("no ADMIN_PASSWORD: login is disabled, channels cannot be changed")
         yield
         keeping.cancel()
         await app.state.hubs.stop()
@@ -105,6 +108,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                   description="Bach improvised live by a neural network: channels, models, "
                               "and the audio over WebSocket (`/ws/{channel}`) or WAV.")
     app.state.settings = settings
+    app.state.credentials = Credentials(settings.admin_user, secret(settings.admin_password),
+                                        secret(settings.token_secret))
     app.include_router(api.router)
     # Declared here: listen cannot import api (api imports listen).
     app.include_router(listen.router, responses=api.problems(401, 404, 422, 503))
@@ -139,8 +144,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @app.get("/readyz", tags=["health"], response_model=Readiness,
              responses={503: {"model": Readiness, "description": "not ready: see problems"}})
     async def readyz(request: Request) -> JSONResponse:
-        """Redis answers, the default channel exists, a model is published, and every channel
-        someone listens to here has sent audio within the last 3 s."""
+        """Redis answers, the default channel exists, a model is published, the credentials
+        are known, and every channel someone listens to here has sent audio within 3 s."""
         problems = []
         default = settings.default_channel
         try:
@@ -150,6 +155,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             problems.append(f"redis: {exc or 'no answer in 2 s'}")
         if not request.app.state.store.model_names():
             problems.append(f"no models in {settings.models_dir}")
+        if not request.app.state.credentials.ready:
+            problems.append("login: the shared token key is not read from Redis yet")
         for cid, seconds in request.app.state.hubs.silent(SILENT_S).items():
             problems.append(f"channel {cid}: no audio for {seconds:g} s")
         body = {"status": "ready" if not problems else "not ready", "problems": problems}

@@ -18,6 +18,8 @@ from typing import Annotated, Literal
 from fastapi import Depends, HTTPException, Request, WebSocket, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.credentials import Credentials
+
 FAIL_WINDOW_S = 300
 FAIL_LIMIT = 20  # login attempts per address per window, then 429 until the window passes
 DOWNLOADS_PER_MINUTE = 10
@@ -53,11 +55,6 @@ def verify(secret: str, token: str, scopes: tuple[Scope, ...] = ("admin",)) -> s
         return str(claims["sub"])
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-
-
-def same(given: str, expected: str) -> bool:
-    """Constant-time comparison of any text (compare_digest refuses non-ASCII str)."""
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def client_address(request: Request) -> str:
@@ -106,9 +103,20 @@ bearer = HTTPBearer(auto_error=False)
 
 def token_user(conn: Request | WebSocket, token: str | None,
                scopes: tuple[Scope, ...] = ("admin",)) -> str | None:
-    if not token:
+    secret = conn.app.state.credentials.token_secret
+    if not token or secret is None:  # no key yet (Redis not reached since start): nobody
         return None
-    return verify(conn.app.state.settings.token_secret.get_secret_value(), token, scopes)
+    return verify(secret, token, scopes)
+
+
+def ready_credentials(request: Request) -> Credentials:
+    """The credentials, or 503 while they are still to be read from Redis."""
+    credentials = request.app.state.credentials
+    if not credentials.ready:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "starting: the token key is not read from Redis yet; try again",
+                            headers={"Retry-After": "1"})
+    return credentials
 
 
 async def require_user(

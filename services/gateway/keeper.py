@@ -1,13 +1,15 @@
 """Channels outlive Redis restarts: the default channel always exists, and when Redis comes
 back empty (restarted without persistence) every channel this gateway has seen is put back
 with its parameters. Inference and synth put back the channels they own the same way; HSETNX
-makes the copies agree (the first one written wins, none overwrites a newer change)."""
+makes the copies agree (the first one written wins, none overwrites a newer change). The
+shared token key and generated admin password are re-read here too (gateway/credentials.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from gateway.credentials import Credentials
 from gateway.store import Store
 from playbach import service
 from playbach.schemas import ChannelParams
@@ -18,8 +20,9 @@ log = logging.getLogger("gateway")
 
 class Keeper:
     def __init__(self, store: Store, default: str | None, watch: RedisWatch,
-                 interval_s: float = 1.0) -> None:
+                 credentials: Credentials, interval_s: float = 1.0) -> None:
         self.store, self.default, self.watch, self.interval_s = store, default, watch, interval_s
+        self.credentials = credentials
         self.known: dict[str, ChannelParams] = {}  # every channel, as last read
         self.epoch = service.Epoch()
 
@@ -29,6 +32,7 @@ class Keeper:
             await asyncio.sleep(max(pause, self.interval_s))
 
     async def step(self) -> None:
+        await self.credentials.refresh(self.store.redis)
         if await self.epoch.changed(self.store.redis) and self.epoch.lost:
             log.warning("Redis lost its data (restarted empty?): putting back %d channel(s)",
                         len(self.known))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,8 @@ from pydantic_settings import NoDecode
 
 from playbach.settings import ModelReaderSettings
 
+PASSWORD_MIN, SECRET_MIN = 12, 32
+PLACEHOLDERS = {"change-me", "changeme", "password", "admin", "secret"}
 ORIGIN_FORMS = 'scheme://host[:port] (e.g. https://a.example), or * for any'
 
 
@@ -26,8 +27,8 @@ class GatewaySettings(ModelReaderSettings):
     admin_user: str = "admin"
     admin_password: SecretStr | None = None
     admin_password_file: Path | None = None
-    token_secret: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_hex(32)),
-                                    description="signs tokens; set it when running replicas")
+    # Unset: made once in Redis and shared by every replica (gateway/credentials.py).
+    token_secret: SecretStr | None = Field(None, description="signs tokens; unset: made in Redis")
     token_ttl_s: int = Field(12 * 3600, ge=60)
     public_listening: bool = True  # False: listening needs a token too
     # NoDecode: the raw text reaches _split_origins, so a plain or comma-separated value works
@@ -85,14 +86,25 @@ class GatewaySettings(ModelReaderSettings):
                 raise ValueError(f"cannot read {path}: {exc}") from None
         return path
 
+    @field_validator("admin_password", "token_secret")
+    @classmethod
+    def _strong(cls, value: SecretStr | None, info) -> SecretStr | None:
+        # A short password is guessed, and an example's placeholder is known to everyone.
+        least = {"admin_password": PASSWORD_MIN, "token_secret": SECRET_MIN}[info.field_name]
+        text = value.get_secret_value() if value is not None else ""
+        if text and (len(text) < least or text.lower() in PLACEHOLDERS):
+            raise ValueError(f"too easy to guess: at least {least} characters, not an example's "
+                             "placeholder; or leave it unset to have one generated")
+        return value
+
     @model_validator(mode="after")
     def _password_from_file(self) -> GatewaySettings:
         # Empty means unset (compose passes `${ADMIN_PASSWORD:-}`): never an empty password
         # that logs anyone in, never an empty key that signs tokens anyone can forge.
         if self.admin_password is not None and not self.admin_password.get_secret_value():
             object.__setattr__(self, "admin_password", None)
-        if not self.token_secret.get_secret_value():
-            object.__setattr__(self, "token_secret", SecretStr(secrets.token_hex(32)))
+        if self.token_secret is not None and not self.token_secret.get_secret_value():
+            object.__setattr__(self, "token_secret", None)
         if self.admin_password is None and self.admin_password_file is not None:
             text = self.admin_password_file.expanduser().read_text().strip()
             object.__setattr__(self, "admin_password", SecretStr(text))

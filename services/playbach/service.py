@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from playbach import streams
-from playbach.settings import ServiceSettings, load
+from playbach.settings import ServiceSettings, load, redacted
 
 S = TypeVar("S", bound=ServiceSettings)
 log = logging.getLogger("playbach")
@@ -47,7 +47,7 @@ class RedisWatch:
     """Whether Redis answers, with one log line per change and a backoff while it does not."""
 
     def __init__(self, service: str, url: str) -> None:
-        self.service, self.url = service, url
+        self.service, self.url = service, redacted(url)
         self.up: bool | None = None  # None: not known yet
         self.since = time.monotonic()
         self.failures = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -17,6 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from redis.connection import parse_url
 
 REPO = Path(__file__).resolve().parents[2]
+# What a compose tool leaves when it does not interpolate (podman-compose 1.0.3 did so with
+# `${VAR:-}`): taken literally, `${ADMIN_PASSWORD:-}` would be a password anyone can read.
+UNEXPANDED = re.compile(r"\$\{[^}]*\}")
+SECRET_NAMES = re.compile(r"(password|secret|token)$", re.IGNORECASE)
 REDIS_FORMS = "redis://host[:port][/db], rediss://host[:port][/db] or unix:///path/to/socket"
 
 
@@ -30,6 +35,16 @@ class ServiceSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     models_dir: Path = REPO / "models"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _interpolated(cls, value: object) -> object:
+        found = UNEXPANDED.search(value) if isinstance(value, str) else None
+        if found:
+            raise ValueError(f"an unexpanded {found.group()}: the tool that started this "
+                             "service did not substitute it; set the value itself, or use "
+                             "docker compose or podman-compose >= 1.1")
+        return value
 
     @field_validator("*", mode="after")
     @classmethod
@@ -85,6 +100,15 @@ class ModelReaderSettings(LiveSettings):
         return path
 
 
+def redacted(url: str) -> str:
+    """A Redis URL fit for a log line: its password (Kubernetes puts one in) as ***."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return url
+    return url.replace(f":{password}@", ":***@") if password else url
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -93,8 +117,13 @@ def describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+        shown = err.get("input")
+        if SECRET_NAMES.search(name):
+            shown = "<hidden>"  # a secret stays out of logs, even a wrong one
+        elif name == "REDIS_URL" and isinstance(shown, str):
+            shown = redacted(shown)
         if err["loc"]:
-            parts.append(f"{name}={err.get('input')!r}: {err['msg']}")
+            parts.append(f"{name}={shown!r}: {err['msg']}")
         else:  # a whole-model check: its input is every value, secrets included
             parts.append(f"{name}: {err['msg']}")
     return one_line("; ".join(parts))

@@ -16,6 +16,8 @@ key                            type    holds
 ``pb:stats:<id>``              hash    counters: underruns reported by players, ...
 ``pb:instruments``             hash    GM program -> name, as the synth's SoundFont says
 ``pb:epoch``                   string  id of Redis's data set; a new one means data was lost
+``pb:token-secret``            string  the gateways' token key, when TOKEN_SECRET is unset
+``pb:admin-password``          string  scrypt hash of the generated admin password
 =============================  ======  ===============================================
 """
 
@@ -33,6 +35,8 @@ ACTIVE = "pb:active"
 INSTRUMENTS = "pb:instruments"
 PING = "pb:ping"
 EPOCH = "pb:epoch"
+TOKEN_SECRET = "pb:token-secret"
+ADMIN_PASSWORD = "pb:admin-password"
 
 INFERENCE, SYNTH = "inference", "synth"
 

@@ -263,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ModelError, VocabError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. publishing into a folder that became unwritable: not 0
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

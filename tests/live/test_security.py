@@ -5,6 +5,7 @@ logged, and the player listens with a listen-only token."""
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
 import time
 
@@ -145,3 +146,27 @@ def test_no_secret_in_a_response_or_a_log_line(services):
     time.sleep(0.5)
     log = services.log("gw")
     assert "token=***" in log and token not in log and secret not in log
+
+
+def test_unconfigured_gateways_generate_one_password_and_share_the_token_key(services):
+    """No ADMIN_PASSWORD, no TOKEN_SECRET: the first gateway prints a generated password once;
+    a token from one replica is good at the other (the key is made once, in Redis)."""
+    services.env.pop("ADMIN_PASSWORD")
+    services.env.pop("TOKEN_SECRET", None)
+    one, two = services.gateway("gw-1"), services.gateway("gw-2")
+
+    def printed() -> list[str]:
+        return re.findall(r"log in as admin / (\S+) ", services.log("gw-1") + services.log("gw-2"))
+
+    deadline = time.monotonic() + 20  # the keeper's first step makes it, soon after start
+    while not printed() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)  # a keeper step of each replica more: still printed once
+    assert len(printed()) == 1, services.log("gw-1") + services.log("gw-2")
+    res = httpx.post(f"{one}/api/login", json={"username": "admin", "password": printed()[0]})
+    assert res.status_code == 200, res.text
+    headers = {"Authorization": f"Bearer {res.json()['token']}"}
+    res = httpx.patch(f"{two}/api/channels/radio", json={"bpm": 97}, headers=headers)
+    assert res.status_code == 200 and res.json()["params"]["bpm"] == 97, res.text
+    res = httpx.post(f"{two}/api/login", json={"username": "admin", "password": "${X:-}"})
+    assert res.status_code == 401

@@ -78,10 +78,15 @@ def test_bad_limit_setting_is_one_line(env, message, dirs):
     assert one_line_error(run_cli("generate", env={**dirs, **env})).startswith(message)
 
 
-def test_unwritable_cache_dir_is_found_before_parsing(tmp_path, cello_dir):
+@pytest.mark.parametrize("variable, what", [("CACHE_DIR", "CACHE_DIR"),
+                                            ("MODELS_DIR", "--models-dir")])
+def test_an_unwritable_folder_is_found_before_parsing(variable, what, tmp_path, cello_dir):
+    """Found before training, not at publishing after it (the compose trainer, as nobody on
+    a root-owned ./models, trained for minutes, then failed)."""
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    res = run_cli("train", "--midi-dir", str(cello_dir), timeout=60,
-                  env={"MODELS_DIR": str(tmp_path / "m"), "RUNS_DIR": str(tmp_path / "r"),
-                       "CACHE_DIR": str(blocker / "cache")})
-    assert one_line_error(res) == f"error: CACHE_DIR {blocker / 'cache'}: not a writable folder"
+    env = {"MODELS_DIR": str(tmp_path / "m"), "RUNS_DIR": str(tmp_path / "r"),
+           "CACHE_DIR": str(tmp_path / "c"), variable: str(blocker / "sub")}
+    res = run_cli("train", "--midi-dir", str(cello_dir), timeout=60, env=env)
+    assert res.returncode == 2
+    assert one_line_error(res) == f"error: {what} {blocker / 'sub'}: not a writable folder"
