@@ -18,7 +18,7 @@ from gateway.store import Store
 from playbach import streams
 from playbach.midifile import to_midi
 from playbach.modeldir import ModelError
-from playbach.schemas import ChannelParams, ChannelUpdate
+from playbach.schemas import MODEL_PATTERN, ChannelParams, ChannelUpdate
 
 
 class Problem(BaseModel):
@@ -283,7 +283,7 @@ async def models(db: Annotated[Store, Depends(store)]) -> list[dict[str, Any]]:
 @router.get("/models/{name}", tags=["models"], responses=problems(404))
 async def model(name: str, db: Annotated[Store, Depends(store)]) -> dict[str, Any]:
     """A model's whole meta.json."""
-    if not re.match(r"^[a-z0-9][a-z0-9._-]{0,63}$", name):
+    if not re.match(MODEL_PATTERN, name):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown model {name!r}")
     try:
         return db.model_meta(name)

@@ -28,7 +28,6 @@ from gateway.keeper import Keeper
 from gateway.settings import GatewaySettings
 from gateway.store import Store
 from playbach import service
-from playbach.schemas import SAMPLE_RATE
 
 log = logging.getLogger("gateway")
 STATIC = Path(__file__).parent / "static"
@@ -92,7 +91,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         watch = service.RedisWatch("gateway", settings.redis_url)
         app.state.redis = service.client(settings.redis_url, connections=16)
         app.state.store = Store(app.state.redis, settings.models_dir)
-        backlog = round(settings.backlog_seconds * SAMPLE_RATE / 2048)
+        backlog = round(settings.backlog_seconds * settings.sample_rate / settings.chunk_frames)
         app.state.hubs = Hubs(app.state.redis, settings.replica_id, backlog,
                               lambda: service.client(settings.redis_url, connections=2), watch)
         app.state.hubs.start()

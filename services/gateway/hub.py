@@ -15,13 +15,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from redis.asyncio import Redis
 
 from gateway import metrics
 from playbach import streams
-from playbach.schemas import AudioChunk
+from playbach.schemas import AudioChunk, ControlEntry
 from playbach.service import REDIS_DOWN, RedisWatch
 
 log = logging.getLogger("gateway")
@@ -242,13 +241,14 @@ class Hubs:
             for _, entries in found:
                 for entry_id, fields in entries:
                     last = entry_id
-                    f = {streams.text(k): streams.text(v) for k, v in fields.items()}
-                    hub = self.hubs.get(f.get("channel", ""))
                     try:
-                        if hub:
-                            hub.broadcast(json.dumps(event_of(f)))
-                    except (ValueError, TypeError):  # a malformed entry: skip it, not the rest
+                        entry = ControlEntry.from_fields(fields)
+                    except (ValueError, TypeError, KeyError):  # malformed: skip it, not the rest
                         log.warning("skipped a malformed control entry %s", entry_id)
+                        continue
+                    hub = self.hubs.get(entry.channel)
+                    if hub:
+                        hub.broadcast(json.dumps(entry.event()))
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self.heartbeat()), asyncio.create_task(self.control())]
@@ -264,11 +264,3 @@ class Hubs:
         for hub in list(self.hubs.values()):
             await hub.stop()
         self.hubs.clear()
-
-
-def event_of(fields: dict[str, str]) -> dict[str, Any]:
-    """A control entry as the JSON event listeners get: {"type": ..., ...data}."""
-    data = json.loads(fields["json"]) if "json" in fields else {}
-    if "message" in fields:
-        data["message"] = fields["message"]
-    return {"type": fields.get("type", "event"), "channel": fields.get("channel"), **data}

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from gateway import auth, cuts, metrics
 from gateway.hub import HEADER, Listener
-from playbach.schemas import AUDIO_CHANNELS, SAMPLE_RATE, PlayerReport
+from playbach.schemas import AUDIO_CHANNELS, PlayerReport
 from playbach.service import REDIS_DOWN
 
 router = APIRouter()
@@ -100,7 +100,7 @@ async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None)) ->
     await ws.accept()
     cuts.limit_send_buffer(ws)
     await ws.send_text(json.dumps({
-        "type": "hello", "channel": cid, "format": "s16le", "rate": SAMPLE_RATE,
+        "type": "hello", "channel": cid, "format": "s16le", "rate": settings.sample_rate,
         "channels": AUDIO_CHANNELS, "frame": "u64le sample position, then PCM",
         "params": params.model_dump()}))
     listener = Listener(settings.client_queue, settings.max_drops)
@@ -169,7 +169,7 @@ async def wav(cid: str, request: Request,
 
     async def body():
         try:
-            yield wav_header(SAMPLE_RATE, AUDIO_CHANNELS)
+            yield wav_header(settings.sample_rate, AUDIO_CHANNELS)
             while (item := await listener.next()) is not None:
                 if isinstance(item, bytes):
                     yield item[HEADER.size:]

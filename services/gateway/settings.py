@@ -12,14 +12,14 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from playbach.settings import ModelReaderSettings
+from playbach.settings import AudioSettings, ModelReaderSettings
 
 PASSWORD_MIN, SECRET_MIN = 12, 32
 PLACEHOLDERS = {"change-me", "changeme", "password", "admin", "secret"}
 ORIGIN_FORMS = 'scheme://host[:port] (e.g. https://a.example), or * for any'
 
 
-class GatewaySettings(ModelReaderSettings):
+class GatewaySettings(ModelReaderSettings, AudioSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

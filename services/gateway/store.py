@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +15,14 @@ from redis.exceptions import WatchError
 from playbach import streams
 from playbach.gm import PROGRAMS
 from playbach.modeldir import ModelError, list_models, model_dir, read_meta
-from playbach.schemas import AudioChunk, ChannelParams, ChannelUpdate, NoteEvent
+from playbach.schemas import (
+    AudioChunk,
+    ChannelParams,
+    ChannelUpdate,
+    ControlEntry,
+    NoteEvent,
+    SynthPosition,
+)
 
 
 class Store:
@@ -87,9 +93,7 @@ class Store:
 
     @staticmethod
     def _announce(redis, cid: str, kind: str, **data: Any):
-        return redis.xadd(streams.CONTROL, {"type": kind, "channel": cid,
-                                            "json": json.dumps(data)},
-                          maxlen=1000, approximate=True)
+        return ControlEntry(type=kind, channel=cid, data=data).post(redis)
 
     async def listeners(self, cid: str) -> int:
         counts = await self.redis.hvals(streams.listeners(cid))
@@ -100,24 +104,22 @@ class Store:
         since = int(time.time() * 1000) - 10_000
         notes = await self.redis.xrange(streams.notes(cid), min=f"{since}-0", count=10_000)
         chunks = await self.redis.xrange(streams.audio(cid), min=f"{since}-0", count=10_000)
-        pos = {streams.text(k): streams.text(v) for k, v in
-               (await self.redis.hgetall(streams.synth_position(cid))).items()}
+        pos = await SynthPosition.read(self.redis, cid)
         counters = {streams.text(k): int(v) for k, v in
                     (await self.redis.hgetall(streams.stats(cid))).items()}
         owner = await self.redis.get(streams.lease(streams.INFERENCE, cid))
         return {
             "listeners": await self.listeners(cid),
             "notes_per_s": len(notes) / 10, "chunks_per_s": len(chunks) / 10,
-            "lead_ms": float(pos.get("lead_ms", 0)), "starved_chunks": int(pos.get("starved", 0)),
+            "lead_ms": pos.lead_ms, "starved_chunks": pos.starved,
             "underruns": counters.get("underruns", 0),
-            "inference": streams.text(owner) if owner else None, "synth": pos.get("replica"),
+            "inference": streams.text(owner) if owner else None, "synth": pos.replica,
         }
 
     async def heard_notes(self, cid: str, seconds: float) -> list[NoteEvent]:
         """The notes of the last ``seconds`` that the synth has started (not those ahead)."""
         since = int((time.time() - seconds) * 1000)
-        played = await self.redis.hget(streams.synth_position(cid), "seq")
-        last = int(played) if played is not None else -1
+        last = (await SynthPosition.read(self.redis, cid)).seq
         entries = await self.redis.xrange(streams.notes(cid), min=f"{since}-0")
         return [n for n in (NoteEvent.from_fields(f) for _, f in entries) if n.seq <= last]
 

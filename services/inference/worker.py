@@ -21,7 +21,7 @@ from inference.models import ModelCache
 from inference.settings import InferenceSettings
 from playbach import streams
 from playbach.modeldir import ModelError
-from playbach.schemas import ChannelParams, NoteEvent
+from playbach.schemas import ChannelParams, ControlEntry, NoteEvent, SynthPosition
 from playbach.stepmodel import HISTORY, Improviser
 from playbach.worker import ChannelWorker
 
@@ -146,10 +146,10 @@ class InferenceWorker(ChannelWorker[Owned]):
     async def heard_beat(self, owned: Owned) -> float:
         """Where the synth is, on our timeline: the start of the note it last began, plus how
         far past that start it has rendered (a long note must not stall the next one)."""
-        seq, into = await self.redis.hmget(streams.synth_position(owned.cid), "seq", "into")
-        heard = owned.beats.get(int(seq)) if seq is not None else None
+        synth = await SynthPosition.read(self.redis, owned.cid)
+        heard = owned.beats.get(synth.seq)
         if heard is not None:
-            return heard + float(into or 0)
+            return heard + synth.into
         # the synth has not started this channel yet: count from our first note
         return owned.beats[min(owned.beats)] if owned.beats else owned.beat
 
@@ -196,6 +196,5 @@ class InferenceWorker(ChannelWorker[Owned]):
             return
         self.reported[cid] = now
         log.error("channel %s: %s", cid, message)
-        await self.redis.xadd(streams.CONTROL, {"type": "error", "channel": cid,
-                                                "message": message, "source": "inference"},
-                              maxlen=1000, approximate=True)
+        await ControlEntry(type="error", channel=cid,
+                           data={"message": message, "source": "inference"}).post(self.redis)

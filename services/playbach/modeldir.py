@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from playbach.schemas import MODEL_PATTERN
 from playbach.vocab import VocabError, Vocabulary
 
 FORMAT_VERSION = 2  # 2: the note-level vocabulary (vocab.json format 2)
 REQUIRED = ("step.tflite", "vocab.json", "meta.json")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_NAME = re.compile(MODEL_PATTERN)
 
 
 class ModelError(Exception):

@@ -1,4 +1,5 @@
-"""Messages between the services: channel parameters, note events, audio chunks.
+"""Messages between the services: channel parameters, note events, audio chunks, control
+entries and the synth's position.
 
 Each has a flat Redis-stream form (``to_fields`` / ``from_fields``) and a JSON form for
 browsers. Ranges live here once; the gateway's 422 messages quote them."""
@@ -11,14 +12,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from playbach.streams import CHANNELS, text
+from playbach.streams import CHANNELS, CONTROL, synth_position, text
 from playbach.streams import channel as channel_key
 from playbach.vocab import Event
 
 BPM = (40, 240)
 TEMPERATURE = (0.1, 3.0)
 TOP_P = (0.05, 1.0)
-SAMPLE_RATE = 44100
+SAMPLE_RATE = 44100  # the default of the SAMPLE_RATE setting (playbach/settings.py)
+CHUNK_FRAMES = 2048  # the default of CHUNK_FRAMES: 46 ms of audio per frame at 44.1 kHz
 AUDIO_CHANNELS = 1  # mono: the instrument is one voice; half the bandwidth of stereo
 MODEL_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
@@ -169,6 +171,57 @@ class AudioChunk(BaseModel):
                    pcm=fields.get(b"pcm", fields.get("pcm", b"")),
                    tone=_text(fields, "tone") == "1",
                    notes=[NoteOn(**n) for n in json.loads(_text(fields, "notes"))])
+
+
+class ControlEntry(BaseModel):
+    """An entry of ``pb:control``, the one shape every writer uses: a channel's parameters
+    changed (``params``), an audio test tone asked for (``tone``), or an ``error`` to tell its
+    listeners. Gateways pass each to the channel's listeners as :meth:`event`."""
+
+    type: Literal["params", "tone", "error"]
+    channel: str
+    data: dict[str, Any] = {}
+
+    def to_fields(self) -> dict[str, str]:
+        return {"type": self.type, "channel": self.channel, "json": json.dumps(self.data)}
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> ControlEntry:
+        return cls(type=_text(fields, "type"), channel=_text(fields, "channel"),
+                   data=json.loads(_text(fields, "json")))
+
+    def event(self) -> dict[str, Any]:
+        """As listeners get it: {"type": ..., "channel": ..., **data}."""
+        return {**self.data, "type": self.type, "channel": self.channel}
+
+    def post(self, redis):  # a client or a pipeline: awaited by the caller if a client
+        return redis.xadd(CONTROL, self.to_fields(), maxlen=1000, approximate=True)
+
+
+class SynthPosition(BaseModel):
+    """``pb:synth:<id>``: where the channel's synth owner is, so a replica taking the channel
+    over continues the timeline, inference keeps its lead, and stats can say how it goes."""
+
+    pos: int = 0  # the next sample to render
+    beat: float = 0.0  # the beat it is at
+    seq: int = -1  # the last note it started
+    id: str = "0-0"  # that note's entry id in pb:notes:<id>
+    into: float = 0.0  # beats past the start of note `seq` (a long note must not stall)
+    lead_ms: float = 0.0  # audio rendered ahead of the wall clock
+    starved: int = 0  # chunks rendered while no note was there to play
+    replica: str | None = None
+
+    def to_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+    @classmethod
+    async def read(cls, redis, cid: str) -> SynthPosition:
+        """The stored position, or the start of a timeline if there is none."""
+        saved = await redis.hgetall(synth_position(cid))
+        return cls(**{text(k): text(v) for k, v in saved.items()})
+
+    def write(self, redis, cid: str):  # a client or a pipeline
+        return redis.hset(synth_position(cid), mapping=self.to_fields())
 
 
 class PlayerReport(BaseModel):

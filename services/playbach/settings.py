@@ -17,6 +17,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from redis.connection import parse_url
 
+from playbach.schemas import CHUNK_FRAMES, SAMPLE_RATE
+
 REPO = Path(__file__).resolve().parents[2]
 # What a compose tool leaves when it does not interpolate (podman-compose 1.0.3 did so with
 # `${VAR:-}`): taken literally, `${ADMIN_PASSWORD:-}` would be a password anyone can read.
@@ -80,6 +82,15 @@ class LiveSettings(ServiceSettings):
         if db and not db.isdigit():  # redis-py would quietly use db 0
             raise ValueError(f"database {db!r} is not a number; expected {REDIS_FORMS}")
         return url
+
+
+class AudioSettings(BaseSettings):
+    """The audio format, one setting for every service that makes or sends audio: the synth
+    renders at it, and the gateway announces it (hello message, WAV header) so the player
+    follows it."""
+
+    sample_rate: int = Field(SAMPLE_RATE, ge=8000, le=96000, description="samples per second")
+    chunk_frames: int = Field(CHUNK_FRAMES, ge=256, le=16384, description="frames per chunk")
 
 
 class ModelReaderSettings(LiveSettings):

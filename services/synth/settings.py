@@ -6,16 +6,14 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from playbach.settings import ModelReaderSettings, WorkerSettings
+from playbach.settings import AudioSettings, ModelReaderSettings, WorkerSettings
 
 FLUID_R3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 GET_ONE = "(Debian: apt-get install fluid-soundfont-gm)"
 
 
-class SynthSettings(ModelReaderSettings, WorkerSettings):
+class SynthSettings(ModelReaderSettings, WorkerSettings, AudioSettings):
     soundfont: Path = Field(FLUID_R3, description="a General MIDI SoundFont (.sf2)")
-    sample_rate: int = Field(44100, ge=8000, le=96000)
-    chunk_frames: int = Field(2048, ge=256, le=16384, description="frames per audio chunk")
     lead_seconds: float = Field(0.5, gt=0, le=5, description="audio rendered ahead of time")
     gain: float = Field(0.5, gt=0, le=5, description="FluidSynth master gain")
     tick_ms: int = Field(20, ge=5, le=1000, description="how often owned channels are served")

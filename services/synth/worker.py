@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from playbach import streams
-from playbach.schemas import AudioChunk, ChannelParams, NoteEvent
+from playbach.schemas import AudioChunk, ChannelParams, ControlEntry, NoteEvent, SynthPosition
 from playbach.worker import ChannelWorker
 from synth.render import Pending, Renderer, instrument_names
 from synth.settings import SynthSettings
@@ -65,12 +65,10 @@ class SynthWorker(ChannelWorker[Voice]):
             return None
         s = self.settings
         renderer = Renderer(s.soundfont, s.sample_rate, s.gain, params.instrument)
-        saved = {streams.text(k): streams.text(v) for k, v in
-                 (await self.redis.hgetall(streams.synth_position(cid))).items()}
-        pos = int(saved.get("pos", 0))
-        renderer.beat = renderer.next_beat = float(saved.get("beat", 0.0))
-        renderer.last_seq = int(saved.get("seq", -1))
-        renderer.last_id = saved.get("id", "0-0")
+        saved = await SynthPosition.read(self.redis, cid)
+        pos = saved.pos
+        renderer.beat = renderer.next_beat = saved.beat
+        renderer.last_seq, renderer.last_id = saved.seq, saved.id
         log.info("channel %s: adopted at sample %d (note %d)", cid, pos, renderer.last_seq)
         return Voice(cid, params, renderer, pos, time.monotonic() - pos / s.sample_rate)
 
@@ -83,9 +81,12 @@ class SynthWorker(ChannelWorker[Voice]):
         for _, items in entries:
             for entry_id, fields in items:
                 self.control_id = streams.text(entry_id)
-                f = {streams.text(k): streams.text(v) for k, v in fields.items()}
-                voice = self.channels.get(f.get("channel", ""))
-                if f.get("type") == "tone" and voice:
+                try:
+                    entry = ControlEntry.from_fields(fields)
+                except (ValueError, TypeError, KeyError):
+                    continue  # malformed: the gateway logs it
+                voice = self.channels.get(entry.channel)
+                if entry.type == "tone" and voice:
                     voice.renderer.tone()
         if self.control_id == "$":
             last = await self.redis.xrevrange(streams.CONTROL, count=1)
@@ -142,11 +143,9 @@ class SynthWorker(ChannelWorker[Voice]):
             pipe.xadd(streams.audio(voice.cid), chunk.to_fields(), maxlen=s.audio_maxlen,
                       approximate=True)
         lead_ms = (voice.pos / s.sample_rate - (time.monotonic() - voice.origin)) * 1000
-        pipe.hset(streams.synth_position(voice.cid), mapping={
-            "pos": voice.pos, "beat": r.beat, "seq": r.last_seq, "id": r.last_id,
-            "into": r.beat - r.last_start,  # beats past the start of note `seq`
-            "lead_ms": round(lead_ms, 1), "starved": r.starved_chunks,
-            "replica": s.replica_id})
+        SynthPosition(pos=voice.pos, beat=r.beat, seq=r.last_seq, id=r.last_id,
+                      into=r.beat - r.last_start, lead_ms=round(lead_ms, 1),
+                      starved=r.starved_chunks, replica=s.replica_id).write(pipe, voice.cid)
         await pipe.execute()
         self.chunks_written += len(voice.outbox)
         voice.outbox.clear()

@@ -152,3 +152,22 @@ def test_rapid_reconnects_always_get_audio(live):
 
     times = run(scenario())
     assert max(times) < 1.0, f"a reconnect waited {max(times):.2f} s for audio"
+
+
+def test_one_sample_rate_setting_is_followed_by_hello_wav_and_audio(services):
+    """SAMPLE_RATE set once for the deployment: the synth renders at it, the hello message
+    and the WAV header announce it (the player resamples from what the hello says)."""
+    services.env.update(SAMPLE_RATE="22050", CHUNK_FRAMES="1024")
+    url = services.gateway()
+    services.start("inference-1", "inference")
+    services.start("synth-1", "synth")
+    heard = run(listen(url, "radio", 6.0))
+    assert heard.hello["rate"] == 22050
+    lengths = {len(pcm) for _, pcm, _ in heard.chunks}
+    assert lengths == {1024}, lengths
+    # real-time pacing at the announced rate: the positions advance 22,050 a second
+    (p0, _, t0), (p1, _, t1) = heard.chunks[len(heard.chunks) // 3], heard.chunks[-1]
+    assert abs((p1 - p0) / (t1 - t0) / 22050 - 1) < 0.25
+    with httpx.stream("GET", f"{url}/stream/radio.wav", timeout=10) as res:
+        header = next(res.iter_bytes(44))[:44]
+    assert int.from_bytes(header[24:28], "little") == 22050

@@ -7,7 +7,14 @@ from redis.asyncio import Redis
 
 from playbach import streams
 from playbach.leases import Leases, Ownership
-from playbach.schemas import AudioChunk, ChannelParams, NoteEvent, NoteOn
+from playbach.schemas import (
+    AudioChunk,
+    ChannelParams,
+    ControlEntry,
+    NoteEvent,
+    NoteOn,
+    SynthPosition,
+)
 from playbach.vocab import Event
 
 
@@ -62,3 +69,29 @@ def test_schemas_round_trip_through_stream_fields():
     raw = {k.encode(): (v if isinstance(v, bytes) else str(v).encode())
            for k, v in chunk.to_fields().items()}
     assert AudioChunk.from_fields(raw) == chunk and chunk.frames == 2048
+
+
+def test_control_entries_and_the_synth_position_round_trip_through_redis(redis_url, redis):
+    """Everything that crosses Redis has one schema: control entries (every writer, one shape)
+    and the synth's position hash, read back from a real redis-server."""
+
+    async def trip() -> tuple[list[ControlEntry], SynthPosition, SynthPosition]:
+        client = Redis.from_url(redis_url)
+        await ControlEntry(type="params", channel="a", data={"params": {"bpm": 90}}).post(client)
+        await ControlEntry(type="error", channel="a",
+                           data={"message": "refused", "source": "inference"}).post(client)
+        entries = [ControlEntry.from_fields(f) for _, f in await client.xrange(streams.CONTROL)]
+        empty = await SynthPosition.read(client, "a")
+        await SynthPosition(pos=4096, beat=2.5, seq=7, id="5-0", into=0.25, lead_ms=512.5,
+                            starved=1, replica="synth-1").write(client, "a")
+        stored = await SynthPosition.read(client, "a")
+        await client.aclose()
+        return entries, empty, stored
+
+    entries, empty, stored = asyncio.run(trip())
+    assert [e.type for e in entries] == ["params", "error"]
+    assert entries[1].event() == {"type": "error", "channel": "a", "message": "refused",
+                                  "source": "inference"}
+    assert empty == SynthPosition()  # no position yet: the start of a timeline
+    assert stored == SynthPosition(pos=4096, beat=2.5, seq=7, id="5-0", into=0.25,
+                                   lead_ms=512.5, starved=1, replica="synth-1")
