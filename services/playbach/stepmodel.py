@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from playbach.modeldir import ModelError, read_meta, read_vocab
-from playbach.vocab import JOIN_ID, MAX_CHORD, REST_ID, Event, Step, Vocabulary
+from playbach.vocab import BOS_ID, JOIN_ID, MAX_CHORD, REST_ID, Event, Step, Vocabulary
 
 HEADS = ("pitch", "duration", "velocity")
 HISTORY = 64  # events kept to re-prime a new model (model change, takeover)
@@ -139,10 +139,11 @@ class Improviser:
         note first, and a note joined below would be music the network never read."""
         p_logits, d_logits, v_logits = self._logits
         t, top = self.temperature, self.top_p
-        pitch = sample(p_logits, t, self.rng, (0,) if allow_rest else (0, REST_ID), top)
+        never = (BOS_ID,)  # the start token is input only
+        pitch = sample(p_logits, t, self.rng, never if allow_rest else (*never, REST_ID), top)
         join_ok = join_above is not None and pitch > max(join_above, REST_ID)
-        step = (pitch, sample(d_logits, t, self.rng, (0,) if join_ok else (0, JOIN_ID), top),
-                sample(v_logits, t, self.rng, (0,), top))
+        step = (pitch, sample(d_logits, t, self.rng, never if join_ok else (*never, JOIN_ID), top),
+                sample(v_logits, t, self.rng, never, top))
         self._logits, self._state = self.model.step(step, self._state)
         return step
 

@@ -21,6 +21,10 @@ duration  0 ``<s>``, 1 ``+`` (a further note of the chord begun by the step befo
 velocity  0 ``<s>``, then :data:`DYNAMICS`: ``ppp pp p mp mf f ff fff``.
 ========  ==========================================================================
 
+The special ids have names, used everywhere instead of numbers: ``BOS_ID`` (0, also padding),
+``REST_ID`` (1), ``PITCH_OFFSET`` (2), ``JOIN_ID`` (1), ``DURATION_OFFSET`` (2),
+``VELOCITY_OFFSET`` (1).
+
 A transposition by ``k`` semitones is ``+k`` on every pitch id from 2 on (notes keep their
 order), which is how training augments pieces into other keys. Pitch tokens are spelled from
 MIDI numbers with sharps (``A#3``, never ``B-3``), so one sound is one token. Without octaves,
@@ -184,9 +188,12 @@ class Event:
 
 # --- the tables ------------------------------------------------------------------------------
 
+BOS_ID = 0  # id of ``<s>`` in every table: a piece's start step, and padding
 PITCH_OFFSET = 2  # pitch id of MIDI note 0 (or pitch class 0)
 REST_ID = 1  # pitch id of ``R``
 JOIN_ID = 1  # duration id of ``+``: the step sounds with the one before (a chord's next note)
+DURATION_OFFSET = 2  # duration id of the first length (after ``<s>`` and ``+``)
+VELOCITY_OFFSET = 1  # velocity id of the first dynamic (after ``<s>``)
 Step = tuple[int, int, int]  # (pitch, duration, velocity) ids
 
 
@@ -211,16 +218,16 @@ class Vocabulary:
         if self.pitch != expected:
             raise VocabError("pitch table is not the fixed note table of format 2 "
                              f"({len(self.pitch)} tokens, expected {len(expected)})")
-        if self.duration[:2] != (BOS, JOIN):
+        if self.duration[:DURATION_OFFSET] != (BOS, JOIN):
             raise VocabError(f"duration table must start with {BOS}, {JOIN}")
-        if self.velocity[:1] != (BOS,):
+        if self.velocity[:VELOCITY_OFFSET] != (BOS,):
             raise VocabError(f"velocity table must start with {BOS}")
         for name, table in self.tables.items():
             if len(set(table)) != len(table):
                 raise VocabError(f"{name} table has duplicate tokens")
-        for token in self.duration[2:]:
+        for token in self.duration[DURATION_OFFSET:]:
             Fraction(token)
-        unknown = set(self.velocity[1:]) - set(DYNAMIC_VELOCITY)
+        unknown = set(self.velocity[VELOCITY_OFFSET:]) - set(DYNAMIC_VELOCITY)
         if unknown:
             raise VocabError(f"unknown dynamics {sorted(unknown)}")
         object.__setattr__(self, "_index", {k: {t: i for i, t in enumerate(v)}
@@ -240,14 +247,14 @@ class Vocabulary:
         idx = self._index  # type: ignore[attr-defined]
         dur, vel = idx["duration"][duration_token(ev.duration)], idx["velocity"][ev.velocity]
         if ev.is_rest:
-            return [(1, dur, vel)]
+            return [(REST_ID, dur, vel)]
         octaves = self.options.octaves
         notes = sorted(ev.midi) if octaves else list(dict.fromkeys(m % 12 for m in ev.midi))
-        return [(PITCH_OFFSET + n, dur if i == 0 else 1, vel) for i, n in enumerate(notes)]
+        return [(PITCH_OFFSET + n, dur if i == 0 else JOIN_ID, vel) for i, n in enumerate(notes)]
 
     def encode_piece(self, piece: Sequence[Event]) -> list[Step]:
         """A piece as model input: the start step, then every event's steps."""
-        return [(0, 0, 0), *(s for ev in piece for s in self.steps(ev))]
+        return [(BOS_ID, BOS_ID, BOS_ID), *(s for ev in piece for s in self.steps(ev))]
 
     def decode_piece(self, steps: Iterable[Sequence[int]]) -> list[Event]:
         """The inverse of :meth:`encode_piece`: steps grouped into events (start steps and
@@ -255,7 +262,7 @@ class Vocabulary:
         events: list[Event] = []
         chord: list[Step] = []
         for p, d, v in steps:
-            if p == 0:
+            if p == BOS_ID:
                 continue
             if chord and d != JOIN_ID:
                 events.append(self.event(chord))
@@ -275,7 +282,7 @@ class Vocabulary:
     def event(self, steps: Sequence[Step]) -> Event:
         """The event that steps make: a rest, or a note or chord (the first step's duration)."""
         (p, d, v), *rest = steps
-        if p == 0 or d <= JOIN_ID or v == 0 or any(ds != JOIN_ID for _, ds, _ in rest):
+        if p == BOS_ID or d <= JOIN_ID or v == BOS_ID or any(ds != JOIN_ID for _, ds, _ in rest):
             raise VocabError(f"steps {list(steps)} do not make an event")
         duration, velocity = Fraction(self.duration[d]), self.velocity[v]
         if p == REST_ID:

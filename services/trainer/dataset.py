@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 
 from playbach.stepmodel import HEADS
-from playbach.vocab import JOIN_ID, MAX_CHORD, PITCH_OFFSET, Vocabulary
+from playbach.vocab import BOS_ID, DURATION_OFFSET, JOIN_ID, MAX_CHORD, PITCH_OFFSET, Vocabulary
 from trainer.config import TrainConfig
 from trainer.corpus import Piece
 
@@ -26,7 +26,8 @@ CYCLE = 12 * 24  # onsets in 24ths of a quarter, counted round 12 quarters (ever
 
 def duration_ticks(vocab: Vocabulary) -> np.ndarray:
     """Per duration id, its length in 24ths of a quarter (0 for the start and a chord's +)."""
-    return np.array([0, 0, *(int(Fraction(d) * 24) for d in vocab.duration[2:])], np.int32)
+    lengths = [int(Fraction(d) * 24) for d in vocab.duration[DURATION_OFFSET:]]
+    return np.array([0] * DURATION_OFFSET + lengths, np.int32)
 
 
 def context(seq: np.ndarray, ticks: np.ndarray) -> np.ndarray:
@@ -118,7 +119,7 @@ def xy(win: np.ndarray, objective: str) -> tuple[dict, dict, dict]:
     the `last` objective (the original project's) weighs only the final step."""
     x = inputs(win[:, :-1])
     y = {h: win[:, 1:, i] for i, h in enumerate(HEADS)}
-    valid = (y["duration"] != 0).astype(np.float32)
+    valid = (y["duration"] != BOS_ID).astype(np.float32)  # padding
     if objective == "last":
         valid[:, :-1] = 0
     return x, y, {h: valid for h in HEADS}

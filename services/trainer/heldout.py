@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from playbach.stepmodel import HEADS
+from playbach.vocab import BOS_ID
 from trainer.dataset import windows, xy
 from trainer.ngram import RepeatPrevious, Unigram, best_ngram, summary
 
@@ -24,7 +25,7 @@ def network_scores(model, seqs: list[np.ndarray], batch: int = 8) -> dict[str, d
         for h in HEADS:
             logp = log_softmax(logits[h])
             target = y[h]
-            keep = win[:, 1:, 1] != 0  # every step but padding: every event counts
+            keep = win[:, 1:, 1] != BOS_ID  # every step but padding: every event counts
             picked = np.take_along_axis(logp, target[..., None], -1)[..., 0]
             nll[h] -= float(picked[keep].sum())
             correct[h] += int((logp.argmax(-1) == target)[keep].sum())

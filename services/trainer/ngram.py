@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from playbach.vocab import BOS_ID
+
 DISCOUNT = 0.75
 ORDERS = (1, 2, 3, 4, 5, 6)
 
@@ -130,7 +132,7 @@ class RepeatPrevious(Baseline):
 
     def probs(self, context: Sequence[int]) -> np.ndarray:
         last = context[-1]
-        if last == 0 or not self.allowed[last]:
+        if last == BOS_ID or not self.allowed[last]:
             return self.unigram.p
         p = self.unigram.p.copy()
         p[last] = 0.0

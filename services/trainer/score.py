@@ -10,6 +10,7 @@ import numpy as np
 
 from playbach.modeldir import ModelError
 from playbach.stepmodel import HEADS, StepModel
+from playbach.vocab import PITCH_OFFSET
 from trainer import heldout
 from trainer.ngram import summary
 
@@ -61,8 +62,8 @@ def score(folder: Path, seqs: list[np.ndarray], names: list[str]) -> dict:
     model = StepModel(folder)
     train, val = load_steps(folder)
     base = heldout.baseline_scores(train, val, {"held": seqs}, model.vocab.sizes)
-    notes = [int(p) - 2 for s in seqs for p in s[:, 0] if p >= 2]
-    seen = [int(p) - 2 for s in train for p in s[:, 0] if p >= 2]
+    notes = [int(p) - PITCH_OFFSET for s in seqs for p in s[:, 0] if p >= PITCH_OFFSET]
+    seen = [int(p) - PITCH_OFFSET for s in train for p in s[:, 0] if p >= PITCH_OFFSET]
     return {
         "model": folder.name, "pieces": len(seqs), "piece_names": names,
         "steps": int(sum(len(s) - 1 for s in seqs)),
