@@ -16,7 +16,7 @@ from gateway import auth, metrics
 from gateway.listen import may_listen, wav_header
 from gateway.store import Store
 from playbach import streams
-from playbach.midifile import to_midi
+from playbach.midifile import heard_midi
 from playbach.modeldir import ModelError
 from playbach.schemas import MODEL_PATTERN, ChannelParams, ChannelUpdate
 
@@ -228,14 +228,15 @@ DownloadToken = Annotated[str | None, Query(description="a listen or admin token
 async def recent_midi(cid: ChannelId, request: Request, db: Annotated[Store, Depends(store)],
                       seconds: Annotated[float, Query(gt=0, le=600)] = 120,
                       token: DownloadToken = None) -> Response:
-    """What the channel played in the last ``seconds`` (at most 600), as a MIDI file."""
-    params = await _channel(db, cid)
+    """What the channel played in the last ``seconds`` (at most 600), as a MIDI file that
+    matches the WAV: its tempo and instrument changes where they were heard."""
+    await _channel(db, cid)
     await may_download(request, token)
-    notes = await db.heard_notes(cid, seconds)
-    if not notes:
+    onsets, length_s = await db.heard_onsets(cid, seconds)
+    if not onsets:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"channel {cid!r} played nothing in the last {seconds:g} s")
-    data = to_midi([n.event() for n in notes], params.bpm, params.instrument)
+    data = heard_midi(onsets, length_s)
     return Response(data, media_type="audio/midi", headers={
         "Content-Disposition": f'attachment; filename="playbach-{cid}.mid"'})
 

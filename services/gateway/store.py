@@ -20,7 +20,7 @@ from playbach.schemas import (
     ChannelParams,
     ChannelUpdate,
     ControlEntry,
-    NoteEvent,
+    NoteOn,
     SynthPosition,
 )
 
@@ -116,13 +116,6 @@ class Store:
             "inference": streams.text(owner) if owner else None, "synth": pos.replica,
         }
 
-    async def heard_notes(self, cid: str, seconds: float) -> list[NoteEvent]:
-        """The notes of the last ``seconds`` that the synth has started (not those ahead)."""
-        since = int((time.time() - seconds) * 1000)
-        last = (await SynthPosition.read(self.redis, cid)).seq
-        entries = await self.redis.xrange(streams.notes(cid), min=f"{since}-0")
-        return [n for n in (NoteEvent.from_fields(f) for _, f in entries) if n.seq <= last]
-
     async def audio_span(self, cid: str, seconds: float) -> tuple[str, AudioChunk, int] | None:
         """The first chunk of the last ``seconds`` (its stream id and itself) and the frames
         from its start to the end of the newest chunk; None if there is no audio."""
@@ -135,6 +128,27 @@ class Store:
         limit = int(seconds * head.rate) + tail.frames
         return streams.text(first[0][0]), head, max(0, min(tail.pos + tail.frames - head.pos,
                                                            limit))
+
+    async def heard_onsets(self, cid: str, seconds: float, page: int = 64
+                           ) -> tuple[list[tuple[float, NoteOn]], float]:
+        """The note-ons in the audio of the last ``seconds``, each at the second it sounds
+        from the window's start, and the window's length: the notes as they were heard,
+        with the BPM and instrument each was rendered with."""
+        span = await self.audio_span(cid, seconds)
+        if span is None:
+            return [], 0.0
+        after, head, frames = span
+        after, onsets, end = f"{after}", [], head.pos + frames
+        while True:
+            entries = await self.redis.xrange(streams.audio(cid), min=after, count=page)
+            if not entries:
+                break
+            after = f"({streams.text(entries[-1][0])}"
+            for _, fields in entries:
+                chunk = AudioChunk.from_fields(fields)
+                onsets += [((chunk.pos + n.offset - head.pos) / head.rate, n)
+                           for n in chunk.notes if chunk.pos + n.offset < end]
+        return onsets, frames / head.rate
 
     async def audio_pcm(self, cid: str, first_id: str, start: int, frames: int,
                         page: int = 64) -> AsyncIterator[bytes]:

@@ -171,3 +171,44 @@ def test_one_sample_rate_setting_is_followed_by_hello_wav_and_audio(services):
     with httpx.stream("GET", f"{url}/stream/radio.wav", timeout=10) as res:
         header = next(res.iter_bytes(44))[:44]
     assert int.from_bytes(header[24:28], "little") == 22050
+
+
+def test_recent_midi_matches_the_wav_through_tempo_and_instrument_changes(live, tmp_path):
+    """BPM and instrument changed while playing: recent.mid has both tempi and both
+    programs, and lasts as long as recent.wav of the same window (it held one tempo and one
+    program before: 12.5 s of MIDI for 17.3 s of audio)."""
+    import mido
+
+    url, auth = live.gateway_url, login(live.gateway_url)
+    res = httpx.patch(f"{url}/api/channels/radio", json={"bpm": 84, "instrument": 42},
+                      headers=auth)
+    assert res.status_code == 200
+    run(listen(url, "radio", 5.0))  # playing at 84 on a cello
+    res = httpx.patch(f"{url}/api/channels/radio", json={"bpm": 160, "instrument": 40},
+                      headers=auth)
+    assert res.status_code == 200
+    heard = run(listen(url, "radio", 20.0, until=lambda h: any(n.get("program") == 40
+                                                                for n in h.notes)))
+    assert any(n.get("program") == 40 for n in heard.notes), "the change was never heard"
+    run(listen(url, "radio", 3.0))  # and a little more of it
+    window = {"seconds": 60}
+
+    def wav_seconds() -> float:
+        wav = httpx.get(f"{url}/api/channels/radio/recent.wav", params=window, timeout=30)
+        assert wav.status_code == 200
+        return (len(wav.content) - 44) / 2 / int.from_bytes(wav.content[24:28], "little")
+
+    # the channel plays on between the downloads: the MIDI's window lies between the WAVs'
+    before = wav_seconds()
+    mid = httpx.get(f"{url}/api/channels/radio/recent.mid", params=window, timeout=30)
+    after = wav_seconds()
+    assert mid.status_code == 200
+    path = tmp_path / "recent.mid"
+    path.write_bytes(mid.content)
+    midi = mido.MidiFile(path)
+    msgs = list(midi.tracks[0])
+    tempi = {round(mido.tempo2bpm(m.tempo)) for m in msgs if m.type == "set_tempo"}
+    programs = [m.program for m in msgs if m.type == "program_change"]
+    assert {84, 160} <= tempi, tempi
+    assert programs[0] == 42 and programs[-1] == 40, programs
+    assert before - 0.01 <= midi.length <= after + 0.01, (before, midi.length, after)
