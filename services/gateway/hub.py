@@ -25,6 +25,9 @@ from playbach.service import REDIS_DOWN, RedisWatch
 
 log = logging.getLogger("gateway")
 HEADER = struct.Struct("<Q")  # binary frame: u64 little-endian sample position, then s16le PCM
+# A playing channel's synth writes a chunk every ~50 ms; when its newest chunk is older than
+# this, the channel is paused and its backlog is the last session's tail, not what plays now.
+LIVE_S = 0.5
 
 
 def frame(chunk: AudioChunk) -> bytes:
@@ -90,7 +93,9 @@ class ChannelHub:
         # closed with the hub, so open files fall back when listeners leave.
         self.redis, self.cid, self.watch = redis, cid, watch
         self.listeners: set[Listener] = set()
-        self.recent: deque[tuple[str | None, bytes]] = deque(maxlen=max(backlog_chunks, 1))
+        # (when it was written, on our monotonic clock; its notes message; its frame)
+        self.recent: deque[tuple[float, str | None, bytes]] = deque(
+            maxlen=max(backlog_chunks, 1))
         self.backlog_chunks = backlog_chunks
         self.on_empty = on_empty
         self.task: asyncio.Task | None = None
@@ -106,9 +111,11 @@ class ChannelHub:
         except REDIS_DOWN as exc:
             self.watch.failed(exc)
             entries = []
-        for _, fields in reversed(entries):
+        now_ms, now = time.time() * 1000, time.monotonic()
+        for entry_id, fields in reversed(entries):
             chunk = AudioChunk.from_fields(fields)
-            self.recent.append((notes_message(chunk), frame(chunk)))
+            written = now - (now_ms - int(streams.text(entry_id).split("-")[0])) / 1000
+            self.recent.append((written, notes_message(chunk), frame(chunk)))
         if entries:
             last = entries[0][0]
         self.task = asyncio.create_task(self._follow(last))
@@ -118,7 +125,11 @@ class ChannelHub:
         return time.monotonic() - self.heard if self.listeners else 0.0
 
     def join(self, listener: Listener) -> None:
-        for notes, audio in self.recent if self.backlog_chunks else ():
+        """A new listener gets the backlog at once, but only audio of the current session: a
+        channel waking from idle has an old tail in its stream, which would play as a
+        fragment of the last session and then a cut to silence."""
+        live = bool(self.recent) and time.monotonic() - self.recent[-1][0] < LIVE_S
+        for _, notes, audio in self.recent if self.backlog_chunks and live else ():
             if notes:
                 listener.offer(notes)
             listener.offer(audio)
@@ -152,7 +163,7 @@ class ChannelHub:
                     self.heard = time.monotonic()
                     chunk = AudioChunk.from_fields(fields)
                     notes, audio = notes_message(chunk), frame(chunk)
-                    self.recent.append((notes, audio))
+                    self.recent.append((time.monotonic(), notes, audio))
                     if notes:
                         self.broadcast(notes)
                     self.broadcast(audio)

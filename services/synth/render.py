@@ -17,6 +17,7 @@ import numpy as np
 from playbach.schemas import NoteEvent, NoteOn
 
 TONE_HZ, TONE_SECONDS, TONE_LEVEL = 440.0, 1.0, 0.25  # the audio test: A4 at -12 dBFS
+SPLICE_SECONDS = 0.01  # music <-> tone: a 10 ms raised-cosine crossfade, never a click
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Renderer:
         self.last_id = "0-0"  # its stream id: a new owner reads the notes after it
         self.starved_chunks = 0  # chunks with no note to start in time (inference behind)
         self.tone_left = 0  # frames of test tone still to play
+        self.playing_tone = False  # what the last chunk was: a switch is a splice
+        self.last_sample = 0.0  # the last sample rendered, to splice from
 
     def close(self) -> None:
         self.synth.delete()
@@ -77,9 +80,25 @@ class Renderer:
         self.tone_left = int(TONE_SECONDS * self.rate)
 
     def render(self, pos: int, frames: int, bpm: float) -> tuple[np.ndarray, list[NoteOn]]:
-        """``frames`` of mono PCM from sample ``pos``, and the note-ons inside them."""
-        if self.tone_left:
-            return self._tone(pos, frames), []
+        """``frames`` of mono PCM from sample ``pos``, and the note-ons inside them. Where the
+        audio test tone starts or stops, the new sound fades in from the last sample."""
+        tone = self.tone_left > 0
+        pcm, ons = (self._tone(pos, frames), []) if tone else self._music(frames, bpm)
+        if tone != self.playing_tone:
+            pcm = self._splice(pcm)
+        self.playing_tone = tone
+        if len(pcm):
+            self.last_sample = float(pcm[-1])
+        return pcm, ons
+
+    def _splice(self, pcm: np.ndarray) -> np.ndarray:
+        n = min(len(pcm), max(1, round(SPLICE_SECONDS * self.rate)))
+        w = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 1) / n)  # 0 -> 1, smoothly
+        out = pcm.astype(np.float64)
+        out[:n] = self.last_sample * (1 - w) + out[:n] * w
+        return np.round(out).astype(np.int16)
+
+    def _music(self, frames: int, bpm: float) -> tuple[np.ndarray, list[NoteOn]]:
         per_frame = bpm / 60 / self.rate  # beats per frame
         end = self.beat + frames * per_frame
         if not self.pending and self.next_beat < end:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
+import time
 
 import httpx
 import numpy as np
 
+from playbach import streams
 from tests.conftest import login, run
 from tests.live.client import Heard, listen
 
@@ -212,3 +214,24 @@ def test_recent_midi_matches_the_wav_through_tempo_and_instrument_changes(live, 
     assert {84, 160} <= tempi, tempi
     assert programs[0] == 42 and programs[-1] == 40, programs
     assert before - 0.01 <= midi.length <= after + 0.01, (before, midi.length, after)
+
+
+def test_waking_an_idle_channel_plays_no_stale_audio(live, redis):
+    """A listener who wakes a channel nobody heard for a while hears it resume, not first a
+    fragment of the last session followed by a cut to silence (the gateway's backlog held
+    the stream's old tail)."""
+    url = live.gateway_url
+    assert run(listen(url, "radio", 4.0)).rms() > 100  # it plays
+    deadline = time.monotonic() + 30
+    before = None
+    while time.monotonic() < deadline:  # nobody listens: paused after IDLE_MS (3 s here)
+        time.sleep(1.0)
+        pos = int(redis.hget(streams.synth_position("radio"), "pos") or 0)
+        if pos == before:
+            break
+        before = pos
+    assert pos == before, "the channel did not pause"
+    heard = run(listen(url, "radio", 6.0))
+    assert heard.chunks, "it did not resume"
+    stale = [p for p, _, _ in heard.chunks if p < pos]
+    assert not stale, f"{len(stale)} chunks of the last session before the new audio"

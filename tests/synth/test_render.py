@@ -82,3 +82,31 @@ def test_the_audio_test_tone_is_440_hz(piano):
 def test_instrument_names_come_from_the_soundfont():
     names = instrument_names(FLUID_R3)
     assert len(names) == 128 and names[42] == "Cello" and names[0] == "Yamaha Grand Piano"
+
+
+def largest_jump(pcm: np.ndarray) -> float:
+    return float(np.abs(np.diff(pcm.astype(float))).max())
+
+
+def test_the_tone_starts_and_stops_without_a_click(piano):
+    """Music, then the audio test tone, then music again: the largest sample-to-sample jump
+    at either splice is no larger than the largest inside the chunks (before: the tone cut
+    in and out at chunk edges, jumps up to 0.23 of full scale)."""
+    piano.pending.extend([note(i, [60 + i % 12, 64 + i % 12], 0.5) for i in range(12)])
+    chunks, pos, splices = [], 0, []
+    while pos < 3 * RATE:
+        if pos == 16 * CHUNK:  # mid-music, notes sounding
+            piano.tone()
+        was_tone = piano.playing_tone
+        out, _ = piano.render(pos, CHUNK, 120)
+        if chunks and piano.playing_tone != was_tone:
+            splices.append(len(chunks))
+        chunks.append(out)
+        pos += CHUNK
+    assert len(splices) == 2  # into the tone and out of it
+    inside = max(largest_jump(c) for c in chunks)
+    at = [abs(float(chunks[i][0]) - float(chunks[i - 1][-1])) for i in splices]
+    assert max(at) <= inside, (at, inside)
+    across = [largest_jump(np.concatenate([chunks[i - 1][-64:], chunks[i][:512]]))
+              for i in splices]
+    assert max(across) <= inside, (across, inside)
