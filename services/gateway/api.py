@@ -52,6 +52,17 @@ ChannelId = Annotated[str, Path(pattern=CHANNEL_PATTERN,
                                 description="channel id: 1-40 of a-z 0-9 _ -")]
 
 
+MOVEMENTS = ("Prelude", "Allemande", "Courante", "Sarabande", "Minuet", "Bourrée", "Gavotte",
+             "Gigue", "Chorale", "Aria", "Invention", "Fugue")
+KEYS = ("C", "D", "E-flat", "E", "F", "G", "A", "B-flat", "B")
+
+
+def readable_name() -> str:
+    """A name for a channel that was given none, e.g. "Sarabande in D minor"."""
+    choose = secrets.SystemRandom().choice
+    return f"{choose(MOVEMENTS)} in {choose(KEYS)} {choose(('major', 'minor'))}"
+
+
 def store(request: Request) -> Store:
     return request.app.state.store
 
@@ -152,8 +163,9 @@ async def create_channel(body: NewChannel, db: Annotated[Store, Depends(store)],
                          _: Annotated[str, Depends(auth.require_user)]) -> Channel:
     """A new channel: give an id for a shared one, or none for one just for you."""
     await _model_must_exist(db, body.model)
-    cid = body.id or f"ch-{secrets.token_hex(4)}"
-    params = ChannelParams(**body.model_dump(exclude={"id"}))
+    cid = body.id or f"ch-{secrets.token_hex(4)}"  # unguessable: the link is the key
+    params = ChannelParams(**{**body.model_dump(exclude={"id"}),
+                              "name": body.name or readable_name()})
     if not await db.create(cid, params):
         raise HTTPException(status.HTTP_409_CONFLICT, f"channel {cid!r} exists already")
     return Channel(id=cid, params=params)

@@ -16,6 +16,7 @@ from playbach.schemas import ChannelParams
 from playbach.service import RedisWatch
 
 log = logging.getLogger("gateway")
+DEFAULT_NAME = "Radio"  # the shared channel's name, given to it when it is (re)created
 
 
 class Keeper:
@@ -39,6 +40,8 @@ class Keeper:
             for cid, params in self.known.items():
                 await params.restore(self.store.redis, cid)
         if self.default:
-            await self.known.get(self.default, ChannelParams()).restore(self.store.redis,
-                                                                         self.default)
+            params = self.known.get(self.default) or ChannelParams()
+            if params.name is None:  # the radio of a version without names gets one too
+                params = params.model_copy(update={"name": DEFAULT_NAME})
+            await params.restore(self.store.redis, self.default)
         self.known = await self.store.all_params()

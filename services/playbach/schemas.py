@@ -33,6 +33,11 @@ TopP = Annotated[float, Field(ge=TOP_P[0], le=TOP_P[1],
                               description="nucleus sampling: draw only from the likeliest "
                                           "choices that make up this share, 0.05-1.0 (1: all)")]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed, 0-4294967295")]
+NAME_LENGTH = 60
+ChannelName = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH,
+                                   pattern=r"^[^\x00-\x1f\x7f]+$",
+                                   description="the name players show, 1-60 printable "
+                                               "characters")]
 
 
 def _text(fields: dict, key: str) -> str:
@@ -55,6 +60,7 @@ class ChannelParams(BaseModel):
     temperature: Temperature = 1.0
     top_p: TopP = 1.0
     seed: Seed | None = None
+    name: ChannelName | None = None
 
     def to_fields(self) -> dict[str, str]:
         return {k: ("" if v is None else str(v)) for k, v in self.model_dump().items()}
@@ -92,6 +98,7 @@ class ChannelUpdate(BaseModel):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     seed: Seed | None = None
+    name: ChannelName | None = None
 
 
 class NoteEvent(BaseModel):

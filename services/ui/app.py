@@ -120,7 +120,8 @@ with listen:
                          format_func=lambda c: "radio (shared)" if c == "radio" else c)
 
     def create_mine() -> None:
-        made = attempt(lambda: gw.create_channel(**gw.channel(state.channel)["params"]),
+        copied = {k: v for k, v in gw.channel(state.channel)["params"].items() if k != "name"}
+        made = attempt(lambda: gw.create_channel(**copied),
                        "a new channel, generated now, just for you")
         if made:
             state.channel = made["id"]
@@ -128,6 +129,8 @@ with listen:
     new.button("New channel just for me", key="new-channel", on_click=create_mine,
                disabled=not gw.token, width="stretch")
     params = next(c["params"] for c in channels if c["id"] == cid)
+    if params.get("name"):  # the picker shows ids (stable labels); the name, here
+        pick.caption(f"**{params['name']}**")
     readonly = not gw.token
     notice = st.container()
     if readonly:

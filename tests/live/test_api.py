@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import shutil
 import time
 
@@ -33,6 +34,9 @@ def api(services) -> httpx.Client:
     ({"instrument": 128}, "instrument: Input should be less than or equal to 127"),
     ({"instrument": "loud"}, "instrument: Input should be a valid integer"),
     ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+    ({"name": ""}, "name: String should have at least 1 character"),
+    ({"name": "x" * 61}, "name: String should have at most 60 characters"),
+    ({"name": "two\nlines"}, "name: String should match pattern"),
     ({"model": "../x"}, "model: String should match pattern"),
     ({"volume": 11}, "volume: Extra inputs are not permitted"),
 ])
@@ -159,3 +163,18 @@ def test_a_stalled_listener_does_not_delay_a_healthy_one(services):
     assert audio_seconds >= 6.0 and wall < audio_seconds + 1.0  # in real time, no stall
     gaps = [b - a for a, b in itertools.pairwise(arrival)]
     assert max(gaps) < 0.5, f"the healthy listener waited {max(gaps):.2f} s for a frame"
+
+
+def test_channels_have_readable_names(api):
+    """The radio is "Radio"; a channel made without a name gets one like "Sarabande in D
+    minor" (its id stays unguessable: the link is the key); a name can be changed."""
+    assert api.get("/api/channels/radio").json()["params"]["name"] == "Radio"
+    made = api.post("/api/channels", json={}).json()
+    assert re.fullmatch(r"[A-Z][a-zé]+ in [A-G](-flat)? (major|minor)", made["params"]["name"])
+    assert re.fullmatch(r"ch-[0-9a-f]{8}", made["id"])
+    named = api.post("/api/channels", json={"id": "for-anna", "name": "Anna’s Bach"}).json()
+    assert named["params"]["name"] == "Anna’s Bach"
+    res = api.patch("/api/channels/for-anna", json={"name": "Evening"})
+    assert res.status_code == 200 and res.json()["params"]["name"] == "Evening"
+    listed = {c["id"]: c["params"]["name"] for c in api.get("/api/channels").json()}
+    assert listed["for-anna"] == "Evening" and listed["radio"] == "Radio"

@@ -32,6 +32,7 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
             errors: window.playbach.errors, rate: window.playbach.ctx.sampleRate,
             frames: window.playbach.frames, model: document.getElementById('p-model').textContent,
             instrument: document.getElementById('p-instrument').textContent,
+            channel: document.getElementById('channel').selectedOptions[0].textContent,
             status: document.getElementById('status').textContent})""")
         page.screenshot(path=str(ARTIFACTS / f"player-{device_rate or 'device'}.png"))
         # the roll has drawn notes: some pixels are in the notes' colours
@@ -42,6 +43,7 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
     assert state["consumed"] > 2 * 44100 and state["frames"] > 20
     assert state["status"] == "playing" and state["model"] == DEFAULT_MODEL
     assert state["instrument"] == "Cello"  # the SoundFont's own name
+    assert state["channel"] == "Radio"  # the channel's name, not its id
     assert drawn > 50, "the piano roll drew no notes"
     if device_rate:
         assert state["rate"] == device_rate

@@ -35,6 +35,7 @@ def params(url: str, cid: str = "radio") -> dict:
 
 def test_every_control_changes_the_channel(gateway):
     at = start()
+    assert any(c.value == "**Radio**" for c in at.caption), "the channel's name is shown"
     at.slider(key="bpm-radio").set_value(132).run()
     assert params(gateway)["bpm"] == 132
     at.slider(key="temperature-radio").set_value(0.55).run()

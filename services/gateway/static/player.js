@@ -28,7 +28,8 @@ async function loadLists() {
     sel.innerHTML = '';
     const ids = channels.map((c) => c.id);
     if (!ids.includes(state.channel)) ids.unshift(state.channel);
-    for (const id of ids) sel.add(new Option(id, id, false, id === state.channel));
+    const names = Object.fromEntries(channels.map((c) => [c.id, c.params.name || c.id]));
+    for (const id of ids) sel.add(new Option(names[id] || id, id, false, id === state.channel));
     const mine = channels.find((c) => c.id === state.channel);
     if (mine) showParams(mine.params);
   } catch (e) { $('m-error').textContent = 'the server is unreachable'; }
