@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import secrets
 
 from redis.asyncio import Redis
@@ -18,7 +17,6 @@ from redis.asyncio import Redis
 from playbach import streams
 from playbach.streams import text
 
-log = logging.getLogger("gateway")
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # ~20 ms a check: a guess is costly, a login is not
 
 
@@ -62,12 +60,17 @@ class Credentials:
             and same_user
 
     async def refresh(self, redis: Redis) -> None:
-        """Read the shared key and password hash, creating them if nobody has yet."""
+        """Read the shared key and password hash, creating them if nobody has yet. (Called
+        every second: a read, and the ~20 ms of scrypt only when there is no hash.)"""
         if self.fixed_secret is None:
-            await redis.set(streams.TOKEN_SECRET, secrets.token_hex(32), nx=True)
             self.token_secret = text(await redis.get(streams.TOKEN_SECRET))
+            if self.token_secret is None:
+                await redis.set(streams.TOKEN_SECRET, secrets.token_hex(32), nx=True)
+                self.token_secret = text(await redis.get(streams.TOKEN_SECRET))
         if self.password is None:
-            await self._generated_password(redis)
+            self.password_hash = text(await redis.get(streams.ADMIN_PASSWORD))
+            if self.password_hash is None:
+                await self._generated_password(redis)
 
     async def _generated_password(self, redis: Redis) -> None:
         password = secrets.token_urlsafe(12)

@@ -137,39 +137,39 @@ class Store:
         span = await self.audio_span(cid, seconds)
         if span is None:
             return [], 0.0
-        after, head, frames = span
-        after, onsets, end = f"{after}", [], head.pos + frames
-        while True:
-            entries = await self.redis.xrange(streams.audio(cid), min=after, count=page)
-            if not entries:
+        first_id, head, frames = span
+        onsets, end = [], head.pos + frames
+        async for chunk in self._chunks(cid, first_id, page):
+            if chunk.pos >= end:  # written since the span was measured
                 break
+            onsets += [((chunk.pos + n.offset - head.pos) / head.rate, n)
+                       for n in chunk.notes if chunk.pos + n.offset < end]
+        return onsets, frames / head.rate
+
+    async def _chunks(self, cid: str, first_id: str, page: int) -> AsyncIterator[AudioChunk]:
+        """The channel's audio chunks from entry ``first_id`` on, read a page at a time."""
+        after = first_id
+        while entries := await self.redis.xrange(streams.audio(cid), min=after, count=page):
             after = f"({streams.text(entries[-1][0])}"
             for _, fields in entries:
-                chunk = AudioChunk.from_fields(fields)
-                onsets += [((chunk.pos + n.offset - head.pos) / head.rate, n)
-                           for n in chunk.notes if chunk.pos + n.offset < end]
-        return onsets, frames / head.rate
+                yield AudioChunk.from_fields(fields)
 
     async def audio_pcm(self, cid: str, first_id: str, start: int, frames: int,
                         page: int = 64) -> AsyncIterator[bytes]:
         """Exactly ``frames`` of the channel's PCM from sample ``start``, a page of chunks at a
         time: gaps in the timeline are silence, overlaps are skipped, as a listener hears."""
-        at, end, after, width = start, start + frames, first_id, 2  # width: bytes a frame
-        while at < end:
-            entries = await self.redis.xrange(streams.audio(cid), min=after, count=page)
-            if not entries:
+        at, end, width = start, start + frames, 2  # width: bytes a frame
+        async for chunk in self._chunks(cid, first_id, page):
+            if at >= end:
                 break
-            after = f"({streams.text(entries[-1][0])}"
-            for _, fields in entries:
-                chunk = AudioChunk.from_fields(fields)
-                width = 2 * chunk.channels
-                if chunk.pos > at:
-                    yield bytes(width * min(chunk.pos - at, end - at))
-                    at = min(chunk.pos, end)
-                data = chunk.pcm[(at - chunk.pos) * width:][:(end - at) * width]
-                if data:
-                    yield data
-                    at += len(data) // width
+            width = 2 * chunk.channels
+            if chunk.pos > at:
+                yield bytes(width * min(chunk.pos - at, end - at))
+                at = min(chunk.pos, end)
+            data = chunk.pcm[(at - chunk.pos) * width:][:(end - at) * width]
+            if data:
+                yield data
+                at += len(data) // width
         if at < end:  # the stream was trimmed meanwhile: keep the promised length
             yield bytes(width * (end - at))
 
