@@ -28,11 +28,11 @@ from gateway.keeper import Keeper
 from gateway.settings import GatewaySettings
 from gateway.store import Store
 from playbach import service
+from playbach.settings import SECRET_WORDS
 
 log = logging.getLogger("gateway")
 STATIC = Path(__file__).parent / "static"
 SILENT_S = 3.0  # a channel with listeners and no audio for this long makes us not ready
-SECRET_WORDS = ("password", "secret", "token")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 # What a compose tool leaves when it does not interpolate (podman-compose 1.0.3 did so with
 # `${VAR:-}`): taken literally, `${ADMIN_PASSWORD:-}` would be a password anyone can read.
 UNEXPANDED = re.compile(r"\$\{[^}]*\}")
-SECRET_NAMES = re.compile(r"(password|secret|token)$", re.IGNORECASE)
+SECRET_WORDS = ("password", "secret", "token")  # a name with one of these holds a secret
+SECRET_NAMES = re.compile(rf"({'|'.join(SECRET_WORDS)})$", re.IGNORECASE)
 REDIS_FORMS = "redis://host[:port][/db], rediss://host[:port][/db] or unix:///path/to/socket"
 
 
