@@ -81,7 +81,7 @@ ablations: setup
 # The fault tests alone, with their figures printed (README, "Reliability").
 reliability: setup
 	$(PY) -m pytest -q -s tests/live/test_faults.py tests/live/test_hostile.py \
-		tests/live/test_security.py tests/gateway/test_fuzz.py
+		tests/live/test_security.py tests/live/test_splices.py tests/gateway/test_fuzz.py
 
 # Part of make test too (tests/deploy).
 k8s-check: setup
@@ -95,6 +95,7 @@ compose-test: setup
 bench: setup
 	$(PY) bench/step_vs_window.py
 	$(PY) bench/live.py
+	$(PY) bench/splices.py
 	$(PY) bench/key_mass.py
 
 clean:

@@ -262,16 +262,16 @@ async def recent_wav(cid: ChannelId, request: Request, db: Annotated[Store, Depe
     streamed from Redis a page at a time (a download holds a page in memory, not the file)."""
     await _channel(db, cid)
     await may_download(request, token)
-    span = await db.audio_span(cid, seconds)
-    if span is None:
+    heard = await db.heard_pcm(cid, seconds)
+    if heard is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"channel {cid!r} played nothing in the last {seconds:g} s")
-    first_id, first, frames = span
+    first, frames, pcm = heard
 
     async def body():
         yield wav_header(first.rate, first.channels, frames * 2 * first.channels)
-        async for pcm in db.audio_pcm(cid, first_id, first.pos, frames):
-            yield pcm
+        async for data in pcm:
+            yield data
 
     return StreamingResponse(body(), media_type="audio/wav", headers={
         "Content-Disposition": f'attachment; filename="playbach-{cid}.wav"',

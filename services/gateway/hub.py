@@ -1,8 +1,14 @@
 """Fan-out: one Redis reader per channel per gateway process, many listeners behind it.
 
-Each listener has a bounded queue. Broadcasting never waits on a listener: when a queue is full
-its oldest audio frame is dropped, and a listener that keeps losing frames is cut off. So a slow
-client loses audio or its connection and never slows anyone else."""
+The synth writes seconds ahead; the hub holds that lead and sends each frame SEND_AHEAD_S
+before it is due on the channel's clock (so a synth replica that dies is covered by the lead
+held here, and a change is never queued behind it). A chunk of a newer take replaces the
+frames from its position on: those still held are dropped, and those already sent go out again
+(the player replaces them).
+
+Each listener has a bounded queue. Broadcasting never waits on a listener: when a queue is
+full its oldest audio frame is dropped, and a listener that keeps losing frames is cut off. So
+a slow client loses audio or its connection and never slows anyone else."""
 
 from __future__ import annotations
 
@@ -20,25 +26,45 @@ from redis.asyncio import Redis
 
 from gateway import metrics
 from playbach import streams
-from playbach.schemas import AudioChunk, ControlEntry
+from playbach.schemas import LEAD_S, SEND_AHEAD_S, AudioChunk, ControlEntry
 from playbach.service import REDIS_DOWN, RedisWatch
 
 log = logging.getLogger("gateway")
-HEADER = struct.Struct("<Q")  # binary frame: u64 little-endian sample position, then s16le PCM
-# A playing channel's synth writes a chunk every ~50 ms; when its newest chunk is older than
-# this, the channel is paused and its backlog is the last session's tail, not what plays now.
+# binary frame: u64 little-endian sample position, u32 take, then s16le PCM
+HEADER = struct.Struct("<QI")
+# When the newest frame sent was due longer ago than this, the channel is paused and its
+# backlog is the last session's tail, not what plays now.
 LIVE_S = 0.5
+RESTART_S = 5.0  # a same-take chunk this far behind what was sent: the timeline restarted
 
 
 def frame(chunk: AudioChunk) -> bytes:
-    return HEADER.pack(chunk.pos) + chunk.pcm
+    return HEADER.pack(chunk.pos, chunk.ver) + chunk.pcm
 
 
 def notes_message(chunk: AudioChunk) -> str | None:
     if not chunk.notes:
         return None
-    return json.dumps({"type": "notes", "notes": [
+    return json.dumps({"type": "notes", "ver": chunk.ver, "notes": [
         {"pos": chunk.pos + n.offset, **n.model_dump(exclude={"offset"})} for n in chunk.notes]})
+
+
+@dataclass
+class Frame:
+    """A chunk as the hub sends it."""
+
+    pos: int
+    end: int
+    ver: int
+    due: float  # epoch seconds
+    notes: str | None
+    audio: bytes
+
+    @classmethod
+    def of(cls, chunk: AudioChunk, written_ms: float) -> Frame:
+        due = (chunk.due or written_ms) / 1000  # a chunk without a clock is due when written
+        return cls(chunk.pos, chunk.pos + chunk.frames, chunk.ver, due, notes_message(chunk),
+                   frame(chunk))
 
 
 @dataclass(eq=False)
@@ -84,6 +110,11 @@ class Listener:
         self.ready.set()
 
 
+def written_ms(entry_id: bytes | str) -> float:
+    """When a stream entry was written: its id's milliseconds."""
+    return float(streams.text(entry_id).split("-")[0])
+
+
 class ChannelHub:
     """Reads ``pb:audio:<id>`` once and hands every chunk to this process's listeners."""
 
@@ -93,32 +124,39 @@ class ChannelHub:
         # closed with the hub, so open files fall back when listeners leave.
         self.redis, self.cid, self.watch = redis, cid, watch
         self.listeners: set[Listener] = set()
-        # (when it was written, on our monotonic clock; its notes message; its frame)
-        self.recent: deque[tuple[float, str | None, bytes]] = deque(
-            maxlen=max(backlog_chunks, 1))
+        self.recent: deque[Frame] = deque(maxlen=max(backlog_chunks, 1))  # sent: the backlog
+        self.ahead: dict[int, Frame] = {}  # received, not yet due: pos -> frame
+        self.ver = -1  # the newest take received
+        self.sent_to = -1  # the end of the frames sent
+        self.wake = asyncio.Event()  # a frame came that may be due before the one awaited
         self.backlog_chunks = backlog_chunks
         self.on_empty = on_empty
-        self.task: asyncio.Task | None = None
+        self.tasks: list[asyncio.Task] = []
         self.stopping = False
-        self.heard = time.monotonic()  # when audio last arrived (or the hub started)
+        self.heard = time.monotonic()  # when audio last went out (or the hub started)
 
     async def start(self) -> None:
-        """Fill the backlog from the stream's tail (if Redis answers), then follow it."""
+        """Take the stream's tail (the lead, and the backlog before it) if Redis answers,
+        then follow the stream and send each frame when it is due."""
         last: bytes | str = "$"
+        count = self.backlog_chunks + round(2 * LEAD_S * 50) + 64  # 50: chunks a second, most
         try:
-            entries = await self.redis.xrevrange(streams.audio(self.cid),
-                                                 count=self.backlog_chunks)
+            entries = await self.redis.xrevrange(streams.audio(self.cid), count=count)
         except REDIS_DOWN as exc:
             self.watch.failed(exc)
             entries = []
-        now_ms, now = time.time() * 1000, time.monotonic()
         for entry_id, fields in reversed(entries):
-            chunk = AudioChunk.from_fields(fields)
-            written = now - (now_ms - int(streams.text(entry_id).split("-")[0])) / 1000
-            self.recent.append((written, notes_message(chunk), frame(chunk)))
+            self.receive(AudioChunk.from_fields(fields), written_ms(entry_id))
         if entries:
             last = entries[0][0]
-        self.task = asyncio.create_task(self._follow(last))
+        # what was due before now is the backlog, not to be sent to nobody
+        now = time.time()
+        for pos in sorted(self.ahead):
+            if self.ahead[pos].due > now:
+                break
+            self.recent.append(self.ahead.pop(pos))
+            self.sent_to = self.recent[-1].end
+        self.tasks = [asyncio.create_task(self._follow(last)), asyncio.create_task(self._pace())]
 
     def silent_for(self) -> float:
         """Seconds since this channel last sent audio, while someone listens (else 0)."""
@@ -128,11 +166,11 @@ class ChannelHub:
         """A new listener gets the backlog at once, but only audio of the current session: a
         channel waking from idle has an old tail in its stream, which would play as a
         fragment of the last session and then a cut to silence."""
-        live = bool(self.recent) and time.monotonic() - self.recent[-1][0] < LIVE_S
-        for _, notes, audio in self.recent if self.backlog_chunks and live else ():
-            if notes:
-                listener.offer(notes)
-            listener.offer(audio)
+        live = bool(self.recent) and time.time() - self.recent[-1].due < LIVE_S
+        for sent in self.recent if self.backlog_chunks and live else ():
+            if sent.notes:
+                listener.offer(sent.notes)
+            listener.offer(sent.audio)
         self.listeners.add(listener)
         metrics.LISTENERS.labels(self.cid).set(len(self.listeners))
 
@@ -145,6 +183,53 @@ class ChannelHub:
     def broadcast(self, item: bytes | str) -> None:
         for listener in list(self.listeners):
             listener.offer(item)
+
+    def receive(self, chunk: AudioChunk, written: float) -> None:
+        """A chunk from the stream: held until due; a newer take drops what it replaces."""
+        f = Frame.of(chunk, written)
+        restarted = f.ver <= self.ver and f.pos < self.sent_to - RESTART_S * chunk.rate
+        if restarted:  # the channel was made anew: a new timeline
+            self.ahead.clear()
+            self.sent_to = -1
+        elif f.ver < self.ver:
+            return  # an old take, written late by a replica that lost the channel
+        elif f.ver > self.ver:
+            for pos in [p for p in self.ahead if p >= f.pos]:
+                del self.ahead[pos]
+        self.ver = f.ver
+        if f.pos >= self.sent_to:
+            self.ahead[f.pos] = f
+            self.wake.set()
+        elif f.ver > max((r.ver for r in self.recent), default=-1) or restarted:
+            self.send(f)  # replaces audio already sent: late, but still ahead of the players
+        # else: the same take again (a backlog overlap): already sent
+
+    def send(self, f: Frame) -> None:
+        while self.recent and self.recent[-1].pos >= f.pos:
+            self.recent.pop()
+        self.recent.append(f)
+        self.sent_to = max(self.sent_to, f.end)
+        self.heard = time.monotonic()
+        if f.notes:
+            self.broadcast(f.notes)
+        self.broadcast(f.audio)
+        metrics.CHUNKS_FANNED.inc()
+
+    async def _pace(self) -> None:
+        """Send each held frame SEND_AHEAD_S before it is due, in timeline order."""
+        while not self.stopping:
+            self.wake.clear()
+            if not self.ahead:
+                await self.wake.wait()
+                continue
+            f = self.ahead[min(self.ahead)]
+            wait = f.due - SEND_AHEAD_S - time.time()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), wait)
+                continue
+            del self.ahead[f.pos]
+            self.send(f)
 
     async def _follow(self, last: bytes | str) -> None:
         key = streams.audio(self.cid)
@@ -160,21 +245,15 @@ class ChannelHub:
             for _, entries in found:
                 for entry_id, fields in entries:
                     last = entry_id
-                    self.heard = time.monotonic()
-                    chunk = AudioChunk.from_fields(fields)
-                    notes, audio = notes_message(chunk), frame(chunk)
-                    self.recent.append((time.monotonic(), notes, audio))
-                    if notes:
-                        self.broadcast(notes)
-                    self.broadcast(audio)
-                    metrics.CHUNKS_FANNED.inc()
+                    self.receive(AudioChunk.from_fields(fields), written_ms(entry_id))
 
     async def stop(self) -> None:
         self.stopping = True
-        if self.task:
-            self.task.cancel()
-            done, _ = await asyncio.wait({self.task}, timeout=2)
-            if not done:
+        for task in self.tasks:
+            task.cancel()
+        if self.tasks:
+            done, _ = await asyncio.wait(set(self.tasks), timeout=2)
+            if len(done) < len(self.tasks):
                 log.warning("channel %s: the audio reader did not stop in 2 s", self.cid)
         for listener in list(self.listeners):
             listener.close()

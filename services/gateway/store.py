@@ -16,6 +16,7 @@ from playbach import streams
 from playbach.gm import PROGRAMS
 from playbach.modeldir import ModelError, list_models, model_dir, read_meta
 from playbach.schemas import (
+    LEAD_S,
     AudioChunk,
     ChannelParams,
     ChannelUpdate,
@@ -23,6 +24,13 @@ from playbach.schemas import (
     NoteOn,
     SynthPosition,
 )
+
+
+async def _chain(first: AudioChunk, rest: AsyncIterator[AudioChunk]
+                 ) -> AsyncIterator[AudioChunk]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 class Store:
@@ -116,62 +124,99 @@ class Store:
             "inference": streams.text(owner) if owner else None, "synth": pos.replica,
         }
 
-    async def audio_span(self, cid: str, seconds: float) -> tuple[str, AudioChunk, int] | None:
-        """The first chunk of the last ``seconds`` (its stream id and itself) and the frames
-        from its start to the end of the newest chunk; None if there is no audio."""
-        since = int((time.time() - seconds) * 1000)
-        first = await self.redis.xrange(streams.audio(cid), min=f"{since}-0", count=1)
-        last = await self.redis.xrevrange(streams.audio(cid), count=1)
-        if not first or not last:
-            return None
-        head, tail = AudioChunk.from_fields(first[0][1]), AudioChunk.from_fields(last[0][1])
-        limit = int(seconds * head.rate) + tail.frames
-        return streams.text(first[0][0]), head, max(0, min(tail.pos + tail.frames - head.pos,
-                                                           limit))
+    async def heard(self, cid: str, seconds: float, page: int = 64
+                    ) -> AsyncIterator[AudioChunk]:
+        """The chunks of the last ``seconds`` as listeners heard them: in timeline order, each
+        new take replacing the audio from its pos on, none not yet due. A page of entries at a
+        time; a chunk is passed on once an entry written after it was due has been read (a
+        take is always written before the audio it replaces is due)."""
+        now = time.time() * 1000
+        since = now - (seconds + LEAD_S + 1) * 1000  # the synth writes up to LEAD_S early
+        held: list[AudioChunk] = []
+        ver, done = -1, -1  # the take followed; the end of what was passed on
+        after = f"{int(since)}-0"
+        while entries := await self.redis.xrange(streams.audio(cid), min=after, count=page):
+            after = f"({streams.text(entries[-1][0])}"
+            for entry_id, fields in entries:
+                written = float(streams.text(entry_id).split("-")[0])
+                chunk = AudioChunk.from_fields(fields)
+                chunk.due = chunk.due or written  # a chunk without a clock: due when written
+                if chunk.ver < ver:
+                    continue  # an old take, written late
+                if chunk.ver > ver:
+                    held = [c for c in held if c.pos < chunk.pos]
+                    ver = chunk.ver
+                for c in [c for c in held if c.due <= written]:
+                    held.remove(c)
+                    if c.due >= now - seconds * 1000 and c.pos >= done:
+                        done = c.pos + c.frames
+                        yield c
+                held.append(chunk)
+        for c in held:
+            if now - seconds * 1000 <= c.due <= now and c.pos >= done:
+                done = c.pos + c.frames
+                yield c
+
+    async def _heard_end(self, cid: str, page: int = 64) -> int:
+        """Where the audio heard so far ends: the newest chunk due by now that no later take
+        replaced, found by paging back from the stream's end."""
+        now, before = time.time() * 1000, "+"
+        starts: dict[int, int] = {}  # take -> the lowest pos it was written from, so far
+        while entries := await self.redis.xrevrange(streams.audio(cid), max=before,
+                                                    count=page):
+            before = f"({streams.text(entries[-1][0])}"
+            for entry_id, fields in entries:
+                chunk = AudioChunk.from_fields(fields)
+                due = chunk.due or float(streams.text(entry_id).split("-")[0])
+                replaced = any(v > chunk.ver and p <= chunk.pos for v, p in starts.items())
+                if due <= now and not replaced:
+                    return chunk.pos + chunk.frames
+                starts[chunk.ver] = min(starts.get(chunk.ver, chunk.pos), chunk.pos)
+        return 0
 
     async def heard_onsets(self, cid: str, seconds: float, page: int = 64
                            ) -> tuple[list[tuple[float, NoteOn]], float]:
         """The note-ons in the audio of the last ``seconds``, each at the second it sounds
         from the window's start, and the window's length: the notes as they were heard,
         with the BPM and instrument each was rendered with."""
-        span = await self.audio_span(cid, seconds)
-        if span is None:
+        onsets, first, end = [], None, 0
+        async for chunk in self.heard(cid, seconds, page):
+            first = chunk if first is None else first
+            onsets += [((chunk.pos + n.offset - first.pos) / first.rate, n) for n in chunk.notes]
+            end = chunk.pos + chunk.frames
+        if first is None:
             return [], 0.0
-        first_id, head, frames = span
-        onsets, end = [], head.pos + frames
-        async for chunk in self._chunks(cid, first_id, page):
-            if chunk.pos >= end:  # written since the span was measured
-                break
-            onsets += [((chunk.pos + n.offset - head.pos) / head.rate, n)
-                       for n in chunk.notes if chunk.pos + n.offset < end]
-        return onsets, frames / head.rate
+        return onsets, (end - first.pos) / first.rate
 
-    async def _chunks(self, cid: str, first_id: str, page: int) -> AsyncIterator[AudioChunk]:
-        """The channel's audio chunks from entry ``first_id`` on, read a page at a time."""
-        after = first_id
-        while entries := await self.redis.xrange(streams.audio(cid), min=after, count=page):
-            after = f"({streams.text(entries[-1][0])}"
-            for _, fields in entries:
-                yield AudioChunk.from_fields(fields)
+    async def heard_pcm(self, cid: str, seconds: float, page: int = 64
+                        ) -> tuple[AudioChunk, int, AsyncIterator[bytes]] | None:
+        """The first chunk heard in the last ``seconds``, the frames from its start to now, and
+        their PCM a page at a time: gaps in the timeline are silence, as a listener hears.
+        None if there is no audio."""
+        chunks = self.heard(cid, seconds, page)
+        first = await anext(chunks, None)
+        if first is None:
+            return None
+        start, width = first.pos, 2 * first.channels
+        end = start + min(round(seconds * first.rate) + first.frames,
+                          max(await self._heard_end(cid) - start, first.frames))
 
-    async def audio_pcm(self, cid: str, first_id: str, start: int, frames: int,
-                        page: int = 64) -> AsyncIterator[bytes]:
-        """Exactly ``frames`` of the channel's PCM from sample ``start``, a page of chunks at a
-        time: gaps in the timeline are silence, overlaps are skipped, as a listener hears."""
-        at, end, width = start, start + frames, 2  # width: bytes a frame
-        async for chunk in self._chunks(cid, first_id, page):
-            if at >= end:
-                break
-            width = 2 * chunk.channels
-            if chunk.pos > at:
-                yield bytes(width * min(chunk.pos - at, end - at))
-                at = min(chunk.pos, end)
-            data = chunk.pcm[(at - chunk.pos) * width:][:(end - at) * width]
-            if data:
-                yield data
-                at += len(data) // width
-        if at < end:  # the stream was trimmed meanwhile: keep the promised length
-            yield bytes(width * (end - at))
+        async def pcm() -> AsyncIterator[bytes]:
+            at = start
+            async for chunk in _chain(first, chunks):
+                if at >= end:
+                    break
+                if chunk.pos > at:
+                    yield bytes(width * min(chunk.pos - at, end - at))
+                    at = min(chunk.pos, end)
+                data = chunk.pcm[(at - chunk.pos) * width:][:(end - at) * width]
+                if data:
+                    yield data
+                    at += len(data) // width
+            if at < end:  # the stream was trimmed meanwhile: keep the promised length
+                yield bytes(width * (end - at))
+
+        return first, end - start, pcm()
 
     async def count_underruns(self, cid: str, count: int) -> None:
         await self.redis.hincrby(streams.stats(cid), "underruns", count)

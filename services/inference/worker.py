@@ -1,8 +1,11 @@
-"""The inference loop: take channels by lease, keep each a short lead of notes ahead of its synth.
+"""The inference loop: take channels by lease, keep each a lead of notes ahead of its synth.
 
 Flow control is in beats on the channel's note timeline: the synth publishes the beat of the
 last note it started; we write while our next note starts less than ``lead_seconds`` (at the
-channel's BPM) after it. So a change of temperature or model is heard within about a second.
+channel's BPM) after it. The synth renders seconds ahead, so a change of temperature, top-p,
+seed or model does not wait for those notes: we go back to the first note that starts at least
+NOTES_SPLICE_S after the clock (its network state and random state were kept), and write the notes
+from there again as a new take, which the synth splices in.
 
 A model that fails (at load, by its probe, or while sampling) is refused on every path: the
 channel goes back to the model it played before, or to the default, with one error event."""
@@ -21,7 +24,14 @@ from inference.models import ModelCache
 from inference.settings import InferenceSettings
 from playbach import streams
 from playbach.modeldir import ModelError
-from playbach.schemas import ChannelParams, ControlEntry, NoteEvent, SynthPosition
+from playbach.schemas import (
+    NOTE_WAIT_S,
+    NOTES_SPLICE_S,
+    ChannelParams,
+    ControlEntry,
+    NoteEvent,
+    SynthPosition,
+)
 from playbach.stepmodel import HISTORY, Improviser
 from playbach.worker import ChannelWorker
 
@@ -42,6 +52,9 @@ class Owned:
     recent: deque[NoteEvent] = field(default_factory=lambda: deque(maxlen=HISTORY))
     outbox: list[NoteEvent] = field(default_factory=list)  # generated, not yet in Redis
     fallback: str | None = None  # the model played before this one
+    ver: int = 0  # the take being written
+    cut: float | None = None  # for the next note: where it cuts the one before (a new take)
+    before: dict[int, tuple] = field(default_factory=dict)  # seq -> improviser state before it
 
 
 class InferenceWorker(ChannelWorker[Owned]):
@@ -63,8 +76,9 @@ class InferenceWorker(ChannelWorker[Owned]):
             return None
         if params is None:
             return None
-        entries = await self.redis.xrevrange(streams.notes(cid), count=HISTORY)
-        recent = [NoteEvent.from_fields(f) for _, f in reversed(entries)]
+        entries = await self.redis.xrevrange(streams.notes(cid), count=2 * HISTORY)
+        recent = NoteEvent.current([NoteEvent.from_fields(f) for _, f in reversed(entries)])
+        recent = recent[-HISTORY:]
         model, params = await self.usable_model(cid, params)
         if model is None:
             return None
@@ -74,7 +88,8 @@ class InferenceWorker(ChannelWorker[Owned]):
         owned = Owned(cid, params, improviser,
                       seq=last.seq + 1 if last else 0,
                       beat=last.beat + last.duration if last else 0.0,
-                      beats={n.seq: n.beat for n in recent}, recent=deque(recent, HISTORY))
+                      beats={n.seq: n.beat for n in recent}, recent=deque(recent, HISTORY),
+                      ver=last.ver if last else 0)
         log.info("channel %s: adopted at note %d (model %s)", cid, owned.seq, params.model)
         return owned
 
@@ -102,8 +117,13 @@ class InferenceWorker(ChannelWorker[Owned]):
         return None, params
 
     async def apply(self, owned: Owned, new: ChannelParams) -> None:
-        """Parameter changes take effect on the next note; a model that fails keeps the old."""
+        """Parameter changes take effect from the first note not yet heard (a new take); a
+        model that fails keeps the old."""
         old = owned.params
+        notes_change = (new.model, new.temperature, new.top_p, new.seed) != (
+            old.model, old.temperature, old.top_p, old.seed)
+        if notes_change:
+            await self.go_back(owned)
         if new.model != old.model:
             model, new = await self.usable_model(owned.cid, new, fallback=old.model)
             if model is not None and new.model != old.model:
@@ -134,7 +154,10 @@ class InferenceWorker(ChannelWorker[Owned]):
             return
         if new != owned.params:
             await self.apply(owned, new)
-        start = await self.heard_beat(owned)
+        synth = await SynthPosition.read(self.redis, cid)
+        for old in [q for q in owned.before if q < synth.clock_seq]:
+            del owned.before[old]  # heard already: never taken back
+        start = self.heard_beat(owned, synth)
         lead_beats = self.settings.lead_seconds * owned.params.bpm / 60
         try:
             while owned.beat < start + lead_beats and len(owned.outbox) < 64:
@@ -143,19 +166,45 @@ class InferenceWorker(ChannelWorker[Owned]):
             await self.model_failed(owned, exc)
         await self.flush(owned)
 
-    async def heard_beat(self, owned: Owned) -> float:
+    @staticmethod
+    def heard_beat(owned: Owned, synth: SynthPosition) -> float:
         """Where the synth is, on our timeline: the start of the note it last began, plus how
         far past that start it has rendered (a long note must not stall the next one)."""
-        synth = await SynthPosition.read(self.redis, owned.cid)
         heard = owned.beats.get(synth.seq)
         if heard is not None:
             return heard + synth.into
         # the synth has not started this channel yet: count from our first note
         return owned.beats[min(owned.beats)] if owned.beats else owned.beat
 
+    async def go_back(self, owned: Owned) -> None:
+        """Return to the first note that starts NOTES_SPLICE_S after the synth's clock or later
+        (what comes before it may have left a gateway), to write the notes from there again."""
+        synth = await SynthPosition.read(self.redis, owned.cid)
+        if synth.clock_seq not in owned.beats:
+            return  # nothing of ours plays yet: nothing to take back
+        ahead_s = NOTES_SPLICE_S + max(0.0, time.time() - synth.clock_ms / 1000)
+        per_s = owned.params.bpm / 60
+        cut = owned.beats[synth.clock_seq] + synth.clock_into + ahead_s * per_s
+        seq = next((q for q in sorted(owned.before) if owned.beats.get(q, -1.0) >= cut), None)
+        if seq is None:
+            return
+        owned.improviser.restore(owned.before[seq])
+        owned.cut = None
+        if owned.beats[seq] - cut > NOTE_WAIT_S * per_s and seq - 1 in owned.beats:
+            owned.cut = cut - owned.beats[seq - 1]  # too long to wait: cut the note short
+        start = owned.beats[seq] if owned.cut is None else cut
+        owned.beat, owned.seq, owned.ver = start, seq, owned.ver + 1
+        owned.outbox = [n for n in owned.outbox if n.seq < seq]
+        while owned.recent and owned.recent[-1].seq >= seq:
+            owned.recent.pop()
+        for later in [q for q in owned.before if q >= seq]:
+            del owned.before[later]
+
     def generate(self, owned: Owned) -> None:
+        owned.before[owned.seq] = owned.improviser.snapshot()
         ev = owned.improviser.next()
         note = NoteEvent.of(ev, owned.seq, owned.beat, owned.params, self.settings.replica_id)
+        note.ver, note.cut, owned.cut = owned.ver, owned.cut, None
         owned.outbox.append(note)
         owned.beats[owned.seq] = owned.beat
         owned.recent.append(note)

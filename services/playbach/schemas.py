@@ -24,6 +24,19 @@ CHUNK_FRAMES = 2048  # the default of CHUNK_FRAMES: 46 ms of audio per frame at 
 AUDIO_CHANNELS = 1  # mono: the instrument is one voice; half the bandwidth of stereo
 MODEL_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
+# The live timeline. The synth renders LEAD_S ahead of the clock, so a replica that dies is
+# covered while its lease moves (1.5 s); gateways send each frame SEND_AHEAD_S before it is
+# due. A change is spliced in at the first chunk boundary that is at least SPLICE_S after the
+# clock (SEND_AHEAD_S and 30 ms to render and write: the audio there has not left a gateway;
+# if it has, players replace it), and a change of notes at the first note that starts
+# NOTES_SPLICE_S after it (inference decides; the synth hears of it a tick later, and rounds
+# up to a chunk boundary).
+LEAD_S = 3.0
+SEND_AHEAD_S = 0.05
+SPLICE_S = SEND_AHEAD_S + 0.03
+NOTES_SPLICE_S = SPLICE_S + 0.07
+NOTE_WAIT_S = 0.05  # a change of notes waits this long for the next note, else cuts one short
+
 ModelName = Annotated[str, Field(pattern=MODEL_PATTERN, description="a model in MODELS_DIR")]
 Program = Annotated[int, Field(ge=0, le=127, description="General MIDI program 0-127")]
 Bpm = Annotated[float, Field(ge=BPM[0], le=BPM[1], description="beats per minute, 40-240")]
@@ -114,6 +127,13 @@ class NoteEvent(BaseModel):
     temperature: float
     top_p: float = 1.0
     replica: str = ""  # the inference replica that wrote it
+    # The take: inference re-writes the notes from ``seq`` on with a higher one when a change
+    # of notes (temperature, model, ...) is spliced in; the newest take of a seq counts.
+    ver: int = 0
+    # Set on the first note of a take that begins mid-note: it starts this many beats after
+    # the previous note's start, cutting that note short (a change is not kept waiting for a
+    # long note to end). None: it starts where the previous note ends.
+    cut: float | None = None
 
     @classmethod
     def of(cls, ev: Event, seq: int, beat: float, params: ChannelParams,
@@ -121,6 +141,21 @@ class NoteEvent(BaseModel):
         return cls(seq=seq, beat=beat, pitch=ev.pitch, midi=list(ev.midi),
                    duration=float(ev.duration), velocity=ev.midi_velocity, model=params.model,
                    temperature=params.temperature, top_p=params.top_p, replica=replica)
+
+    @staticmethod
+    def current(notes: list[NoteEvent]) -> list[NoteEvent]:
+        """A stream's notes in order, each re-take replacing the notes from its seq on."""
+        out: list[NoteEvent] = []
+        for note in notes:
+            if out and note.ver < out[-1].ver:
+                continue  # written late by a replica that had lost the channel
+            if out and note.ver > out[-1].ver:
+                while out and out[-1].seq >= note.seq:
+                    out.pop()
+            if out and note.seq <= out[-1].seq:
+                continue  # the same take again (re-published after Redis lost its data)
+            out.append(note)
+        return out
 
     def event(self) -> Event:
         from playbach.vocab import dynamic
@@ -161,6 +196,9 @@ class AudioChunk(BaseModel):
     pcm: bytes = b""
     notes: list[NoteOn] = []
     tone: bool = False  # the audio test's known tone, not music
+    # The take: a chunk of a higher one replaces the audio from its ``pos`` on (a splice).
+    ver: int = 0
+    due: float = 0.0  # when its first sample plays on the channel's clock (epoch ms)
 
     @property
     def frames(self) -> int:
@@ -168,8 +206,23 @@ class AudioChunk(BaseModel):
 
     def to_fields(self) -> dict[str, Any]:
         return {"pos": self.pos, "rate": self.rate, "ch": self.channels, "pcm": self.pcm,
-                "tone": int(self.tone),
+                "tone": int(self.tone), "ver": self.ver, "due": self.due,
                 "notes": json.dumps([n.model_dump() for n in self.notes])}
+
+    @staticmethod
+    def current(chunks: list[AudioChunk]) -> list[AudioChunk]:
+        """A stream's chunks in order, each new take replacing the audio from its pos on."""
+        out: list[AudioChunk] = []
+        for chunk in chunks:
+            if out and chunk.ver < out[-1].ver:
+                continue  # written late by a replica that had lost the channel
+            if out and chunk.ver > out[-1].ver:
+                while out and out[-1].pos >= chunk.pos:
+                    out.pop()
+            if out and chunk.pos < out[-1].pos + out[-1].frames:
+                continue  # the same take again (re-published)
+            out.append(chunk)
+        return out
 
     @classmethod
     def from_fields(cls, fields: dict) -> AudioChunk:
@@ -177,6 +230,9 @@ class AudioChunk(BaseModel):
                    channels=int(_text(fields, "ch")),
                    pcm=fields.get(b"pcm", fields.get("pcm", b"")),
                    tone=_text(fields, "tone") == "1",
+                   ver=int(_text(fields, "ver") if "ver" in fields or b"ver" in fields else 0),
+                   due=float(_text(fields, "due") if "due" in fields or b"due" in fields
+                             else 0),
                    notes=[NoteOn(**n) for n in json.loads(_text(fields, "notes"))])
 
 
@@ -217,6 +273,13 @@ class SynthPosition(BaseModel):
     lead_ms: float = 0.0  # audio rendered ahead of the wall clock
     starved: int = 0  # chunks rendered while no note was there to play
     replica: str | None = None
+    origin_ms: float = 0.0  # the channel's clock: when sample 0 played (epoch ms)
+    ver: int = 0  # the audio take it renders
+    # what plays at clock_ms: ``clock_into`` beats into note ``clock_seq`` (a change of
+    # notes is spliced in after it)
+    clock_seq: int = -1
+    clock_into: float = 0.0
+    clock_ms: float = 0.0
 
     def to_fields(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

@@ -132,6 +132,17 @@ class Improviser:
             self._logits, self._state = model.step(pending, self._state)
             self._pending = pending
 
+    def snapshot(self) -> tuple:
+        """Everything the next events depend on except the parameters: to go back to."""
+        return (self.model, self._state.copy(), self._logits, self._pending,
+                tuple(self.history), self.rng.bit_generator.state)
+
+    def restore(self, snapshot: tuple) -> None:
+        self.model, state, self._logits, self._pending, history, rng = snapshot
+        self._state, self.history = state.copy(), deque(history, maxlen=HISTORY)
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = rng
+
     def _draw(self, allow_rest: bool, join_above: int | None) -> Step:
         """Sample one step and feed it to the model: the pitch first, then a duration that
         fits it. Only a note above ``join_above`` (a pitch id; None: nothing to join, as for a

@@ -3,7 +3,12 @@
 Notes are played back to back in the order of their sequence numbers: each starts where the one
 before it ends, on the synth's own beat clock. BPM converts beats to samples chunk by chunk, so
 a tempo change applies from the next chunk on; if the next note has not arrived in time it
-starts late rather than being skipped."""
+starts late rather than being skipped.
+
+The renderer can go back: it marks its state at every chunk boundary it renders, and
+:meth:`Renderer.rewind` returns to one, puts the notes started since back in line, and
+re-plays the notes still sounding there (into nothing) so the new take starts with the same
+sound and fades in from the old one."""
 
 from __future__ import annotations
 
@@ -17,7 +22,23 @@ import numpy as np
 from playbach.schemas import NoteEvent, NoteOn
 
 TONE_HZ, TONE_SECONDS, TONE_LEVEL = 440.0, 1.0, 0.25  # the audio test: A4 at -12 dBFS
-SPLICE_SECONDS = 0.01  # music <-> tone: a 10 ms raised-cosine crossfade, never a click
+SPLICE_SECONDS = 0.01  # a 10 ms raised-cosine crossfade at every splice, never a click
+PREROLL_SECONDS = (1.0, 6.0)  # re-played before a rewind: at least (reverb), at most
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The renderer's state at a chunk boundary: where a rewind can start again."""
+
+    beat: float
+    next_beat: float
+    sounding: tuple[tuple[float, tuple[int, ...]], ...]
+    last_seq: int
+    last_id: str
+    last_start: float
+    tone_left: int
+    playing_tone: bool
+    last_sample: float
 
 
 @dataclass
@@ -61,6 +82,11 @@ class Renderer:
         self.tone_left = 0  # frames of test tone still to play
         self.playing_tone = False  # what the last chunk was: a switch is a splice
         self.last_sample = 0.0  # the last sample rendered, to splice from
+        self.marks: dict[int, Mark] = {}  # chunk start -> state there
+        self.rendered: dict[int, np.ndarray] = {}  # chunk start -> its PCM (to fade from)
+        self.log: deque[tuple[int, int, tuple[int, ...], int]] = deque()  # (sample, on, midi,
+        self.started: deque[tuple[int, Pending]] = deque()  # velocity); (sample, note)
+        self.fade_from: np.ndarray | None = None  # the old take where the new one starts
 
     def close(self) -> None:
         self.synth.delete()
@@ -79,26 +105,107 @@ class Renderer:
     def tone(self) -> None:
         self.tone_left = int(TONE_SECONDS * self.rate)
 
+    def known_until(self) -> float:
+        """The beat where the notes known so far end: rendering past it would starve."""
+        end = self.next_beat
+        for item in self.pending:
+            end += item.note.duration
+        return end
+
     def render(self, pos: int, frames: int, bpm: float) -> tuple[np.ndarray, list[NoteOn]]:
         """``frames`` of mono PCM from sample ``pos``, and the note-ons inside them. Where the
-        audio test tone starts or stops, the new sound fades in from the last sample."""
+        audio test tone starts or stops, and where a new take starts, the new sound fades in
+        from the old."""
+        self.marks[pos] = Mark(self.beat, self.next_beat, tuple(self.sounding), self.last_seq,
+                               self.last_id, self.last_start, self.tone_left,
+                               self.playing_tone, self.last_sample)
         tone = self.tone_left > 0
-        pcm, ons = (self._tone(pos, frames), []) if tone else self._music(frames, bpm)
-        if tone != self.playing_tone:
-            pcm = self._splice(pcm)
+        pcm, ons = (self._tone(pos, frames), []) if tone else self._music(pos, frames, bpm)
+        if self.fade_from is not None:
+            pcm = self._splice(pcm, self.fade_from)
+        elif tone != self.playing_tone:
+            pcm = self._splice(pcm, np.full(len(pcm), self.last_sample))
+        self.fade_from = None
         self.playing_tone = tone
         if len(pcm):
             self.last_sample = float(pcm[-1])
+        self.rendered[pos] = pcm
         return pcm, ons
 
-    def _splice(self, pcm: np.ndarray) -> np.ndarray:
-        n = min(len(pcm), max(1, round(SPLICE_SECONDS * self.rate)))
+    def _splice(self, pcm: np.ndarray, before: np.ndarray) -> np.ndarray:
+        n = min(len(pcm), len(before), max(1, round(SPLICE_SECONDS * self.rate)))
         w = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 1) / n)  # 0 -> 1, smoothly
         out = pcm.astype(np.float64)
-        out[:n] = self.last_sample * (1 - w) + out[:n] * w
+        out[:n] = before[:n] * (1 - w) + out[:n] * w
         return np.round(out).astype(np.int16)
 
-    def _music(self, frames: int, bpm: float) -> tuple[np.ndarray, list[NoteOn]]:
+    def can_rewind(self, pos: int) -> bool:
+        return pos in self.marks
+
+    def rewind(self, pos: int) -> None:
+        """Go back to the chunk boundary ``pos`` (see :meth:`can_rewind`): the notes started
+        from there on wait again, the next chunk rendered fades in from the old one, and the
+        program set now sounds from ``pos`` on, held notes included."""
+        mark = self.marks[pos]
+        again = [item for start, item in self.started if start >= pos]
+        self.started = deque((start, item) for start, item in self.started if start < pos)
+        self.pending.extendleft(reversed(again))
+        self.fade_from = self.rendered.get(pos)
+        self.marks = {p: m for p, m in self.marks.items() if p < pos}
+        self.rendered = {p: a for p, a in self.rendered.items() if p < pos}
+        self.log = deque(e for e in self.log if e[0] < pos)
+        self.beat, self.next_beat = mark.beat, mark.next_beat
+        self.sounding = list(mark.sounding)
+        self.last_seq, self.last_id, self.last_start = mark.last_seq, mark.last_id, mark.last_start
+        self.tone_left, self.playing_tone = mark.tone_left, mark.playing_tone
+        self.last_sample = mark.last_sample
+        self._preroll(pos)
+
+    def cut(self) -> None:
+        """The next note starts now, and what sounds ends now (a take begun mid-note)."""
+        self.next_beat = self.beat
+        self.sounding = [(min(end, self.beat), midis) for end, midis in self.sounding]
+
+    def _preroll(self, pos: int) -> None:
+        """Silence the synth, then play what sounds at ``pos`` (from the earliest start of a
+        held note, at least a reverb's length before) into nothing."""
+        program, self.program = self.program, -1
+        self.synth.system_reset()
+        self.set_program(program)
+        held: dict[int, int] = {}  # midi -> its start
+        for sample, on, midis, _ in self.log:
+            for m in midis:
+                if on:
+                    held[m] = sample
+                else:
+                    held.pop(m, None)
+        least, most = (round(s * self.rate) for s in PREROLL_SECONDS)
+        start = max(pos - most, min([pos - least, *held.values()]))
+        at = start
+        for sample, on, midis, velocity in self.log:
+            if sample < start:
+                continue
+            self.synth.get_samples(sample - at)
+            at = sample
+            for m in midis:
+                if on:
+                    self.synth.noteon(0, m, velocity)
+                else:
+                    self.synth.noteoff(0, m)
+        self.synth.get_samples(pos - at)
+
+    def forget(self, before: int) -> None:
+        """Drop what no rewind can reach: marks and audio before ``before``, and the log of
+        notes older than a pre-roll."""
+        self.marks = {p: m for p, m in self.marks.items() if p >= before}
+        self.rendered = {p: a for p, a in self.rendered.items() if p >= before}
+        oldest = before - round(PREROLL_SECONDS[1] * self.rate)
+        while self.log and self.log[0][0] < oldest:
+            self.log.popleft()
+        while self.started and self.started[0][0] < oldest:
+            self.started.popleft()
+
+    def _music(self, pos: int, frames: int, bpm: float) -> tuple[np.ndarray, list[NoteOn]]:
         per_frame = bpm / 60 / self.rate  # beats per frame
         end = self.beat + frames * per_frame
         if not self.pending and self.next_beat < end:
@@ -129,10 +236,13 @@ class Renderer:
             if kind == 0:
                 for m in payload:  # type: ignore[union-attr]
                     self.synth.noteoff(0, m)
+                self.log.append((pos + offset, 0, tuple(payload), 0))  # type: ignore[arg-type]
                 continue
             note = payload.note  # type: ignore[union-attr]
             for m in note.midi:
                 self.synth.noteon(0, m, note.velocity)
+            self.log.append((pos + offset, 1, tuple(note.midi), note.velocity))
+            self.started.append((pos + offset, payload))  # type: ignore[arg-type]
             ons.append(NoteOn(offset=offset, seq=note.seq, pitch=note.pitch, midi=note.midi,
                               velocity=note.velocity, duration=note.duration * 60 / bpm,
                               beats=note.duration, program=self.program, model=note.model,

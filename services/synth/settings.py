@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from playbach.schemas import LEAD_S
 from playbach.settings import AudioSettings, ModelReaderSettings, WorkerSettings
 
 FLUID_R3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
@@ -14,7 +15,10 @@ GET_ONE = "(Debian: apt-get install fluid-soundfont-gm)"
 
 class SynthSettings(ModelReaderSettings, WorkerSettings, AudioSettings):
     soundfont: Path = Field(FLUID_R3, description="a General MIDI SoundFont (.sf2)")
-    lead_seconds: float = Field(0.5, gt=0, le=5, description="audio rendered ahead of time")
+    lead_seconds: float = Field(LEAD_S, ge=1, le=10,
+                                description="audio rendered ahead of the clock: it covers a "
+                                            "takeover (about LEASE_MS), changes do not wait "
+                                            "for it")
     gain: float = Field(0.5, gt=0, le=5, description="FluidSynth master gain")
     tick_ms: int = Field(20, ge=5, le=1000, description="how often owned channels are served")
     audio_maxlen: int = Field(2800, ge=50, description="chunks kept per channel (2800: 130 s)")

@@ -1,26 +1,44 @@
-"""The synth loop: take channels by lease, render each in real time, a short lead ahead.
+"""The synth loop: take channels by lease, render each a deep lead (seconds) ahead of its clock.
 
-A channel's audio timeline is in samples; its wall clock starts when a replica adopts it, so a
-replica that takes over continues at the sample where the last one stopped. After Redis was
-away the clock is re-anchored at the next sample: the timeline continues, with no burst of
-catch-up audio and no jump."""
+A channel's audio timeline is in samples, and its clock (``origin_ms``, when sample 0 plays) is
+kept in Redis: a replica that takes over continues at the sample where the last one stopped,
+on the same clock, while the gateways still play the lead the last one rendered. So a replica
+that dies costs no silence. A change is not queued behind that lead: the instrument, the BPM, a
+test tone and a new take of the notes are spliced in (a rewind, a new take number, a 10 ms
+crossfade) at the first chunk that has not yet left a gateway. After Redis was away the clock
+is re-anchored at the next sample: the timeline continues, with no burst of catch-up audio."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
 from playbach import streams
-from playbach.schemas import AudioChunk, ChannelParams, ControlEntry, NoteEvent, SynthPosition
+from playbach.schemas import (
+    LEAD_S,
+    SPLICE_S,
+    AudioChunk,
+    ChannelParams,
+    ControlEntry,
+    NoteEvent,
+    SynthPosition,
+)
 from playbach.worker import ChannelWorker
 from synth.render import Pending, Renderer, instrument_names
 from synth.settings import SynthSettings
 
 log = logging.getLogger("synth")
 MAX_BEHIND_S = 1.0  # further behind the wall clock than this (Redis was away): re-anchor
+MIN_LEAD_S = 0.6  # below this the synth renders on without notes (it starves) rather than wait
+BATCH = 4  # chunks written at a time: the first chunk of a splice goes out at once
+
+
+def now_ms() -> float:
+    return time.time() * 1000
 
 
 @dataclass
@@ -29,8 +47,15 @@ class Voice:
     params: ChannelParams
     renderer: Renderer
     pos: int  # next sample to render
-    origin: float  # monotonic time of sample 0
+    origin_ms: float  # the channel's clock: when sample 0 plays (epoch ms)
+    ver: int = 0  # the take being rendered
+    notes_ver: int = 0  # the newest take of the notes seen
+    read_id: str = "0-0"  # the last entry read from pb:notes:<id>
     outbox: list[AudioChunk] = field(default_factory=list)  # rendered, not yet in Redis
+
+    def clock(self, rate: int) -> float:
+        """The sample playing now."""
+        return (now_ms() - self.origin_ms) * rate / 1000
 
 
 class SynthWorker(ChannelWorker[Voice]):
@@ -69,8 +94,14 @@ class SynthWorker(ChannelWorker[Voice]):
         pos = saved.pos
         renderer.beat = renderer.next_beat = saved.beat
         renderer.last_seq, renderer.last_id = saved.seq, saved.id
-        log.info("channel %s: adopted at sample %d (note %d)", cid, pos, renderer.last_seq)
-        return Voice(cid, params, renderer, pos, time.monotonic() - pos / s.sample_rate)
+        # the same clock, if the lead the last owner rendered still plays; else a new one
+        origin = saved.origin_ms
+        ahead = (pos - (now_ms() - origin) * s.sample_rate / 1000) / s.sample_rate
+        if not origin or not -MAX_BEHIND_S < ahead <= LEAD_S + 1:
+            origin, ahead = now_ms() - pos * 1000 / s.sample_rate, 0.0
+        log.info("channel %s: adopted at sample %d (note %d), %.2f s ahead of its clock",
+                 cid, pos, renderer.last_seq, ahead)
+        return Voice(cid, params, renderer, pos, origin, ver=saved.ver, read_id=saved.id)
 
     def release(self, cid: str, state: Voice) -> None:
         state.renderer.close()
@@ -87,6 +118,7 @@ class SynthWorker(ChannelWorker[Voice]):
                     continue  # malformed: the gateway logs it
                 voice = self.channels.get(entry.channel)
                 if entry.type == "tone" and voice:
+                    self.splice(voice)
                     voice.renderer.tone()
         if self.control_id == "$":
             last = await self.redis.xrevrange(streams.CONTROL, count=1)
@@ -94,13 +126,50 @@ class SynthWorker(ChannelWorker[Voice]):
 
     async def fetch_notes(self, voice: Voice) -> None:
         r = voice.renderer
-        after = r.pending[-1].stream_id if r.pending else r.last_id
-        entries = await self.redis.xrange(streams.notes(voice.cid), min=f"({after}", count=256)
+        entries = await self.redis.xrange(streams.notes(voice.cid), min=f"({voice.read_id}",
+                                          count=256)
         for entry_id, fields in entries:
+            voice.read_id = streams.text(entry_id)
             note = NoteEvent.from_fields(fields)
+            if note.ver < voice.notes_ver:
+                continue  # an old take, written late
+            if note.ver > voice.notes_ver:
+                voice.notes_ver = note.ver
+                self.retake(voice, note)
             last = r.pending[-1].note.seq if r.pending else r.last_seq
             if note.seq > last:  # a note re-published after Redis lost its data is skipped
-                r.pending.append(Pending(note, streams.text(entry_id)))
+                r.pending.append(Pending(note, voice.read_id))
+
+    def retake(self, voice: Voice, first: NoteEvent) -> None:
+        """Inference wrote the notes from ``first`` on again: forget the old ones, and if the
+        old note is already rendered, go back to it (or as near as is still safe). A take
+        that begins mid-note starts at the chunk boundary nearest its cut, ending the note
+        that sounds there."""
+        r, seq, chunk = voice.renderer, first.seq, self.settings.chunk_frames
+        starts = {item.note.seq: at for at, item in r.started}
+        if first.cut is not None and seq - 1 in starts:
+            s = self.settings
+            at = starts[seq - 1] + first.cut * 60 / voice.params.bpm * s.sample_rate
+            if self.splice(voice, math.ceil(at / chunk) * chunk) and r.last_seq == seq - 1:
+                r.cut()
+        elif seq in starts:
+            self.splice(voice, starts[seq] // chunk * chunk)
+        while r.pending and r.pending[-1].note.seq >= seq:
+            r.pending.pop()
+
+    def splice(self, voice: Voice, at: int = 0) -> bool:
+        """Render again from the chunk boundary ``at``, or the first that has not left a
+        gateway, whichever is later, as a new take. False if nothing is rendered there."""
+        s = self.settings
+        safe = math.ceil((voice.clock(s.sample_rate) + SPLICE_S * s.sample_rate)
+                         / s.chunk_frames) * s.chunk_frames
+        at = max(at, safe)
+        if at >= voice.pos or not voice.renderer.can_rewind(at):
+            return False  # nothing rendered there yet: the change applies from the next chunk
+        voice.renderer.rewind(at)
+        voice.outbox = [c for c in voice.outbox if c.pos < at]
+        voice.pos, voice.ver = at, voice.ver + 1
+        return True
 
     async def before_serving(self) -> None:
         await self.read_control()
@@ -109,43 +178,75 @@ class SynthWorker(ChannelWorker[Voice]):
         params = await ChannelParams.read(self.redis, cid)
         if params is None:
             return
+        if (params.instrument, params.bpm) != (voice.params.instrument, voice.params.bpm):
+            voice.renderer.set_program(params.instrument)
+            self.splice(voice)
         voice.params = params
         voice.renderer.set_program(voice.params.instrument)
         await self.fetch_notes(voice)
-        self.render(voice)
-        await self.flush(voice)
+        for _ in range(32 // BATCH):  # at most 32 chunks a tick, written BATCH at a time
+            if not self.render(voice, BATCH):
+                break
+            await self.flush(voice)
+        await self.flush(voice)  # our position, even with nothing new (inference reads it)
 
-    def render(self, voice: Voice) -> None:
-        """Render up to the wall clock plus the lead (at most 32 chunks, and nothing while
-        earlier chunks still wait for Redis)."""
-        s = self.settings
-        behind = time.monotonic() - voice.origin - voice.pos / s.sample_rate
-        if behind > MAX_BEHIND_S:
+    def render(self, voice: Voice, most: int) -> bool:
+        """Render up to ``most`` chunks towards the clock plus the lead, no further than the
+        notes known (unless the lead runs low: then it starves, as late notes start late),
+        and nothing while earlier chunks still wait for Redis. True if it rendered any."""
+        s, r = self.settings, voice.renderer
+        clock = voice.clock(s.sample_rate)
+        if clock - voice.pos > MAX_BEHIND_S * s.sample_rate:
             log.warning("channel %s: %.1f s behind the clock (Redis was away?); the timeline "
-                        "continues from sample %d", voice.cid, behind, voice.pos)
-            voice.origin = time.monotonic() - voice.pos / s.sample_rate
-        target = (time.monotonic() - voice.origin + s.lead_seconds) * s.sample_rate
-        while voice.pos + s.chunk_frames <= target and len(voice.outbox) < 32:
-            t, tone = time.perf_counter(), voice.renderer.tone_left > 0
-            pcm, ons = voice.renderer.render(voice.pos, s.chunk_frames, voice.params.bpm)
+                        "continues from sample %d", voice.cid,
+                        (clock - voice.pos) / s.sample_rate, voice.pos)
+            voice.origin_ms = now_ms() - voice.pos * 1000 / s.sample_rate
+            clock = voice.pos
+        r.forget(int(clock) - s.chunk_frames)
+        beats_per_chunk = s.chunk_frames * voice.params.bpm / 60 / s.sample_rate
+        count = 0
+        while (count < most and len(voice.outbox) < 32
+               and voice.pos + s.chunk_frames <= clock + s.lead_seconds * s.sample_rate):
+            low = voice.pos - clock < MIN_LEAD_S * s.sample_rate
+            if not low and r.tone_left <= 0 and r.beat + beats_per_chunk > r.known_until():
+                break  # wait for notes while the lead lasts
+            t, tone = time.perf_counter(), r.tone_left > 0
+            pcm, ons = r.render(voice.pos, s.chunk_frames, voice.params.bpm)
             self.render_seconds += time.perf_counter() - t
-            voice.outbox.append(AudioChunk(pos=voice.pos, rate=s.sample_rate, pcm=pcm.tobytes(),
-                                           notes=ons, tone=tone))
+            voice.outbox.append(AudioChunk(
+                pos=voice.pos, rate=s.sample_rate, pcm=pcm.tobytes(), notes=ons, tone=tone,
+                ver=voice.ver, due=round(voice.origin_ms + voice.pos * 1000 / s.sample_rate, 1)))
             voice.pos += s.chunk_frames
+            count += 1
+        return count > 0
+
+    def playing(self, voice: Voice) -> tuple[int, float]:
+        """What plays now: a note's seq and the beats since it started (from the mark of the
+        chunk that holds the clock; the note started last before that chunk)."""
+        s, r = self.settings, voice.renderer
+        clock = voice.clock(s.sample_rate)
+        before = [p for p in r.marks if p <= clock]
+        if not before:
+            return r.last_seq, r.beat - r.last_start
+        mark = r.marks[max(before)]
+        beat = mark.beat + (clock - max(before)) * voice.params.bpm / 60 / s.sample_rate
+        return mark.last_seq, beat - mark.last_start
 
     async def flush(self, voice: Voice) -> None:
         """Write the rendered chunks and our position; kept for the next tick if Redis fails."""
-        if not voice.outbox:
-            return
         s, r = self.settings, voice.renderer
         pipe = self.redis.pipeline(transaction=False)
         for chunk in voice.outbox:
             pipe.xadd(streams.audio(voice.cid), chunk.to_fields(), maxlen=s.audio_maxlen,
                       approximate=True)
-        lead_ms = (voice.pos / s.sample_rate - (time.monotonic() - voice.origin)) * 1000
+        lead_ms = (voice.pos - voice.clock(s.sample_rate)) * 1000 / s.sample_rate
+        seq, into = self.playing(voice)
         SynthPosition(pos=voice.pos, beat=r.beat, seq=r.last_seq, id=r.last_id,
                       into=r.beat - r.last_start, lead_ms=round(lead_ms, 1),
-                      starved=r.starved_chunks, replica=s.replica_id).write(pipe, voice.cid)
+                      starved=r.starved_chunks, replica=s.replica_id,
+                      origin_ms=voice.origin_ms, ver=voice.ver,
+                      clock_seq=seq, clock_into=round(into, 4),
+                      clock_ms=round(now_ms(), 1)).write(pipe, voice.cid)
         await pipe.execute()
         self.chunks_written += len(voice.outbox)
         voice.outbox.clear()

@@ -15,7 +15,11 @@ import websockets
 @dataclass
 class Heard:
     hello: dict = field(default_factory=dict)
-    chunks: list[tuple[int, np.ndarray, float]] = field(default_factory=list)  # pos, pcm, when
+    # the timeline as a player keeps it (a new take replaces from its pos on): pos, pcm, when
+    chunks: list[tuple[int, np.ndarray, float]] = field(default_factory=list)
+    frames: list[tuple[int, int, float]] = field(default_factory=list)  # all: pos, take, when
+    ver: int = -1
+    splices: list[int] = field(default_factory=list)  # where newer takes began
     notes: list[dict] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
     closed: str | None = None
@@ -30,6 +34,24 @@ class Heard:
     def rms(self) -> float:
         pcm = self.pcm.astype(np.float64)
         return float(np.sqrt(np.mean(pcm**2))) if len(pcm) else 0.0
+
+    def take(self, pos: int, ver: int, pcm: np.ndarray) -> None:
+        """A frame, as the player takes it: a newer take replaces the audio from ``pos`` on."""
+        now = time.monotonic()
+        self.frames.append((pos, ver, now))
+        if ver > self.ver:
+            if self.ver >= 0:
+                while self.chunks and self.chunks[-1][0] >= pos:
+                    self.chunks.pop()
+                if self.chunks and self.chunks[-1][0] + len(self.chunks[-1][1]) > pos:
+                    start, old, when = self.chunks.pop()
+                    self.chunks.append((start, old[:pos - start], when))
+                self.notes = [n for n in self.notes if n["pos"] < pos or n["ver"] >= ver]
+                self.splices.append(pos)
+            self.ver = ver
+        elif ver < self.ver:
+            return
+        self.chunks.append((pos, pcm, now))
 
     def audio_at(self, pos: int, frames: int) -> np.ndarray:
         """PCM of the stream's samples [pos, pos + frames), from what was heard."""
@@ -55,15 +77,15 @@ async def listen(base: str, cid: str, seconds: float, heard: Heard | None = None
                 except TimeoutError:
                     break
                 if isinstance(msg, bytes):
-                    (pos,) = struct.unpack_from("<Q", msg)
-                    heard.chunks.append((pos, np.frombuffer(msg[8:], np.int16),
-                                         time.monotonic()))
+                    pos, ver = struct.unpack_from("<QI", msg)
+                    heard.take(pos, ver, np.frombuffer(msg[12:], np.int16))
                     continue
                 event = json.loads(msg)
                 if event["type"] == "hello":
                     heard.hello = event
                 elif event["type"] == "notes":
-                    heard.notes.extend(event["notes"])
+                    heard.notes.extend({**n, "ver": event.get("ver", 0), "at": time.monotonic()}
+                                       for n in event["notes"])
                 else:
                     heard.events.append(event)
         except websockets.ConnectionClosed as exc:

@@ -4,7 +4,7 @@ const q = new URLSearchParams(location.search);
 const state = window.playbach = {           // read by the browser tests
   channel: q.get('channel') || 'radio', rate: 44100, params: null, instruments: [],
   notes: [], noteCount: 0, playhead: null, consumed: 0, underruns: 0, reported: 0,
-  buffered: 0, errors: [], ws: null, ctx: null, node: null, frames: 0,
+  buffered: 0, errors: [], ws: null, ctx: null, node: null, frames: 0, ver: -1, splices: 0,
 };
 const $ = (id) => document.getElementById(id);
 window.addEventListener('error', (e) => state.errors.push(String(e.message)));
@@ -38,19 +38,26 @@ async function loadLists() {
 
 function onMessage(ev) {
   if (typeof ev.data !== 'string') {
+    // a frame: u64 sample position, u32 take, s16le PCM (the gateway's hub.HEADER)
     const view = new DataView(ev.data);
     const pos = Number(view.getBigUint64(0, true));
-    const pcm = new Int16Array(ev.data, 8);
+    const ver = view.getUint32(8, true);
+    const pcm = new Int16Array(ev.data, 12);
     const samples = new Float32Array(pcm.length);
     for (let i = 0; i < pcm.length; i++) samples[i] = pcm[i] / 32768;
-    state.node.port.postMessage({ type: 'pcm', pos, samples }, [samples.buffer]);
+    if (ver > state.ver) {                  // a new take from pos on: its notes replace the old
+      if (state.ver >= 0) state.splices++;
+      state.notes = state.notes.filter((n) => n.ver >= ver || n.pos < pos);
+      state.ver = ver;
+    }
+    state.node.port.postMessage({ type: 'pcm', pos, ver, samples }, [samples.buffer]);
     state.frames++;
     return;
   }
   const msg = JSON.parse(ev.data);
   if (msg.type === 'hello') { state.rate = msg.rate; showParams(msg.params); }
   else if (msg.type === 'notes') {
-    for (const n of msg.notes) state.notes.push(n);
+    for (const n of msg.notes) state.notes.push({ ...n, ver: msg.ver || 0 });
     state.noteCount += msg.notes.length;
     $('m-notes').textContent = state.noteCount;
   } else if (msg.type === 'params') showParams(msg.params);

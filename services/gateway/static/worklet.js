@@ -9,6 +9,7 @@ class PcmPlayer extends AudioWorkletProcessor {
     this.write = 0;        // samples written (absolute count)
     this.read = 0;         // fractional read position (absolute count)
     this.firstPos = null;  // stream sample position of ring sample 0
+    this.ver = -1;         // the take written last: a newer one replaces audio from its pos
     this.target = Math.round(this.srcRate * 0.25);  // jitter buffer: start playing when this full
     this.minTarget = Math.round(this.srcRate * 0.12);
     this.maxTarget = Math.round(this.srcRate * 2.0);
@@ -23,6 +24,12 @@ class PcmPlayer extends AudioWorkletProcessor {
     if (msg.type === 'pcm') {
       if (this.firstPos === null) this.firstPos = msg.pos;
       const expected = this.firstPos + this.write;
+      const newer = msg.ver > this.ver;
+      this.ver = Math.max(this.ver, msg.ver);
+      if (newer && msg.pos < expected && expected - msg.pos <= this.ring.length) {
+        this.replace(msg.pos - this.firstPos, msg.samples);
+        return;
+      }
       if (msg.pos > expected) {            // a gap (frames dropped upstream): skip ahead
         const gap = Math.min(msg.pos - expected, this.ring.length);
         for (let i = 0; i < gap; i++) this.ring[(this.write + i) % this.ring.length] = 0;
@@ -39,8 +46,24 @@ class PcmPlayer extends AudioWorkletProcessor {
       this.write += s.length;
       if (this.write - this.read > this.ring.length) this.read = this.write - this.target;
     } else if (msg.type === 'reset') {
-      this.write = 0; this.read = 0; this.firstPos = null; this.playing = false;
+      this.write = 0; this.read = 0; this.firstPos = null; this.playing = false; this.ver = -1;
     }
+  }
+
+  // A new take from ring index `at` on: what is not yet played is overwritten and the old
+  // take after it forgotten. Where the playhead is already past `at`, the new take starts at
+  // the playhead with a short crossfade (the gateway sends takes early, so this is rare).
+  replace(at, samples) {
+    const len = this.ring.length;
+    const from = Math.max(at, Math.ceil(this.read) + 2);
+    const fade = from > at ? 128 : 0;
+    for (let i = from - at; i < samples.length; i++) {
+      const k = (at + i) % len;
+      const j = i - (from - at);
+      const w = j < fade ? (j + 1) / fade : 1;
+      this.ring[k] = j < fade && at + i < this.write ? this.ring[k] * (1 - w) + samples[i] * w : samples[i];
+    }
+    this.write = Math.max(from, at + samples.length);
   }
 
   process(inputs, outputs) {
