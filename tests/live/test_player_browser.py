@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
 from playbach.schemas import DEFAULT_MODEL
+from tests.conftest import login
 from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, open_browser
 
 
@@ -23,6 +25,9 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
         page.get_by_role("button", name="▶ Play").click()
         page.wait_for_function("window.playbach.consumed > 44100 * 2", timeout=20_000)
         page.wait_for_function("window.playbach.noteCount >= 3", timeout=10_000)
+        # a change while it plays comes as a new take: spliced in, playback unbroken
+        httpx.patch(f"{live.gateway_url}/api/channels/radio", json={"bpm": 100},
+                    headers=login(live.gateway_url)).raise_for_status()
         # stream samples consumed per second of wall time: 44100 whatever the device's rate
         rate = page.evaluate("""async () => {
             const a = window.playbach.consumed, t = performance.now();
@@ -30,6 +35,7 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
             return (window.playbach.consumed - a) / ((performance.now() - t) / 1000); }""")
         state = page.evaluate("""() => ({consumed: window.playbach.consumed,
             errors: window.playbach.errors, rate: window.playbach.ctx.sampleRate,
+            splices: window.playbach.splices, underruns: window.playbach.underruns,
             frames: window.playbach.frames, model: document.getElementById('p-model').textContent,
             instrument: document.getElementById('p-instrument').textContent,
             channel: document.getElementById('channel').selectedOptions[0].textContent,
@@ -45,6 +51,7 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
     assert state["instrument"] == "Cello"  # the SoundFont's own name
     assert state["channel"] == "Radio"  # the channel's name, not its id
     assert drawn > 50, "the piano roll drew no notes"
+    assert state["splices"] >= 1 and state["underruns"] == 0, state
     if device_rate:
         assert state["rate"] == device_rate
     assert abs(rate - 44100) / 44100 < 0.05, f"played {rate:.0f} stream samples per second"

@@ -95,3 +95,22 @@ def test_control_entries_and_the_synth_position_round_trip_through_redis(redis_u
     assert empty == SynthPosition()  # no position yet: the start of a timeline
     assert stored == SynthPosition(pos=4096, beat=2.5, seq=7, id="5-0", into=0.25,
                                    lead_ms=512.5, starved=1, replica="synth-1")
+
+
+def test_a_newer_take_replaces_notes_and_audio_from_where_it_begins():
+    """Streams hold every take; readers keep the newest from where it begins, skip a stale
+    take written late and the same take written twice."""
+    def n(seq, ver):
+        return NoteEvent(seq=seq, beat=seq, pitch="C4", midi=[60], duration=1, velocity=80,
+                         model="m", temperature=1.0, ver=ver)
+
+    notes = [n(0, 0), n(1, 0), n(2, 0), n(3, 0), n(2, 1), n(3, 1), n(3, 0), n(3, 1), n(4, 1)]
+    assert [(x.seq, x.ver) for x in NoteEvent.current(notes)] == [
+        (0, 0), (1, 0), (2, 1), (3, 1), (4, 1)]
+
+    def c(pos, ver):
+        return AudioChunk(pos=pos, pcm=b"\0\0" * 4, ver=ver)
+
+    chunks = [c(0, 0), c(4, 0), c(8, 0), c(4, 1), c(8, 0), c(8, 1), c(8, 1), c(12, 1)]
+    assert [(x.pos, x.ver) for x in AudioChunk.current(chunks)] == [
+        (0, 0), (4, 1), (8, 1), (12, 1)]

@@ -110,3 +110,42 @@ def test_the_tone_starts_and_stops_without_a_click(piano):
     across = [largest_jump(np.concatenate([chunks[i - 1][-64:], chunks[i][:512]]))
               for i in splices]
     assert max(across) <= inside, (across, inside)
+
+
+def test_a_rewind_replays_the_notes_after_it_with_a_new_sound_and_no_click():
+    """Back to a chunk boundary: the notes started since play again, in order, none lost or
+    doubled; the new program sounds from there, held notes included; the splice is no
+    sharper than the music around it."""
+    r = Renderer(FLUID_R3, RATE, 0.5, program=42)
+    try:
+        r.pending.extend([note(i, [48 + (i * 5) % 19], 0.5 if i % 3 else 1.5) for i in range(40)])
+        out, ons = {}, []
+        for pos in range(0, 60 * CHUNK, CHUNK):
+            out[pos], found = r.render(pos, CHUNK, 100)
+            ons += [(pos + n.offset, n.seq, n.program) for n in found]
+        at = 30 * CHUNK
+        assert r.can_rewind(at) and not r.can_rewind(at + 1)
+        r.set_program(0)
+        r.rewind(at)
+        ons = [o for o in ons if o[0] < at]
+        for pos in range(at, 60 * CHUNK, CHUNK):
+            out[pos], found = r.render(pos, CHUNK, 100)
+            ons += [(pos + n.offset, n.seq, n.program) for n in found]
+    finally:
+        r.close()
+    assert [seq for _, seq, _ in ons] == list(range(len(ons)))
+    assert {p for pos, _, p in ons if pos >= at} == {0}
+    assert {p for pos, _, p in ons if pos < at} == {42}
+    pcm = np.concatenate([out[p] for p in sorted(out)]).astype(float)
+    steps = np.abs(np.diff(pcm))
+    assert steps[at - 5:at + 441].max() <= steps.max() and steps[at - 5:at + 441].max() < 1000
+
+
+def test_a_cut_ends_the_sounding_note_and_starts_the_next_now(piano):
+    piano.pending.extend([note(0, [60], 4)])
+    render(piano, 0.5, bpm=120)  # a beat is 0.5 s: the note sounds for 2 s
+    piano.cut()
+    piano.pending.append(note(1, [64], 1))
+    _, found = piano.render(0, CHUNK, 120)
+    assert [n.seq for n in found] == [1] and found[0].offset == 0
+    assert [m for _, m in piano.sounding] == [(64,)]  # the long note ended at the cut
