@@ -96,6 +96,7 @@ bench: setup
 	$(PY) bench/step_vs_window.py
 	$(PY) bench/live.py
 	$(PY) bench/splices.py
+	$(PY) bench/streams.py
 	$(PY) bench/key_mass.py
 
 clean:

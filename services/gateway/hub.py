@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from gateway import metrics
+from gateway.encode import Encoder
 from playbach import streams
 from playbach.schemas import LEAD_S, SEND_AHEAD_S, AudioChunk, ControlEntry
 from playbach.service import REDIS_DOWN, RedisWatch
@@ -56,6 +57,7 @@ class Frame:
     pos: int
     end: int
     ver: int
+    rate: int
     due: float  # epoch seconds
     notes: str | None
     audio: bytes
@@ -63,8 +65,8 @@ class Frame:
     @classmethod
     def of(cls, chunk: AudioChunk, written_ms: float) -> Frame:
         due = (chunk.due or written_ms) / 1000  # a chunk without a clock is due when written
-        return cls(chunk.pos, chunk.pos + chunk.frames, chunk.ver, due, notes_message(chunk),
-                   frame(chunk))
+        return cls(chunk.pos, chunk.pos + chunk.frames, chunk.ver, chunk.rate, due,
+                   notes_message(chunk), frame(chunk))
 
 
 @dataclass(eq=False)
@@ -73,10 +75,12 @@ class Listener:
 
     limit: int
     max_drops: int
+    encoding: str | None = None  # a compressed stream ("ogg", "mp3"); None: PCM frames
     queue: deque[bytes | str] = field(default_factory=deque)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: int = 0
     closed: bool = False
+    started: bool = False  # has had the compressed stream's header
 
     def offer(self, item: bytes | str) -> None:
         if self.closed:
@@ -124,6 +128,7 @@ class ChannelHub:
         # closed with the hub, so open files fall back when listeners leave.
         self.redis, self.cid, self.watch = redis, cid, watch
         self.listeners: set[Listener] = set()
+        self.encoded: dict[str, tuple[Encoder | None, set[Listener]]] = {}  # format -> ...
         self.recent: deque[Frame] = deque(maxlen=max(backlog_chunks, 1))  # sent: the backlog
         self.ahead: dict[int, Frame] = {}  # received, not yet due: pos -> frame
         self.ver = -1  # the newest take received
@@ -160,24 +165,40 @@ class ChannelHub:
 
     def silent_for(self) -> float:
         """Seconds since this channel last sent audio, while someone listens (else 0)."""
-        return time.monotonic() - self.heard if self.listeners else 0.0
+        return time.monotonic() - self.heard if self.count() else 0.0
 
     def join(self, listener: Listener) -> None:
         """A new listener gets the backlog at once, but only audio of the current session: a
         channel waking from idle has an old tail in its stream, which would play as a
-        fragment of the last session and then a cut to silence."""
+        fragment of the last session and then a cut to silence. A listener to a compressed
+        stream joins its format's encoder (made for the first one) at the live point."""
+        if listener.encoding:
+            self.encoded.setdefault(listener.encoding, (None, set()))[1].add(listener)
+            metrics.LISTENERS.labels(self.cid).set(self.count())
+            return
         live = bool(self.recent) and time.time() - self.recent[-1].due < LIVE_S
         for sent in self.recent if self.backlog_chunks and live else ():
             if sent.notes:
                 listener.offer(sent.notes)
             listener.offer(sent.audio)
         self.listeners.add(listener)
-        metrics.LISTENERS.labels(self.cid).set(len(self.listeners))
+        metrics.LISTENERS.labels(self.cid).set(self.count())
+
+    def count(self) -> int:
+        return len(self.listeners) + sum(len(m) for _, m in self.encoded.values())
 
     async def leave(self, listener: Listener) -> None:
         self.listeners.discard(listener)
-        metrics.LISTENERS.labels(self.cid).set(len(self.listeners))
-        if not self.listeners:
+        if listener.encoding in self.encoded:
+            encoder, members = self.encoded[listener.encoding]
+            members.discard(listener)
+            if not members:  # the last one: its encoder goes too
+                del self.encoded[listener.encoding]
+                if encoder:
+                    encoder.close()
+                    metrics.ENCODERS.labels(listener.encoding).dec()
+        metrics.LISTENERS.labels(self.cid).set(self.count())
+        if not self.count():
             await self.on_empty(self.cid)
 
     def broadcast(self, item: bytes | str) -> None:
@@ -213,7 +234,27 @@ class ChannelHub:
         if f.notes:
             self.broadcast(f.notes)
         self.broadcast(f.audio)
+        self.encode(f)
         metrics.CHUNKS_FANNED.inc()
+
+    def encode(self, f: Frame) -> None:
+        """The frame into each compressed stream someone listens to: encoded once, offered
+        to each of its listeners (a newcomer first gets the stream's header)."""
+        for name, (encoder, members) in list(self.encoded.items()):
+            if encoder is None:
+                encoder = Encoder(name, f.rate)
+                self.encoded[name] = (encoder, members)
+                metrics.ENCODERS.labels(name).inc()
+            parts = encoder.encode(f.audio[HEADER.size:])
+            for listener in list(members):
+                if not listener.started:  # (the header is whole after the first encode)
+                    for part in encoder.header:
+                        listener.offer(part)
+                    listener.started = True
+                if f.notes:
+                    listener.offer(f.notes)
+                for part in parts:
+                    listener.offer(part)
 
     async def _pace(self) -> None:
         """Send each held frame SEND_AHEAD_S before it is due, in timeline order."""
@@ -257,6 +298,12 @@ class ChannelHub:
                 log.warning("channel %s: the audio reader did not stop in 2 s", self.cid)
         for listener in list(self.listeners):
             listener.close()
+        for encoder, members in self.encoded.values():
+            for listener in members:
+                listener.close()
+            if encoder:
+                encoder.close()
+                metrics.ENCODERS.labels(encoder.format.container).dec()
         with contextlib.suppress(*REDIS_DOWN):
             await self.redis.aclose()
 
@@ -284,13 +331,13 @@ class Hubs:
                 self.hubs[cid] = hub
             hub.join(listener)
         with contextlib.suppress(*REDIS_DOWN):  # the heartbeat will try again
-            await self.beat(cid, len(hub.listeners))  # a channel nobody heard starts at once
+            await self.beat(cid, hub.count())  # a channel nobody heard starts at once
         return hub
 
     async def _empty(self, cid: str) -> None:
         async with self._lock:  # only the bookkeeping: nothing slow may hold up joins
             hub = self.hubs.get(cid)
-            if hub is None or hub.listeners:
+            if hub is None or hub.count():
                 return
             del self.hubs[cid]
         await hub.stop()
@@ -310,7 +357,7 @@ class Hubs:
             pause = 1.0
             for cid, hub in list(self.hubs.items()):
                 try:
-                    await self.beat(cid, len(hub.listeners))
+                    await self.beat(cid, hub.count())
                 except REDIS_DOWN as exc:
                     pause = self.watch.failed(exc)
                     break

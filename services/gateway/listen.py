@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSock
 from pydantic import ValidationError
 
 from gateway import auth, cuts, metrics
+from gateway.encode import FORMATS
 from gateway.hub import HEADER, Listener
 from playbach.schemas import AUDIO_CHANNELS, PlayerReport
 from playbach.service import REDIS_DOWN
@@ -101,7 +102,7 @@ async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None)) ->
     cuts.limit_send_buffer(ws)
     await ws.send_text(json.dumps({
         "type": "hello", "channel": cid, "format": "s16le", "rate": settings.sample_rate,
-        "channels": AUDIO_CHANNELS, "frame": "u64le sample position, then PCM",
+        "channels": AUDIO_CHANNELS, "frame": "u64le sample position, u32le take, then PCM",
         "params": params.model_dump()}))
     listener = Listener(settings.client_queue, settings.max_drops)
     hub = await app.state.hubs.join(cid, listener)
@@ -186,3 +187,85 @@ async def wav(cid: str, request: Request,
 
     return cuts.LiveResponse(body(), request, settings.send_timeout_s, media_type="audio/wav",
                              headers={"Cache-Control": "no-store"})
+
+
+ICY_METAINT = 16_000  # audio bytes between two ICY metadata blocks (Shoutcast's usual)
+
+
+def icy_block(title: str | None) -> bytes:
+    """An ICY metadata block: a length byte (in 16s), then StreamTitle padded; b"\\0" if the
+    title is unchanged."""
+    if title is None:
+        return b"\0"
+    text = f"StreamTitle='{title.replace(chr(39), chr(8217))}';".encode()[:16 * 255]
+    blocks = -(-len(text) // 16)
+    return bytes([blocks]) + text.ljust(16 * blocks, b"\0")
+
+
+def now_playing(item: str, name: str) -> str | None:
+    """The title for a notes message: the channel, the model, the note that starts."""
+    notes = json.loads(item).get("notes") or []
+    if not notes:
+        return None
+    last = notes[-1]
+    return f"Play Bach: {name} - {last['model']} - {last['pitch']}"
+
+
+async def _compressed(fmt: str, cid: str, request: Request, token: str | None
+                      ) -> cuts.LiveResponse:
+    app = request.app
+    if not may_listen(request, token):
+        raise HTTPException(401, "listening needs a token: ?token=...")
+    params = await app.state.store.params(cid)
+    if params is None:
+        raise HTTPException(404, f"no channel {cid!r}")
+    settings = app.state.settings
+    # pages of 20 ms and note events: room for as many seconds as the PCM queue holds
+    listener = Listener(4 * settings.client_queue, 4 * settings.max_drops, encoding=fmt)
+    hub = await app.state.hubs.join(cid, listener)
+    cuts.limit_send_buffer(request)
+    icy = fmt == "mp3" and request.headers.get("icy-metadata") == "1"
+    name = params.name or cid
+
+    async def body():
+        title, left = f"Play Bach: {name}", ICY_METAINT
+        try:
+            while (item := await listener.next()) is not None:
+                if isinstance(item, str):
+                    if icy:
+                        title = now_playing(item, name) or title
+                    continue
+                while icy and len(item) >= left:  # a metadata block every ICY_METAINT bytes
+                    yield item[:left]
+                    item, left = item[left:], ICY_METAINT
+                    yield icy_block(title)
+                    title = None
+                left -= len(item) if icy else 0
+                if item:
+                    yield item
+        finally:
+            listener.close()
+            await hub.leave(listener)
+
+    headers = {"Cache-Control": "no-store", "icy-name": f"Play Bach: {name}"}
+    if icy:
+        headers["icy-metaint"] = str(ICY_METAINT)
+    return cuts.LiveResponse(body(), request, settings.send_timeout_s,
+                             media_type=FORMATS[fmt].media_type, headers=headers)
+
+
+@router.get("/stream/{cid}.ogg", tags=["listen"], status_code=200,
+            response_class=cuts.LiveResponse, responses={200: {"content": {"audio/ogg": {}}}})
+async def ogg(cid: str, request: Request, token: str | None = Query(None)) -> cuts.LiveResponse:
+    """The channel as an endless Ogg Opus stream (96 kbps, 48 kHz), encoded once for all its
+    listeners: for VLC, browsers' ``<audio>``, smart speakers."""
+    return await _compressed("ogg", cid, request, token)
+
+
+@router.get("/stream/{cid}.mp3", tags=["listen"], status_code=200,
+            response_class=cuts.LiveResponse, responses={200: {"content": {"audio/mpeg": {}}}})
+async def mp3(cid: str, request: Request, token: str | None = Query(None)) -> cuts.LiveResponse:
+    """The channel as an endless MP3 stream (96 kbps), encoded once for all its listeners:
+    for car radios, iOS ``<audio>``, anything. With ``Icy-MetaData: 1`` it carries ICY
+    metadata every 16,000 bytes: the channel, the model and the note that starts."""
+    return await _compressed("mp3", cid, request, token)

@@ -16,3 +16,6 @@ UNDERRUNS = Counter("playbach_player_underruns_total", "underruns reported by pl
                     ["channel"])
 REQUESTS = Histogram("playbach_http_request_seconds", "HTTP requests", ["route", "status"])
 LOGIN_FAILURES = Counter("playbach_login_failures_total", "failed logins")
+ENCODE_SECONDS = Counter("playbach_encode_cpu_seconds_total",
+                         "CPU spent encoding compressed streams (once per channel)", ["format"])
+ENCODERS = Gauge("playbach_encoders", "compressed-stream encoders running", ["format"])

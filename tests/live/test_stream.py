@@ -241,3 +241,65 @@ def test_waking_an_idle_channel_plays_no_stale_audio(live, redis):
     # with no cut to silence.
     late = [(p - p0) / rate - (when - t0) for p, _, when in heard.chunks]
     assert min(late) > -0.3, f"a chunk came {-min(late):.2f} s after it was due"
+
+
+def test_ogg_opus_and_mp3_streams_encoded_once_with_icy_titles(live):
+    """Two Ogg Opus listeners and one MP3 listener asking for ICY metadata, at once: each
+    stream decodes (FFmpeg, through PyAV) to the music at 96 kbps or less, the Ogg one is
+    encoded once for both, and the MP3 one names the model and the note that starts."""
+    import io
+
+    import av
+
+    url = live.gateway_url
+
+    async def fetch(path: str, seconds: float, headers=None) -> tuple[bytes, dict]:
+        data = b""
+        async with httpx.AsyncClient(timeout=30) as client, client.stream(
+                "GET", f"{url}{path}", headers=headers or {}) as res:
+            assert res.status_code == 200, path
+            start = time.monotonic()
+            async for part in res.aiter_bytes():
+                data += part
+                if time.monotonic() - start > seconds:
+                    break
+            return data, dict(res.headers)
+
+    async def encoders_while_listening() -> str:
+        await asyncio.sleep(2.0)
+        async with httpx.AsyncClient() as client:
+            return (await client.get(f"{url}/metrics")).text
+
+    async def scenario():
+        return await asyncio.gather(
+            fetch("/stream/radio.ogg", 5), fetch("/stream/radio.ogg", 5),
+            fetch("/stream/radio.mp3", 5, {"Icy-MetaData": "1"}), encoders_while_listening())
+
+    ogg_a, ogg_b, (mp3, headers), metrics_text = run(scenario())
+
+    def decode(data: bytes) -> tuple[str, int, np.ndarray]:
+        with av.open(io.BytesIO(data)) as container:
+            pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+            ctx = container.streams.audio[0].codec_context
+            return ctx.name, ctx.sample_rate, pcm
+
+    for data, _ in (ogg_a, ogg_b):
+        codec, rate, pcm = decode(data)
+        seconds = len(pcm) / rate
+        assert codec == "opus" and rate == 48000 and seconds > 2.5
+        assert np.sqrt(np.mean(pcm.astype(float) ** 2)) > 0.003  # music, not silence
+        assert len(data) * 8 / seconds <= 96_000 * 1.05, f"{len(data) * 8 / seconds:.0f} bps"
+    assert 'playbach_encoders{format="ogg"} 1.0' in metrics_text  # once, for both listeners
+
+    interval, audio, titles, i = int(headers["icy-metaint"]), b"", [], 0
+    while i < len(mp3):  # take the ICY blocks out of the MP3 bytes
+        audio, i = audio + mp3[i:i + interval], i + interval
+        if i < len(mp3):
+            size = mp3[i] * 16
+            titles.append(mp3[i + 1:i + 1 + size].rstrip(b"\0").decode())
+            i += 1 + size
+    codec, rate, pcm = decode(audio)
+    assert codec.startswith("mp3") and len(pcm) / rate > 2.5
+    assert len(audio) * 8 / (len(pcm) / rate) <= 96_000 * 1.05
+    assert any(t.startswith("StreamTitle='Play Bach: Radio - cello-suites - ") for t in titles), \
+        titles
