@@ -1,6 +1,7 @@
-"""Compressed streams for players that cannot take raw PCM (VLC, car radios, smart speakers, an
-``<audio>`` tag on iOS): Ogg Opus and MP3, encoded once per channel per gateway process, never
-per listener, with FFmpeg's libopus and LAME through PyAV.
+"""Compressed streams, encoded once per channel per gateway process, never per listener, with
+FFmpeg's libopus and LAME through PyAV: raw Opus packets for the browser player (WebCodecs
+decodes them), and for players that cannot take raw PCM (VLC, car radios, smart speakers, an
+``<audio>`` tag on iOS) Ogg Opus and MP3.
 
 Each write of the muxer is a whole Ogg page (pages of 40 ms) or whole MP3 frames, so a
 listener can join between any two; an Ogg listener first gets the stream's two header pages."""
@@ -100,3 +101,50 @@ class Encoder:
     def close(self) -> None:
         with contextlib.suppress(av.error.FFmpegError, ValueError):
             self.container.close()  # nothing left to say to a listener that is gone
+
+
+OPUS_RATE = 48_000  # Opus runs at 48 kHz: positions of packets are counted at this rate
+
+
+class OpusPackets:
+    """The browser player's stream: 20 ms Opus packets, each with its position on the
+    channel's timeline counted at 48 kHz (the stream's own position times 48000 / rate)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate, self.seconds = rate, 0.0
+        self.next_pos = -1  # the stream position the next PCM must start at
+
+    def _start(self, pos: int) -> None:
+        self.ctx = av.CodecContext.create("libopus", "w")
+        self.ctx.sample_rate, self.ctx.layout, self.ctx.format = OPUS_RATE, "mono", "s16"
+        self.ctx.bit_rate = BITRATE["ogg"]
+        self.ctx.options = {"vbr": "constrained"}
+        self.ctx.open()
+        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=OPUS_RATE)
+        self.origin = round(pos * OPUS_RATE / self.rate)  # 48 kHz position of the first sample
+        self.pts = 0
+
+    def encode(self, pos: int, pcm: bytes) -> list[tuple[int, bytes]]:
+        """(48 kHz position, packet) for each packet this PCM completes. PCM that does not
+        follow on (frames dropped, a new timeline) starts the encoder afresh there."""
+        t = time.process_time()
+        if pos != self.next_pos:
+            self._start(pos)
+        samples = np.frombuffer(pcm, np.int16).reshape(1, -1)
+        self.next_pos = pos + samples.shape[1]
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate, frame.pts = self.rate, self.pts
+        self.pts += samples.shape[1]
+        out = []
+        for resampled in self.resampler.resample(frame):
+            for packet in self.ctx.encode(resampled):
+                at = self.origin + packet.pts  # pts: at 48 kHz, from -312 (the encoder's delay)
+                if at >= 0:  # (before sample 0 of a timeline there is nothing to hear)
+                    out.append((at, bytes(packet)))
+        spent = time.process_time() - t
+        self.seconds += spent
+        metrics.ENCODE_SECONDS.labels("opus").inc(spent)
+        return out
+
+    def close(self) -> None:
+        """Nothing to flush: a listener that is gone needs no last packet."""

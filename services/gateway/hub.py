@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from gateway import metrics
-from gateway.encode import Encoder
+from gateway.encode import Encoder, OpusPackets
 from playbach import streams
 from playbach.schemas import LEAD_S, SEND_AHEAD_S, AudioChunk, ControlEntry
 from playbach.service import REDIS_DOWN, RedisWatch
@@ -128,7 +128,10 @@ class ChannelHub:
         # closed with the hub, so open files fall back when listeners leave.
         self.redis, self.cid, self.watch = redis, cid, watch
         self.listeners: set[Listener] = set()
-        self.encoded: dict[str, tuple[Encoder | None, set[Listener]]] = {}  # format -> ...
+        # format -> its encoder (made with the first frame after its first listener joined)
+        # and its listeners; "opus" (the player's packets) keeps a backlog as PCM does
+        self.encoded: dict[str, tuple[Encoder | OpusPackets | None, set[Listener]]] = {}
+        self.opus_recent: deque[tuple[float, bytes]] = deque(maxlen=max(backlog_chunks, 1) * 3)
         self.recent: deque[Frame] = deque(maxlen=max(backlog_chunks, 1))  # sent: the backlog
         self.ahead: dict[int, Frame] = {}  # received, not yet due: pos -> frame
         self.ver = -1  # the newest take received
@@ -174,6 +177,9 @@ class ChannelHub:
         stream joins its format's encoder (made for the first one) at the live point."""
         if listener.encoding:
             self.encoded.setdefault(listener.encoding, (None, set()))[1].add(listener)
+            live = bool(self.recent) and time.time() - self.recent[-1].due < LIVE_S
+            for _, packet in self.opus_recent if listener.encoding == "opus" and live else ():
+                listener.offer(packet)
             metrics.LISTENERS.labels(self.cid).set(self.count())
             return
         live = bool(self.recent) and time.time() - self.recent[-1].due < LIVE_S
@@ -194,6 +200,8 @@ class ChannelHub:
             members.discard(listener)
             if not members:  # the last one: its encoder goes too
                 del self.encoded[listener.encoding]
+                if listener.encoding == "opus":
+                    self.opus_recent.clear()
                 if encoder:
                     encoder.close()
                     metrics.ENCODERS.labels(listener.encoding).dec()
@@ -204,6 +212,13 @@ class ChannelHub:
     def broadcast(self, item: bytes | str) -> None:
         for listener in list(self.listeners):
             listener.offer(item)
+
+    def announce(self, event: str) -> None:
+        """An event (params, error) for every listener, whatever stream it takes."""
+        self.broadcast(event)
+        for _, members in self.encoded.values():
+            for listener in list(members):
+                listener.offer(event)
 
     def receive(self, chunk: AudioChunk, written: float) -> None:
         """A chunk from the stream: held until due; a newer take drops what it replaces."""
@@ -234,7 +249,14 @@ class ChannelHub:
         if f.notes:
             self.broadcast(f.notes)
         self.broadcast(f.audio)
-        self.encode(f)
+        try:
+            self.encode(f)
+        except Exception:  # a codec's failure must not stop the PCM listeners' audio
+            log.exception("channel %s: encoding failed; its compressed listeners are cut",
+                          self.cid)
+            for _, members in self.encoded.values():
+                for listener in members:
+                    listener.close()
         metrics.CHUNKS_FANNED.inc()
 
     def encode(self, f: Frame) -> None:
@@ -242,15 +264,21 @@ class ChannelHub:
         to each of its listeners (a newcomer first gets the stream's header)."""
         for name, (encoder, members) in list(self.encoded.items()):
             if encoder is None:
-                encoder = Encoder(name, f.rate)
+                encoder = OpusPackets(f.rate) if name == "opus" else Encoder(name, f.rate)
                 self.encoded[name] = (encoder, members)
                 metrics.ENCODERS.labels(name).inc()
-            parts = encoder.encode(f.audio[HEADER.size:])
+            pcm = f.audio[HEADER.size:]
+            if isinstance(encoder, OpusPackets):  # the player's frames: position, take, packet
+                parts = [HEADER.pack(at, f.ver) + packet
+                         for at, packet in encoder.encode(f.pos, pcm)]
+                self.opus_recent.extend((f.due, part) for part in parts)
+            else:
+                parts = encoder.encode(pcm)
             for listener in list(members):
-                if not listener.started:  # (the header is whole after the first encode)
-                    for part in encoder.header:
+                if not listener.started and isinstance(encoder, Encoder):
+                    for part in encoder.header:  # (whole after the first encode)
                         listener.offer(part)
-                    listener.started = True
+                listener.started = True
                 if f.notes:
                     listener.offer(f.notes)
                 for part in parts:
@@ -298,12 +326,12 @@ class ChannelHub:
                 log.warning("channel %s: the audio reader did not stop in 2 s", self.cid)
         for listener in list(self.listeners):
             listener.close()
-        for encoder, members in self.encoded.values():
+        for name, (encoder, members) in self.encoded.items():
             for listener in members:
                 listener.close()
             if encoder:
                 encoder.close()
-                metrics.ENCODERS.labels(encoder.format.container).dec()
+                metrics.ENCODERS.labels(name).dec()
         with contextlib.suppress(*REDIS_DOWN):
             await self.redis.aclose()
 
@@ -385,7 +413,7 @@ class Hubs:
                         continue
                     hub = self.hubs.get(entry.channel)
                     if hub:
-                        hub.broadcast(json.dumps(entry.event()))
+                        hub.announce(json.dumps(entry.event()))
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self.heartbeat()), asyncio.create_task(self.control())]

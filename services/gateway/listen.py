@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSock
 from pydantic import ValidationError
 
 from gateway import auth, cuts, metrics
-from gateway.encode import FORMATS
+from gateway.encode import FORMATS, OPUS_RATE
 from gateway.hub import HEADER, Listener
 from playbach.schemas import AUDIO_CHANNELS, PlayerReport
 from playbach.service import REDIS_DOWN
@@ -80,7 +80,11 @@ async def refuse(ws: WebSocket, reason: str, code: int = POLICY_VIOLATION) -> No
 
 
 @router.websocket("/ws/{cid}")
-async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None)) -> None:
+async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None),
+                    codec: str = Query("pcm")) -> None:
+    """Binary frames: a u64 position and a u32 take, then s16le PCM (``codec=pcm``) or one
+    20 ms Opus packet (``codec=opus``, positions at 48 kHz; the player decodes it with
+    WebCodecs). JSON events between them (hello, notes, params, error)."""
     app = ws.app
     settings = app.state.settings
     if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"),
@@ -98,13 +102,20 @@ async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None)) ->
     if params is None:
         await refuse(ws, f"no channel {cid!r}")
         return
+    if codec not in ("pcm", "opus"):
+        await refuse(ws, f"codec {codec!r}: the player takes pcm or opus")
+        return
     await ws.accept()
     cuts.limit_send_buffer(ws)
     await ws.send_text(json.dumps({
         "type": "hello", "channel": cid, "format": "s16le", "rate": settings.sample_rate,
-        "channels": AUDIO_CHANNELS, "frame": "u64le sample position, u32le take, then PCM",
+        "channels": AUDIO_CHANNELS, "codec": codec,
+        "codec_rate": OPUS_RATE if codec == "opus" else settings.sample_rate,
+        "frame": "u64le position (at codec_rate), u32le take, then PCM or an Opus packet",
         "params": params.model_dump()}))
-    listener = Listener(settings.client_queue, settings.max_drops)
+    opus = codec == "opus"  # 50 packets a second where PCM has 21.5 frames
+    listener = Listener(settings.client_queue * (3 if opus else 1), settings.max_drops,
+                        encoding="opus" if opus else None)
     hub = await app.state.hubs.join(cid, listener)
     sender = asyncio.create_task(_send(ws, listener, settings.send_timeout_s))
     budget = UnderrunBudget()

@@ -11,8 +11,11 @@ from tests.conftest import login
 from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, open_browser
 
 
-@pytest.mark.parametrize("device_rate", [None, 48000])
-def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate):
+@pytest.mark.parametrize(("device_rate", "codec"), [(None, None), (48000, None), (None, "pcm")])
+def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate, codec):
+    """The player picks Opus by itself where WebCodecs decodes it (Chromium does), or takes
+    PCM when told to; either way it plays at the stream's pace, draws the roll, and takes a
+    change as a new take."""
     ARTIFACTS.mkdir(exist_ok=True)
     console: list[str] = []
     with sync_playwright() as p:
@@ -21,7 +24,8 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
         page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         page.goto(f"{live.gateway_url}/?channel=radio"
-                  + (f"&ctxrate={device_rate}" if device_rate else ""))
+                  + (f"&ctxrate={device_rate}" if device_rate else "")
+                  + (f"&codec={codec}" if codec else ""))
         page.get_by_role("button", name="▶ Play").click()
         page.wait_for_function("window.playbach.consumed > 44100 * 2", timeout=20_000)
         page.wait_for_function("window.playbach.noteCount >= 3", timeout=10_000)
@@ -29,18 +33,21 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
         httpx.patch(f"{live.gateway_url}/api/channels/radio", json={"bpm": 100},
                     headers=login(live.gateway_url)).raise_for_status()
         # stream samples consumed per second of wall time: 44100 whatever the device's rate
-        rate = page.evaluate("""async () => {
-            const a = window.playbach.consumed, t = performance.now();
+        rate, bytes_per_s = page.evaluate("""async () => {
+            const a = window.playbach.consumed, b = window.playbach.bytes, t = performance.now();
             await new Promise((r) => setTimeout(r, 3000));
-            return (window.playbach.consumed - a) / ((performance.now() - t) / 1000); }""")
+            const s = (performance.now() - t) / 1000;
+            return [(window.playbach.consumed - a) / s, (window.playbach.bytes - b) / s]; }""")
         state = page.evaluate("""() => ({consumed: window.playbach.consumed,
             errors: window.playbach.errors, rate: window.playbach.ctx.sampleRate,
             splices: window.playbach.splices, underruns: window.playbach.underruns,
+            codec: window.playbach.codec,
             frames: window.playbach.frames, model: document.getElementById('p-model').textContent,
             instrument: document.getElementById('p-instrument').textContent,
             channel: document.getElementById('channel').selectedOptions[0].textContent,
             status: document.getElementById('status').textContent})""")
-        page.screenshot(path=str(ARTIFACTS / f"player-{device_rate or 'device'}.png"))
+        page.screenshot(path=str(ARTIFACTS / f"player-{device_rate or 'device'}-"
+                                             f"{codec or 'auto'}.png"))
         # the roll has drawn notes: some pixels are in the notes' colours
         drawn = page.evaluate(COLOURED_PIXELS)
         browser.close()
@@ -55,4 +62,8 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
     if device_rate:
         assert state["rate"] == device_rate
     assert abs(rate - 44100) / 44100 < 0.05, f"played {rate:.0f} stream samples per second"
-    print(f"\nplayer: device at {state['rate']} Hz plays {rate:.0f} stream samples/s")
+    assert state["codec"] == (codec or "opus")
+    if state["codec"] == "opus":  # 80 kbps of Opus and the events, against 706 kbps of PCM
+        assert bytes_per_s * 8 < 120_000, f"{bytes_per_s * 8:.0f} bit/s"
+    print(f"\nplayer ({state['codec']}): device at {state['rate']} Hz plays {rate:.0f} stream "
+          f"samples/s, {bytes_per_s * 8 / 1000:.0f} kbit/s in")

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
+import struct
 import time
 
 import httpx
 import numpy as np
+import websockets
 
 from playbach import streams
 from tests.conftest import login, run
@@ -270,12 +272,23 @@ def test_ogg_opus_and_mp3_streams_encoded_once_with_icy_titles(live):
         async with httpx.AsyncClient() as client:
             return (await client.get(f"{url}/metrics")).text
 
+    async def opus_packets() -> list[bytes]:  # the browser player's stream: WebSocket frames
+        async with websockets.connect(url.replace("http://", "ws://") + "/ws/radio?codec=opus",
+                                      max_size=2**22) as ws:
+            frames, start = [], time.monotonic()
+            while time.monotonic() - start < 4:
+                msg = await ws.recv()
+                if isinstance(msg, bytes):
+                    frames.append(msg)
+            return frames
+
     async def scenario():
         return await asyncio.gather(
             fetch("/stream/radio.ogg", 5), fetch("/stream/radio.ogg", 5),
-            fetch("/stream/radio.mp3", 5, {"Icy-MetaData": "1"}), encoders_while_listening())
+            fetch("/stream/radio.mp3", 5, {"Icy-MetaData": "1"}), encoders_while_listening(),
+            opus_packets(), opus_packets())
 
-    ogg_a, ogg_b, (mp3, headers), metrics_text = run(scenario())
+    ogg_a, ogg_b, (mp3, headers), metrics_text, packets, _ = run(scenario())
 
     def decode(data: bytes) -> tuple[str, int, np.ndarray]:
         with av.open(io.BytesIO(data)) as container:
@@ -290,6 +303,13 @@ def test_ogg_opus_and_mp3_streams_encoded_once_with_icy_titles(live):
         assert np.sqrt(np.mean(pcm.astype(float) ** 2)) > 0.003  # music, not silence
         assert len(data) * 8 / seconds <= 96_000 * 1.05, f"{len(data) * 8 / seconds:.0f} bps"
     assert 'playbach_encoders{format="ogg"} 1.0' in metrics_text  # once, for both listeners
+    assert 'playbach_encoders{format="opus"} 1.0' in metrics_text
+    # the player's frames: consecutive 20 ms packets at 48 kHz positions, each decodable
+    positions = [struct.unpack_from("<QI", f)[0] for f in packets]
+    assert len(packets) > 100 and all(b - a == 960 for a, b in itertools.pairwise(positions))
+    decoder = av.CodecContext.create("libopus", "r")
+    decoded = sum(frame.samples for f in packets for frame in decoder.decode(av.Packet(f[12:])))
+    assert decoded == 960 * len(packets)
 
     interval, audio, titles, i = int(headers["icy-metaint"]), b"", [], 0
     while i < len(mp3):  # take the ICY blocks out of the MP3 bytes

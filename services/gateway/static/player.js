@@ -5,6 +5,7 @@ const state = window.playbach = {           // read by the browser tests
   channel: q.get('channel') || 'radio', rate: 44100, params: null, instruments: [],
   notes: [], noteCount: 0, playhead: null, consumed: 0, underruns: 0, reported: 0,
   buffered: 0, errors: [], ws: null, ctx: null, node: null, frames: 0, ver: -1, splices: 0,
+  codec: null, codecRate: 44100, decoder: null, bytes: 0,
 };
 const $ = (id) => document.getElementById(id);
 window.addEventListener('error', (e) => state.errors.push(String(e.message)));
@@ -36,26 +37,78 @@ async function loadLists() {
   $('wav').href = `/stream/${encodeURIComponent(state.channel)}.wav`;
 }
 
+// The best path this browser has: Opus packets decoded by WebCodecs (an eighth of the
+// bandwidth), else PCM. ?codec=pcm or ?codec=opus forces one.
+async function pickCodec() {
+  if (q.get('codec')) return q.get('codec');
+  try {
+    const config = { codec: 'opus', sampleRate: 48000, numberOfChannels: 1 };  // Opus's own rate
+    if ('AudioDecoder' in window && (await AudioDecoder.isConfigSupported(config)).supported) {
+      return 'opus';
+    }
+  } catch (e) { /* not this browser */ }
+  return 'pcm';
+}
+
+const takes = new Map();  // Opus packet position -> its take, until decoded
+
+function play(pos, ver, samples) {
+  // positions are at the codec's rate; notes at the stream's
+  const at = Math.round((pos * state.rate) / state.codecRate);
+  if (ver > state.ver) {                    // a new take from here on: its notes replace the old
+    if (state.ver >= 0) state.splices++;
+    state.notes = state.notes.filter((n) => n.ver >= ver || n.pos < at);
+    state.ver = ver;
+  }
+  state.node.port.postMessage({ type: 'pcm', pos, ver, samples }, [samples.buffer]);
+  state.frames++;
+}
+
+function openDecoder() {
+  const decoder = new AudioDecoder({
+    output: (data) => {
+      const samples = new Float32Array(data.numberOfFrames);
+      data.copyTo(samples, { planeIndex: 0, format: 'f32-planar' });
+      const pos = Math.round((data.timestamp * state.codecRate) / 1e6);  // µs, as we gave it
+      data.close();
+      const ver = takes.get(pos) ?? state.ver;
+      takes.delete(pos);
+      play(pos, ver, samples);
+    },
+    error: (e) => state.errors.push(`decoder: ${e.message}`),
+  });
+  decoder.configure({ codec: 'opus', sampleRate: state.codecRate, numberOfChannels: 1 });
+  return decoder;
+}
+
 function onMessage(ev) {
   if (typeof ev.data !== 'string') {
-    // a frame: u64 sample position, u32 take, s16le PCM (the gateway's hub.HEADER)
+    // a frame: u64 position, u32 take, then s16le PCM or an Opus packet (the gateway's HEADER)
     const view = new DataView(ev.data);
     const pos = Number(view.getBigUint64(0, true));
     const ver = view.getUint32(8, true);
+    state.bytes += ev.data.byteLength;
+    if (state.codec === 'opus') {
+      if (!state.decoder || state.decoder.state === 'closed') return;
+      takes.set(pos, ver);
+      const timestamp = Math.round((pos * 1e6) / state.codecRate);  // WebCodecs counts µs
+      state.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp, data: new Uint8Array(ev.data, 12) }));
+      return;
+    }
     const pcm = new Int16Array(ev.data, 12);
     const samples = new Float32Array(pcm.length);
     for (let i = 0; i < pcm.length; i++) samples[i] = pcm[i] / 32768;
-    if (ver > state.ver) {                  // a new take from pos on: its notes replace the old
-      if (state.ver >= 0) state.splices++;
-      state.notes = state.notes.filter((n) => n.ver >= ver || n.pos < pos);
-      state.ver = ver;
-    }
-    state.node.port.postMessage({ type: 'pcm', pos, ver, samples }, [samples.buffer]);
-    state.frames++;
+    play(pos, ver, samples);
     return;
   }
   const msg = JSON.parse(ev.data);
-  if (msg.type === 'hello') { state.rate = msg.rate; showParams(msg.params); }
+  if (msg.type === 'hello') {
+    state.rate = msg.rate;
+    state.codecRate = msg.codec_rate || msg.rate;
+    state.node.port.postMessage({ type: 'rate', srcRate: state.codecRate });
+    if (state.codec === 'opus' && (!state.decoder || state.decoder.state === 'closed')) state.decoder = openDecoder();
+    showParams(msg.params);
+  }
   else if (msg.type === 'notes') {
     for (const n of msg.notes) state.notes.push({ ...n, ver: msg.ver || 0 });
     state.noteCount += msg.notes.length;
@@ -66,8 +119,9 @@ function onMessage(ev) {
 
 function connect() {
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const token = q.get('token') ? `?token=${encodeURIComponent(q.get('token'))}` : '';
-  const ws = new WebSocket(`${proto}://${location.host}/ws/${encodeURIComponent(state.channel)}${token}`);
+  const query = new URLSearchParams({ codec: state.codec });
+  if (q.get('token')) query.set('token', q.get('token'));
+  const ws = new WebSocket(`${proto}://${location.host}/ws/${encodeURIComponent(state.channel)}?${query}`);
   ws.binaryType = 'arraybuffer';
   ws.onopen = () => { $('status').textContent = 'playing'; $('m-error').textContent = ''; };
   ws.onmessage = onMessage;
@@ -96,7 +150,10 @@ async function start() {
       outputChannelCount: [2], processorOptions: { srcRate: state.rate } });
     state.node.port.onmessage = (e) => {
       const s = e.data;
-      state.playhead = s.playhead; state.consumed = s.consumed; state.underruns = s.underruns;
+      // the worklet counts at the codec's rate; the roll and the tests at the stream's
+      const scale = state.rate / state.codecRate;
+      state.playhead = s.playhead === null ? null : s.playhead * scale;
+      state.consumed = s.consumed * scale; state.underruns = s.underruns;
       state.buffered = s.buffered;
       $('m-buffer').textContent = `${Math.round(s.buffered * 1000)} ms (target ${Math.round(s.target * 1000)})`;
       $('m-underruns').textContent = s.underruns;
@@ -104,6 +161,7 @@ async function start() {
     state.node.connect(state.ctx.destination);
   }
   await state.ctx.resume();
+  state.codec = state.codec || await pickCodec();
   state.ws = connect();
   $('play').textContent = '■ Stop';
   $('play').setAttribute('aria-pressed', 'true');
@@ -115,6 +173,8 @@ function stop() {
   if (ws) ws.close();
   if (state.ctx) state.ctx.suspend();
   if (state.node) state.node.port.postMessage({ type: 'reset' });
+  if (state.decoder && state.decoder.state !== 'closed') state.decoder.close();
+  state.decoder = null;
   state.notes = [];
   $('play').textContent = '▶ Play';
   $('play').setAttribute('aria-pressed', 'false');

@@ -45,6 +45,13 @@ class PcmPlayer extends AudioWorkletProcessor {
       for (let i = 0; i < s.length; i++) this.ring[(this.write + i) % this.ring.length] = s[i];
       this.write += s.length;
       if (this.write - this.read > this.ring.length) this.read = this.write - this.target;
+    } else if (msg.type === 'rate' && msg.srcRate !== this.srcRate) {  // the stream's, from hello
+      this.srcRate = msg.srcRate;
+      this.ring = new Float32Array(this.srcRate * 16);
+      this.target = Math.round(this.srcRate * 0.25);
+      this.minTarget = Math.round(this.srcRate * 0.12);
+      this.maxTarget = Math.round(this.srcRate * 2.0);
+      this.write = 0; this.read = 0; this.firstPos = null; this.playing = false; this.ver = -1;
     } else if (msg.type === 'reset') {
       this.write = 0; this.read = 0; this.firstPos = null; this.playing = false; this.ver = -1;
     }
