@@ -166,6 +166,33 @@ class Renderer:
         self.next_beat = self.beat
         self.sounding = [(min(end, self.beat), midis) for end, midis in self.sounding]
 
+    def resume(self, pos: int, beat: float, into: float, played: list[NoteEvent],
+               bpm: float) -> None:
+        """Take over at sample ``pos`` (beat ``beat``) from another renderer, whose last note
+        (``played[-1]``) began ``into`` beats before: the notes still sounding there sound
+        on (pre-rolled), and the next note starts where that one ends."""
+        per_beat = 60 / bpm * self.rate  # samples
+
+        def sample(b: float) -> int:
+            return pos - round((beat - b) * per_beat)
+
+        self.beat, start = beat, beat - into
+        events: list[tuple[int, int, tuple[int, ...], int]] = []
+        for i, note in enumerate(reversed(played)):
+            start -= note.duration if i else 0  # back to back, from the last one started
+            end, midis = start + note.duration, tuple(note.midi)
+            if sample(end) <= pos - round(PREROLL_SECONDS[1] * self.rate):
+                break
+            events.append((sample(start), 1, midis, note.velocity))
+            if sample(end) <= pos:
+                events.append((sample(end), 0, midis, 0))
+            else:
+                self.sounding.append((end, midis))
+        self.log = deque(sorted(events, key=lambda e: (e[0], e[1])))
+        last = played[-1] if played else None
+        self.next_beat = max(beat, beat - into + last.duration) if last else beat
+        self._preroll(pos)
+
     def _preroll(self, pos: int) -> None:
         """Silence the synth, then play what sounds at ``pos`` (from the earliest start of a
         held note, at least a reverb's length before) into nothing."""

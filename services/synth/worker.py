@@ -92,8 +92,10 @@ class SynthWorker(ChannelWorker[Voice]):
         renderer = Renderer(s.soundfont, s.sample_rate, s.gain, params.instrument)
         saved = await SynthPosition.read(self.redis, cid)
         pos = saved.pos
-        renderer.beat = renderer.next_beat = saved.beat
         renderer.last_seq, renderer.last_id = saved.seq, saved.id
+        renderer.last_start = saved.beat - saved.into
+        played = await self.played(cid, saved)
+        renderer.resume(pos, saved.beat, saved.into, played, params.bpm)
         # the same clock, if the lead the last owner rendered still plays; else a new one
         origin = saved.origin_ms
         ahead = (pos - (now_ms() - origin) * s.sample_rate / 1000) / s.sample_rate
@@ -101,7 +103,17 @@ class SynthWorker(ChannelWorker[Voice]):
             origin, ahead = now_ms() - pos * 1000 / s.sample_rate, 0.0
         log.info("channel %s: adopted at sample %d (note %d), %.2f s ahead of its clock",
                  cid, pos, renderer.last_seq, ahead)
-        return Voice(cid, params, renderer, pos, origin, ver=saved.ver, read_id=saved.id)
+        return Voice(cid, params, renderer, pos, origin, ver=saved.ver, read_id=saved.id,
+                     notes_ver=played[-1].ver if played else 0)
+
+    async def played(self, cid: str, saved: SynthPosition) -> list[NoteEvent]:
+        """The last notes the previous owner started (the newest take of each), to pick up
+        those still sounding."""
+        if saved.seq < 0:
+            return []
+        entries = await self.redis.xrevrange(streams.notes(cid), max=saved.id, count=32)
+        notes = NoteEvent.current([NoteEvent.from_fields(f) for _, f in reversed(entries)])
+        return [n for n in notes if n.seq <= saved.seq]
 
     def release(self, cid: str, state: Voice) -> None:
         state.renderer.close()

@@ -60,7 +60,7 @@ def test_killing_the_owner_costs_a_listener_no_silence(pairs, redis, role):
     assert all(s == 0 for s in silences), silences
     assert all(r[1] == 0 for r in results), "a gap in the timeline"
     assert all(r[2] == (0, 0) for r in results), "notes lost or repeated"
-    assert all(r[3] >= 3 for r in results), "too few notes heard to tell"
+    assert all(r[3] >= 2 for r in results), "too few notes heard to tell"
 
 
 def test_every_control_is_heard_within_0_3_s(live):

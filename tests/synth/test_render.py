@@ -149,3 +149,30 @@ def test_a_cut_ends_the_sounding_note_and_starts_the_next_now(piano):
     _, found = piano.render(0, CHUNK, 120)
     assert [n.seq for n in found] == [1] and found[0].offset == 0
     assert [m for _, m in piano.sounding] == [(64,)]  # the long note ended at the cut
+
+
+def test_a_takeover_resumes_the_held_note_and_keeps_the_rhythm():
+    """A second renderer taking over mid-note (as a new synth owner does) goes on sounding
+    the note that was playing and starts the next one where the first renderer would have."""
+    notes = [note(0, [48], 1.0), note(1, [55], 3.0), note(2, [60], 1.0)]
+    a = Renderer(FLUID_R3, RATE, 0.5, program=42)
+    a.pending.extend(notes)
+    pcm_a, ons_a = render(a, 4.5, bpm=60)  # a beat is a second: note 1 from 1 s to 4 s
+    a.close()
+    at = 48 * CHUNK  # 2.23 s: note 1 sounds
+    b = Renderer(FLUID_R3, RATE, 0.5, program=42)
+    try:
+        into = (at - RATE) / RATE  # beats since note 1 began
+        b.last_seq, b.last_start = 1, 1.0
+        b.resume(at, at / RATE, into, [n.note for n in notes[:2]], 60)
+        b.pending.append(notes[2])
+        pcm_b, ons_b = [], []
+        for pos in range(at, int(4.5 * RATE), CHUNK):
+            out, found = b.render(pos, CHUNK, 60)
+            pcm_b.append(out)
+            ons_b += [(pos + n.offset, n.seq) for n in found]
+    finally:
+        b.close()
+    held = np.concatenate(pcm_b)[:4410].astype(float)
+    assert np.sqrt(np.mean(held ** 2)) > 0.3 * np.sqrt(np.mean(pcm_a[at:at + 4410] ** 2))
+    assert ons_b == [(pos, n.seq) for pos, n in ons_a if n.seq == 2] == [(4 * RATE, 2)]
