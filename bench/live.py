@@ -78,15 +78,18 @@ async def _change_latency(url: str, auth: dict, field: str, value, key: str) -> 
                     return time.perf_counter() - t
 
 
-async def crowd(url: str, n: int, seconds: float, gateway_pid: int) -> dict[str, float]:
-    """N listeners for ``seconds``: gateway CPU share, late frames, dropped clients."""
+async def crowd(url: str, n: int, seconds: float, gateway_pid: int,
+                codec: str = "pcm") -> dict[str, float]:
+    """N listeners of ``codec`` frames for ``seconds``: the gateway's CPU share, late frames,
+    dropped clients, bytes a listener gets, and this load generator's own CPU share (it must
+    not be the limit)."""
     frames_per_s = RATE / CHUNK
-    stats = {"frames": 0, "late": 0, "dropped": 0, "connected": 0}
+    stats = {"frames": 0, "late": 0, "dropped": 0, "connected": 0, "bytes": 0}
     reasons: Counter[str] = Counter()
 
     async def one(i: int) -> None:
         try:
-            async with websockets.connect(f"{url.replace('http', 'ws')}/ws/radio",
+            async with websockets.connect(f"{url.replace('http', 'ws')}/ws/radio?codec={codec}",
                                           max_size=2**22, open_timeout=30) as ws:
                 stats["connected"] += 1
                 start, got = None, 0
@@ -98,6 +101,7 @@ async def crowd(url: str, n: int, seconds: float, gateway_pid: int) -> dict[str,
                     now = time.perf_counter()
                     start = start or now
                     got += 1
+                    stats["bytes"] += len(msg)
                     # late: more than 0.5 s behind the stream's real-time cadence (the
                     # backlog, BACKLOG s of audio, comes at once and is never late)
                     if now - start > (got - 1) / frames_per_s - BACKLOG + 0.5:
@@ -108,14 +112,17 @@ async def crowd(url: str, n: int, seconds: float, gateway_pid: int) -> dict[str,
             response = getattr(exc, "response", None)
             reasons[type(exc).__name__ + (f" {response.status_code}" if response else "")] += 1
 
-    cpu0, t0 = cpu_seconds(gateway_pid), time.perf_counter()
+    cpu0, own0, t0 = cpu_seconds(gateway_pid), time.process_time(), time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
-    cpu = (cpu_seconds(gateway_pid) - cpu0) / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    cpu = (cpu_seconds(gateway_pid) - cpu0) / wall
     expected = n * (seconds + BACKLOG) * frames_per_s
     if reasons:
         print(f"    dropped because: {dict(reasons)}")
     return {"listeners": n, "gateway_cpu": cpu, "delivered": stats["frames"] / expected,
-            "late_frames": stats["late"] / max(stats["frames"], 1), "dropped": stats["dropped"]}
+            "late_frames": stats["late"] / max(stats["frames"], 1), "dropped": stats["dropped"],
+            "kbps": stats["bytes"] * 8 / 1000 / max(n, 1) / seconds,
+            "generator_cpu": (time.process_time() - own0) / wall}
 
 
 def synth_rtf(seconds: float = 30.0) -> float:
@@ -173,13 +180,16 @@ async def main(args) -> None:
             print(f"  instrument (synth)              {inst * 1000:7.0f} ms")
             print(f"  temperature (inference)         {temp * 1000:7.0f} ms")
             print(f"3. listeners on one gateway process, {args.seconds:.0f} s each")
-            print("  listeners  gateway CPU  delivered  late frames  dropped")
+            print("  codec  listeners  gateway CPU  delivered  late frames  dropped  "
+                  "kbit/s each  generator CPU")
             pid = svc.procs["gw"].pid
             for n in args.listeners:
-                r = await crowd(url, n, args.seconds, pid)
-                print(f"  {n:9d}  {r['gateway_cpu']:10.0%}  {r['delivered']:9.1%}"
-                      f"  {r['late_frames']:11.1%}  {r['dropped']:7d}", flush=True)
-                await asyncio.sleep(2)
+                for codec in args.codecs:
+                    r = await crowd(url, n, args.seconds, pid, codec)
+                    print(f"  {codec:5s}  {n:9d}  {r['gateway_cpu']:10.0%}  {r['delivered']:9.1%}"
+                          f"  {r['late_frames']:11.1%}  {r['dropped']:7d}  {r['kbps']:11.0f}"
+                          f"  {r['generator_cpu']:13.0%}", flush=True)
+                    await asyncio.sleep(2)
         finally:
             svc.stop()
             redis.terminate()
@@ -193,4 +203,5 @@ if __name__ == "__main__":
     p.add_argument("--listeners", default="100,500,1000,2000",
                    type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--codecs", default="pcm,opus", type=lambda s: s.split(","))
     asyncio.run(main(p.parse_args()))

@@ -33,6 +33,7 @@ from playbach.service import REDIS_DOWN, RedisWatch
 log = logging.getLogger("gateway")
 # binary frame: u64 little-endian sample position, u32 take, then s16le PCM
 HEADER = struct.Struct("<QI")
+PACKET_LENGTH = struct.Struct("<H")  # before each Opus packet in a frame
 # When the newest frame sent was due longer ago than this, the channel is paused and its
 # backlog is the last session's tail, not what plays now.
 LIVE_S = 0.5
@@ -41,6 +42,14 @@ RESTART_S = 5.0  # a same-take chunk this far behind what was sent: the timeline
 
 def frame(chunk: AudioChunk) -> bytes:
     return HEADER.pack(chunk.pos, chunk.ver) + chunk.pcm
+
+
+def opus_frame(packets: list[tuple[int, bytes]], ver: int) -> bytes:
+    """The player's Opus frame: the first packet's 48 kHz position and the take, then each
+    packet (consecutive, 20 ms each) behind its u16 length. One frame per chunk, not per
+    packet: a listener costs as many messages a second as with PCM."""
+    return HEADER.pack(packets[0][0], ver) + b"".join(
+        PACKET_LENGTH.pack(len(packet)) + packet for _, packet in packets)
 
 
 def notes_message(chunk: AudioChunk) -> str | None:
@@ -131,7 +140,7 @@ class ChannelHub:
         # format -> its encoder (made with the first frame after its first listener joined)
         # and its listeners; "opus" (the player's packets) keeps a backlog as PCM does
         self.encoded: dict[str, tuple[Encoder | OpusPackets | None, set[Listener]]] = {}
-        self.opus_recent: deque[tuple[float, bytes]] = deque(maxlen=max(backlog_chunks, 1) * 3)
+        self.opus_recent: deque[tuple[float, bytes]] = deque(maxlen=max(backlog_chunks, 1))
         self.recent: deque[Frame] = deque(maxlen=max(backlog_chunks, 1))  # sent: the backlog
         self.ahead: dict[int, Frame] = {}  # received, not yet due: pos -> frame
         self.ver = -1  # the newest take received
@@ -268,9 +277,9 @@ class ChannelHub:
                 self.encoded[name] = (encoder, members)
                 metrics.ENCODERS.labels(name).inc()
             pcm = f.audio[HEADER.size:]
-            if isinstance(encoder, OpusPackets):  # the player's frames: position, take, packet
-                parts = [HEADER.pack(at, f.ver) + packet
-                         for at, packet in encoder.encode(f.pos, pcm)]
+            if isinstance(encoder, OpusPackets):  # the player's frames: one per chunk
+                packets = encoder.encode(f.pos, pcm)
+                parts = [opus_frame(packets, f.ver)] if packets else []
                 self.opus_recent.extend((f.due, part) for part in parts)
             else:
                 parts = encoder.encode(pcm)

@@ -304,12 +304,21 @@ def test_ogg_opus_and_mp3_streams_encoded_once_with_icy_titles(live):
         assert len(data) * 8 / seconds <= 96_000 * 1.05, f"{len(data) * 8 / seconds:.0f} bps"
     assert 'playbach_encoders{format="ogg"} 1.0' in metrics_text  # once, for both listeners
     assert 'playbach_encoders{format="opus"} 1.0' in metrics_text
-    # the player's frames: consecutive 20 ms packets at 48 kHz positions, each decodable
-    positions = [struct.unpack_from("<QI", f)[0] for f in packets]
-    assert len(packets) > 100 and all(b - a == 960 for a, b in itertools.pairwise(positions))
+    # the player's frames, one a chunk: consecutive 20 ms packets at 48 kHz positions,
+    # each decodable
+    positions, payloads = [], []
+    for f in packets:
+        at, off = struct.unpack_from("<QI", f)[0], 12
+        while off < len(f):
+            (size,) = struct.unpack_from("<H", f, off)
+            positions.append(at)
+            payloads.append(f[off + 2:off + 2 + size])
+            at, off = at + 960, off + 2 + size
+    assert len(packets) > 60 and len(payloads) > 2 * len(packets) - 5
+    assert all(b - a == 960 for a, b in itertools.pairwise(positions))
     decoder = av.CodecContext.create("libopus", "r")
-    decoded = sum(frame.samples for f in packets for frame in decoder.decode(av.Packet(f[12:])))
-    assert decoded == 960 * len(packets)
+    decoded = sum(frame.samples for p in payloads for frame in decoder.decode(av.Packet(p)))
+    assert decoded == 960 * len(payloads)
 
     interval, audio, titles, i = int(headers["icy-metaint"]), b"", [], 0
     while i < len(mp3):  # take the ICY blocks out of the MP3 bytes

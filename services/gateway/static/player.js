@@ -88,11 +88,15 @@ function onMessage(ev) {
     const pos = Number(view.getBigUint64(0, true));
     const ver = view.getUint32(8, true);
     state.bytes += ev.data.byteLength;
-    if (state.codec === 'opus') {
+    if (state.codec === 'opus') {           // then packets of 20 ms, each behind a u16 length
       if (!state.decoder || state.decoder.state === 'closed') return;
-      takes.set(pos, ver);
-      const timestamp = Math.round((pos * 1e6) / state.codecRate);  // WebCodecs counts µs
-      state.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp, data: new Uint8Array(ev.data, 12) }));
+      for (let off = 12, at = pos; off + 2 <= ev.data.byteLength; at += state.codecRate / 50) {
+        const length = view.getUint16(off, true);
+        takes.set(at, ver);
+        const timestamp = Math.round((at * 1e6) / state.codecRate);  // WebCodecs counts µs
+        state.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp, data: new Uint8Array(ev.data, off + 2, length) }));
+        off += 2 + length;
+      }
       return;
     }
     const pcm = new Int16Array(ev.data, 12);
