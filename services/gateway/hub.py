@@ -123,11 +123,6 @@ class Listener:
         self.ready.set()
 
 
-def written_ms(entry_id: bytes | str) -> float:
-    """When a stream entry was written: its id's milliseconds."""
-    return float(streams.text(entry_id).split("-")[0])
-
-
 class ChannelHub:
     """Reads ``pb:audio:<id>`` once and hands every chunk to this process's listeners."""
 
@@ -163,7 +158,7 @@ class ChannelHub:
             self.watch.failed(exc)
             entries = []
         for entry_id, fields in reversed(entries):
-            self.receive(AudioChunk.from_fields(fields), written_ms(entry_id))
+            self.receive(AudioChunk.from_fields(fields), streams.written_ms(entry_id))
         if entries:
             last = entries[0][0]
         # what was due before now is the backlog, not to be sent to nobody
@@ -245,14 +240,16 @@ class ChannelHub:
         if f.pos >= self.sent_to:
             self.ahead[f.pos] = f
             self.wake.set()
-        elif f.ver > max((r.ver for r in self.recent), default=-1) or restarted:
+        elif any(r.pos == f.pos and r.ver < f.ver for r in self.recent):
             self.send(f)  # replaces audio already sent: late, but still ahead of the players
         # else: the same take again (a backlog overlap): already sent
 
     def send(self, f: Frame) -> None:
-        while self.recent and self.recent[-1].pos >= f.pos:
-            self.recent.pop()
-        self.recent.append(f)
+        if f.pos < self.sent_to:  # a newer take of a frame sent: the backlog holds it instead
+            self.recent = deque((f if r.pos == f.pos else r for r in self.recent),
+                                maxlen=self.recent.maxlen)
+        else:
+            self.recent.append(f)
         self.sent_to = max(self.sent_to, f.end)
         self.heard = time.monotonic()
         if f.notes:
@@ -323,7 +320,7 @@ class ChannelHub:
             for _, entries in found:
                 for entry_id, fields in entries:
                     last = entry_id
-                    self.receive(AudioChunk.from_fields(fields), written_ms(entry_id))
+                    self.receive(AudioChunk.from_fields(fields), streams.written_ms(entry_id))
 
     async def stop(self) -> None:
         self.stopping = True

@@ -138,7 +138,7 @@ class Store:
         while entries := await self.redis.xrange(streams.audio(cid), min=after, count=page):
             after = f"({streams.text(entries[-1][0])}"
             for entry_id, fields in entries:
-                written = float(streams.text(entry_id).split("-")[0])
+                written = streams.written_ms(entry_id)
                 chunk = AudioChunk.from_fields(fields)
                 chunk.due = chunk.due or written  # a chunk without a clock: due when written
                 if chunk.ver < ver:
@@ -167,7 +167,7 @@ class Store:
             before = f"({streams.text(entries[-1][0])}"
             for entry_id, fields in entries:
                 chunk = AudioChunk.from_fields(fields)
-                due = chunk.due or float(streams.text(entry_id).split("-")[0])
+                due = chunk.due or streams.written_ms(entry_id)
                 replaced = any(v > chunk.ver and p <= chunk.pos for v, p in starts.items())
                 if due <= now and not replaced:
                     return chunk.pos + chunk.frames

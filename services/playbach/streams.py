@@ -29,6 +29,11 @@ def text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def written_ms(entry_id: bytes | str) -> float:
+    """When a stream entry was written: the milliseconds of its id."""
+    return float(text(entry_id).split("-")[0])
+
+
 CHANNELS = "pb:channels"
 CONTROL = "pb:control"
 ACTIVE = "pb:active"

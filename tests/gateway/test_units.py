@@ -55,3 +55,29 @@ def test_empty_secrets_mean_unset(monkeypatch):
     settings = GatewaySettings()
     assert settings.admin_password is None  # nobody logs in with an empty password
     assert settings.token_secret is None  # made in Redis, shared by replicas, never ""
+
+
+def test_a_late_take_replaces_every_frame_already_sent_and_nothing_else():
+    """Chunks of a newer take that arrive after the old take's frames left go out at once,
+    each one (a player overwrites them); the same take again is not sent twice."""
+    import asyncio as aio
+
+    from gateway.hub import HEADER, ChannelHub, Listener
+    from playbach.schemas import AudioChunk
+
+    async def scenario() -> list[tuple[int, int]]:
+        hub = ChannelHub(None, "c", 8, None, None)  # no Redis: chunks handed in directly
+        listener = Listener(100, 100)
+        hub.listeners.add(listener)
+        for pos in range(0, 4 * 4, 4):  # due long ago: sent as they come
+            hub.receive(AudioChunk(pos=pos, pcm=b"\0\0" * 4, ver=0, due=1.0), 0)
+            hub.send(hub.ahead.pop(pos))
+        for pos in (8, 12, 16):  # a take from 8 on; 16 was never sent
+            hub.receive(AudioChunk(pos=pos, pcm=b"\1\0" * 4, ver=1, due=1.0), 0)
+        hub.receive(AudioChunk(pos=8, pcm=b"\1\0" * 4, ver=1, due=1.0), 0)  # the same again
+        return [HEADER.unpack_from(f) for f in listener.queue if isinstance(f, bytes)], hub
+
+    sent, hub = aio.run(scenario())
+    assert sent == [(0, 0), (4, 0), (8, 0), (12, 0), (8, 1), (12, 1)]
+    assert list(hub.ahead) == [16] and [(r.pos, r.ver) for r in hub.recent] == [
+        (0, 0), (4, 0), (8, 1), (12, 1)]

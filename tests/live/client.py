@@ -53,6 +53,21 @@ class Heard:
             return
         self.chunks.append((pos, pcm, now))
 
+    def receive(self, msg: bytes | str) -> None:
+        """One WebSocket message: a frame (position, take, PCM) or a JSON event."""
+        if isinstance(msg, bytes):
+            pos, ver = struct.unpack_from("<QI", msg)
+            self.take(pos, ver, np.frombuffer(msg[12:], np.int16))
+            return
+        event = json.loads(msg)
+        if event["type"] == "hello":
+            self.hello = event
+        elif event["type"] == "notes":
+            self.notes.extend({**n, "ver": event.get("ver", 0), "at": time.monotonic()}
+                              for n in event["notes"])
+        else:
+            self.events.append(event)
+
     def audio_at(self, pos: int, frames: int) -> np.ndarray:
         """PCM of the stream's samples [pos, pos + frames), from what was heard."""
         out = []
@@ -76,18 +91,7 @@ async def listen(base: str, cid: str, seconds: float, heard: Heard | None = None
                     msg = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
                 except TimeoutError:
                     break
-                if isinstance(msg, bytes):
-                    pos, ver = struct.unpack_from("<QI", msg)
-                    heard.take(pos, ver, np.frombuffer(msg[12:], np.int16))
-                    continue
-                event = json.loads(msg)
-                if event["type"] == "hello":
-                    heard.hello = event
-                elif event["type"] == "notes":
-                    heard.notes.extend({**n, "ver": event.get("ver", 0), "at": time.monotonic()}
-                                       for n in event["notes"])
-                else:
-                    heard.events.append(event)
+                heard.receive(msg)
         except websockets.ConnectionClosed as exc:
             heard.closed = f"{exc.rcvd.code} {exc.rcvd.reason}" if exc.rcvd else "closed"
     return heard

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,18 +87,7 @@ class Listening:
 
     async def _read(self) -> None:
         async for msg in self.ws:
-            if isinstance(msg, bytes):
-                pos, ver = struct.unpack_from("<QI", msg)
-                self.heard.take(pos, ver, np.frombuffer(msg[12:], np.int16))
-                continue
-            event = json.loads(msg)
-            if event["type"] == "hello":
-                self.heard.hello = event
-            elif event["type"] == "notes":
-                self.heard.notes.extend({**n, "ver": event.get("ver", 0),
-                                         "at": time.monotonic()} for n in event["notes"])
-            else:
-                self.heard.events.append(event)
+            self.heard.receive(msg)
 
     async def wait(self, found: Callable[[], float | None], timeout: float = 5.0) -> float:
         """Poll ``found`` until it gives a time (monotonic); inf after ``timeout``."""
