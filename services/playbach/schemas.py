@@ -7,8 +7,9 @@ browsers. Ranges live here once; the gateway's 422 messages quote them."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,6 +57,27 @@ ChannelName = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH,
 def _text(fields: dict, key: str) -> str:
     """A stream entry's field, whether the entry's keys are bytes or text."""
     return text(fields[key.encode()] if key.encode() in fields else fields[key])
+
+
+T = TypeVar("T", "NoteEvent", "AudioChunk")
+
+
+def newest_takes(items: list[T], start: Callable[[T], int], end: Callable[[T], int]) -> list[T]:
+    """Items of a stream in the order written, as a reader should take them: an item of a
+    newer take (``ver``) replaces those from its ``start`` on; one of an older take, written
+    late by a replica that had lost the channel, and the same take again (re-published after
+    Redis lost its data) are skipped."""
+    out: list[T] = []
+    for item in items:
+        if out and item.ver < out[-1].ver:
+            continue
+        if out and item.ver > out[-1].ver:
+            while out and start(out[-1]) >= start(item):
+                out.pop()
+        if out and start(item) < end(out[-1]):
+            continue
+        out.append(item)
+    return out
 
 
 DEFAULT_MODEL = "cello-suites"  # the radio plays the suites the original project grew from,
@@ -145,17 +167,7 @@ class NoteEvent(BaseModel):
     @staticmethod
     def current(notes: list[NoteEvent]) -> list[NoteEvent]:
         """A stream's notes in order, each re-take replacing the notes from its seq on."""
-        out: list[NoteEvent] = []
-        for note in notes:
-            if out and note.ver < out[-1].ver:
-                continue  # written late by a replica that had lost the channel
-            if out and note.ver > out[-1].ver:
-                while out and out[-1].seq >= note.seq:
-                    out.pop()
-            if out and note.seq <= out[-1].seq:
-                continue  # the same take again (re-published after Redis lost its data)
-            out.append(note)
-        return out
+        return newest_takes(notes, lambda n: n.seq, lambda n: n.seq + 1)
 
     def event(self) -> Event:
         from playbach.vocab import dynamic
@@ -212,17 +224,7 @@ class AudioChunk(BaseModel):
     @staticmethod
     def current(chunks: list[AudioChunk]) -> list[AudioChunk]:
         """A stream's chunks in order, each new take replacing the audio from its pos on."""
-        out: list[AudioChunk] = []
-        for chunk in chunks:
-            if out and chunk.ver < out[-1].ver:
-                continue  # written late by a replica that had lost the channel
-            if out and chunk.ver > out[-1].ver:
-                while out and out[-1].pos >= chunk.pos:
-                    out.pop()
-            if out and chunk.pos < out[-1].pos + out[-1].frames:
-                continue  # the same take again (re-published)
-            out.append(chunk)
-        return out
+        return newest_takes(chunks, lambda c: c.pos, lambda c: c.pos + c.frames)
 
     @classmethod
     def from_fields(cls, fields: dict) -> AudioChunk:
