@@ -179,14 +179,13 @@ class ChannelHub:
         channel waking from idle has an old tail in its stream, which would play as a
         fragment of the last session and then a cut to silence. A listener to a compressed
         stream joins its format's encoder (made for the first one) at the live point."""
+        live = bool(self.recent) and time.time() - self.recent[-1].due < LIVE_S
         if listener.encoding:
             self.encoded.setdefault(listener.encoding, (None, set()))[1].add(listener)
-            live = bool(self.recent) and time.time() - self.recent[-1].due < LIVE_S
             for _, packet in self.opus_recent if listener.encoding == "opus" and live else ():
                 listener.offer(packet)
             metrics.LISTENERS.labels(self.cid).set(self.count())
             return
-        live = bool(self.recent) and time.time() - self.recent[-1].due < LIVE_S
         for sent in self.recent if self.backlog_chunks and live else ():
             if sent.notes:
                 listener.offer(sent.notes)
@@ -245,7 +244,8 @@ class ChannelHub:
         # else: the same take again (a backlog overlap): already sent
 
     def send(self, f: Frame) -> None:
-        if f.pos < self.sent_to:  # a newer take of a frame sent: the backlog holds it instead
+        late = f.pos < self.sent_to  # a newer take of a frame sent: the backlog holds it instead
+        if late:
             self.recent = deque((f if r.pos == f.pos else r for r in self.recent),
                                 maxlen=self.recent.maxlen)
         else:
@@ -256,7 +256,8 @@ class ChannelHub:
             self.broadcast(f.notes)
         self.broadcast(f.audio)
         try:
-            self.encode(f)
+            if not late:  # an encoded stream cannot take audio back: it keeps the old take
+                self.encode(f)
         except Exception:  # a codec's failure must not stop the PCM listeners' audio
             log.exception("channel %s: encoding failed; its compressed listeners are cut",
                           self.cid)

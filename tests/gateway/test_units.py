@@ -4,6 +4,8 @@ import asyncio
 import struct
 import time
 
+import numpy as np
+
 from gateway import auth
 from gateway.hub import Listener
 from gateway.listen import origin_allowed, wav_header
@@ -81,3 +83,27 @@ def test_a_late_take_replaces_every_frame_already_sent_and_nothing_else():
     assert sent == [(0, 0), (4, 0), (8, 0), (12, 0), (8, 1), (12, 1)]
     assert list(hub.ahead) == [16] and [(r.pos, r.ver) for r in hub.recent] == [
         (0, 0), (4, 0), (8, 1), (12, 1)]
+
+
+def test_a_late_take_is_not_fed_to_the_encoders():
+    """Compressed streams cannot take audio back: a late take goes to the PCM players only,
+    and the Opus packets stay one consecutive timeline."""
+    import asyncio as aio
+
+    from gateway.hub import HEADER, ChannelHub, Listener
+    from playbach.schemas import AudioChunk
+
+    pcm = (np.sin(np.arange(2048) / 9) * 5000).astype(np.int16).tobytes()
+
+    async def scenario() -> list[int]:
+        hub = ChannelHub(None, "c", 8, None, None)
+        opus = Listener(100, 100, encoding="opus")
+        hub.join(opus)
+        for pos in range(0, 6 * 2048, 2048):
+            hub.receive(AudioChunk(pos=pos, pcm=pcm, ver=0, due=1.0), 0)
+            hub.send(hub.ahead.pop(pos))
+        hub.receive(AudioChunk(pos=4 * 2048, pcm=pcm, ver=1, due=1.0), 0)  # late
+        return [HEADER.unpack_from(f)[0] for f in opus.queue if isinstance(f, bytes)]
+
+    starts = aio.run(scenario())
+    assert len(starts) == 6 and starts == sorted(starts)
