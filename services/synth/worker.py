@@ -194,13 +194,15 @@ class SynthWorker(ChannelWorker[Voice]):
             voice.renderer.set_program(params.instrument)
             self.splice(voice)
         voice.params = params
-        voice.renderer.set_program(voice.params.instrument)
         await self.fetch_notes(voice)
+        wrote = False
         for _ in range(32 // BATCH):  # at most 32 chunks a tick, written BATCH at a time
             if not self.render(voice, BATCH):
                 break
             await self.flush(voice)
-        await self.flush(voice)  # our position, even with nothing new (inference reads it)
+            wrote = True
+        if not wrote:
+            await self.flush(voice)  # our position, even with nothing new (inference reads it)
 
     def render(self, voice: Voice, most: int) -> bool:
         """Render up to ``most`` chunks towards the clock plus the lead, no further than the
