@@ -28,6 +28,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from playbach import streams  # noqa: E402 (the key names)
 from tests.live import timing  # noqa: E402 (the tests' measurements)
 from tests.live.client import Heard, listen  # noqa: E402 (the tests' WebSocket listener)
 
@@ -110,7 +111,7 @@ class Stack:
         """The container whose replica holds the channel's lease (REPLICA_ID is unset in
         compose: hostname-pid, and a container's hostname is its short id)."""
         res = subprocess.run([self.engine, "exec", self.containers("redis")[0], "redis-cli",
-                              "--raw", "GET", f"pb:lease:{role}:{cid}"],
+                              "--raw", "GET", streams.lease(role, cid)],
                              capture_output=True, text=True, check=True)
         host = res.stdout.strip().rsplit("-", 1)[0]
         for name in self.containers(role):

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from redis import Redis
 from redis.exceptions import RedisError
 
+from playbach.service import cluster_seed
+
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"redis": 90, "inference": 36, "synth": 35, "gateway": 32, "ui": 33}
 
@@ -45,6 +47,8 @@ def pump(name: str, stream, tty: bool) -> None:
 
 
 def redis_answers(url: str) -> bool:
+    """Whether a Redis (or any node of a cluster, for redis+cluster://) answers at ``url``."""
+    url = cluster_seed(url) or url
     try:
         return bool(Redis.from_url(url, socket_connect_timeout=0.5).ping())
     except (RedisError, OSError):
@@ -72,6 +76,9 @@ def main() -> int:
         procs[name] = proc
         threading.Thread(target=pump, args=(name, proc.stdout, tty), daemon=True).start()
 
+    if not redis_answers(redis_url) and cluster_seed(redis_url):
+        print("up: no Redis Cluster answers at REDIS_URL (up starts a single Redis only)")
+        return 2
     if not redis_answers(redis_url):
         server = shutil.which("redis-server")
         if server is None:

@@ -16,6 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 from redis import Redis
+from redis.cluster import RedisCluster
+
+from playbach.service import cluster_seed
 
 REPO = Path(__file__).resolve().parents[1]
 CELLO = REPO / "data" / "cello-suites"
@@ -87,27 +90,102 @@ def start_redis(folder: Path, port: int | None = None, persist: bool = False
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              *keep, "--dir", str(folder)], stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
+    wait_for_ping(url)
+    return proc, url
+
+
+def start_cluster(folder: Path, masters: int = 3) -> tuple[list[subprocess.Popen], str]:
+    """A throwaway Redis Cluster of ``masters`` redis-servers on loopback ports, its slots
+    split by redis-cli as an operator would; its URL names one node, as REDIS_URL would."""
+    ports = [cluster_port() for _ in range(masters)]
+    procs = []
+    for port in ports:
+        node = folder / str(port)
+        node.mkdir()
+        procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(node), "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"],
+            stdout=subprocess.DEVNULL))
+    for port in ports:
+        wait_for_ping(f"redis://127.0.0.1:{port}/0")
+    subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                    "--cluster-replicas", "0", "--cluster-yes"], check=True,
+                   capture_output=True, timeout=60)
+    deadline = time.time() + 30
+    for port in ports:  # every node must agree that all slots are served
+        node = Redis(port=port)
+        while node.cluster("info")["cluster_state"] != "ok":
+            assert time.time() < deadline, f"cluster node {port} never became ok"
+            time.sleep(0.1)
+    return procs, f"redis+cluster://127.0.0.1:{ports[0]}"
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (10000 above it) is free too."""
+    while True:
+        port = free_port()
+        if port > 55000:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+def wait_for_ping(url: str) -> None:
     client = Redis.from_url(url)
     for _ in range(200):
         try:
             client.ping()
-            return proc, url
+            return
         except Exception:
             time.sleep(0.05)
-    raise AssertionError(f"redis-server did not start on port {port}")
+    raise AssertionError(f"redis-server did not start at {url}")
+
+
+def sync_client(url: str) -> Redis | RedisCluster:
+    """A test's own client to a single Redis or a cluster URL (redis+cluster://)."""
+    seed = cluster_seed(url)
+    return RedisCluster.from_url(seed) if seed else Redis.from_url(url)
+
+
+BOTH = pytest.mark.backends("single", "cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that use Redis run against a single redis-server; those marked ``BOTH`` (or in
+    a module with ``pytestmark = BOTH``) against a three-master Redis Cluster as well."""
+    if "backend" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        kinds = marker.args if marker else ("single",)
+        metafunc.parametrize("backend", kinds, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory) -> Iterator[str]:
-    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def redis_url(backend, tmp_path_factory) -> Iterator[str]:
+    if backend == "cluster":
+        procs, url = start_cluster(tmp_path_factory.mktemp("cluster"))
+    else:
+        proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+        procs = [proc]
     yield url
-    proc.terminate()
-    proc.wait(5)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(5)
 
 
 @pytest.fixture
-def redis(redis_url) -> Redis:
-    client = Redis.from_url(redis_url)
+def redis(redis_url) -> Redis | RedisCluster:
+    client = sync_client(redis_url)
     client.flushall()
     return client
 
@@ -139,15 +217,18 @@ class Services:
         port = free_port()
         self.start(name, "gateway", PORT=str(port), **env)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 20
-        while time.time() < deadline:
+        deadline, body = time.time() + 30, "no answer"
+        while time.time() < deadline:  # ready: the default channel made, the login keys read
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                res = httpx.get(f"{url}/readyz", timeout=1)
+                if res.status_code == 200:
                     self.gateway_url = url
                     return url
+                body = res.text
             except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError(f"gateway did not start: {self.log(name)}")
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gateway not ready: {body}\n{self.log(name)}")
 
     def kill(self, name: str) -> None:
         """SIGKILL: no goodbye, no lease released, as in a crash."""

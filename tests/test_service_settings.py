@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings
 
 from tests.conftest import REPO, free_port
 
-REDIS_FORMS = "expected redis://host[:port][/db], rediss://host[:port][/db] or unix:///path"
+REDIS_FORMS = "expected redis://host[:port][/db], rediss://host[:port][/db], unix:///path"
 
 
 @pytest.mark.parametrize(("module", "env", "expected"), [
@@ -83,7 +83,8 @@ def test_allowed_origins_single_and_empty(env, value, origins):
 
 @pytest.mark.parametrize("url", [
     "redis://127.0.0.1:6379/0", "redis://redis", "rediss://user:pw@cache.example:6380/2",
-    "unix:///run/redis/redis.sock", "unix:///run/redis.sock?db=1", "redis://h/0?socket_timeout=3"])
+    "unix:///run/redis/redis.sock", "unix:///run/redis.sock?db=1", "redis://h/0?socket_timeout=3",
+    "redis+cluster://node-1:7000", "rediss+cluster://u:pw@node-1:7000/0"])
 def test_redis_urls_accepted(env, url):
     from playbach.settings import LiveSettings
 
@@ -93,7 +94,8 @@ def test_redis_urls_accepted(env, url):
 
 @pytest.mark.parametrize(("url", "problem"), [
     ("nonsense", "not a Redis URL"), ("http://h:6379", "not a Redis URL"),
-    ("redis+cluster://h", "not a Redis URL"), ("REDIS://h", "not a Redis URL"),
+    ("redis-cluster://h", "not a Redis URL"), ("REDIS://h", "not a Redis URL"),
+    ("redis+cluster://h:7000/1", "a Redis Cluster has only database 0"),
     ("redis://:6379/0", "no host"), ("unix://", "no socket path"),
     ("redis://h:abc/0", "Port could not be cast"), ("redis://h:99999", "Port out of range"),
     ("redis://h/zero", "database 'zero' is not a number"),

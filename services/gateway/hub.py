@@ -139,6 +139,7 @@ class ChannelHub:
         self.recent: deque[Frame] = deque(maxlen=max(backlog_chunks, 1))  # sent: the backlog
         self.ahead: dict[int, Frame] = {}  # received, not yet due: pos -> frame
         self.ver = -1  # the newest take received
+        self.params_rev = 0  # the newest parameters announced (Store.update)
         self.sent_to = -1  # the end of the frames sent
         self.wake = asyncio.Event()  # a frame came that may be due before the one awaited
         self.backlog_chunks = backlog_chunks
@@ -215,6 +216,17 @@ class ChannelHub:
     def broadcast(self, item: bytes | str) -> None:
         for listener in list(self.listeners):
             listener.offer(item)
+
+    def newer(self, entry: ControlEntry) -> bool:
+        """False for parameters older than those passed on already (Store.update: racing
+        changes may be announced out of order)."""
+        if entry.type != "params":
+            return True
+        rev = int(entry.data.get("rev", 0))
+        if rev and rev <= self.params_rev:
+            return False
+        self.params_rev = max(self.params_rev, rev)
+        return True
 
     def announce(self, event: str) -> None:
         """An event (params, error) for every listener, whatever stream it takes."""
@@ -419,7 +431,7 @@ class Hubs:
                         log.warning("skipped a malformed control entry %s", entry_id)
                         continue
                     hub = self.hubs.get(entry.channel)
-                    if hub:
+                    if hub and hub.newer(entry):
                         hub.announce(json.dumps(entry.event()))
 
     def start(self) -> None:

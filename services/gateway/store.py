@@ -33,6 +33,17 @@ async def _chain(first: AudioChunk, rest: AsyncIterator[AudioChunk]
         yield chunk
 
 
+REV = "rev"  # a field of pb:channel:{<id>} beside the parameters: see Store.update
+
+
+def next_rev(fields: dict) -> int:
+    """The revision of a change to a hash read as ``fields``: one more than the stored one,
+    and at least the time in µs, so it still grows after Redis lost the hash (restore does
+    not put ``rev`` back)."""
+    stored = fields.get(REV.encode(), fields.get(REV, 0))
+    return max(int(stored) + 1, time.time_ns() // 1000)
+
+
 class Store:
     def __init__(self, redis: Redis, models_dir: Path) -> None:
         self.redis, self.models_dir = redis, Path(models_dir)
@@ -69,9 +80,12 @@ class Store:
         return True
 
     async def update(self, cid: str, change: ChannelUpdate) -> ChannelParams:
-        """Read, change and store the parameters, and announce them, as one transaction
-        (retried if another change came between): changes racing from a dragged slider or
-        two gateways lose nothing, and the last one stored is the last one announced."""
+        """Read, change and store the parameters as one transaction (retried if another
+        change came between), then announce them: changes racing from a dragged slider or two
+        gateways lose nothing. The transaction holds only the channel's hash, which a Redis
+        Cluster needs (pb:control lives in another slot), so announcements of racing changes
+        can arrive out of order: each carries ``rev``, which grows with every change stored,
+        and gateways pass on only a newer one than they passed (ChannelHub.announce)."""
         key, values = streams.channel(cid), change.model_dump(exclude_unset=True)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -80,13 +94,15 @@ class Store:
                     fields = await pipe.hgetall(key)
                     current = ChannelParams.from_fields(fields) if fields else ChannelParams()
                     new = ChannelParams(**{**current.model_dump(), **values})
+                    rev = next_rev(fields)
                     pipe.multi()
-                    pipe.hset(key, mapping=new.to_fields())
-                    self._announce(pipe, cid, "params", params=new.model_dump())
+                    pipe.hset(key, mapping={**new.to_fields(), REV: rev})
                     await pipe.execute()
-                    return new
+                    break
                 except WatchError:
                     continue
+        await self.announce(cid, "params", params=new.model_dump(), rev=rev)
+        return new
 
     async def delete(self, cid: str) -> None:
         await self.redis.srem(streams.CHANNELS, cid)

@@ -18,17 +18,38 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from playbach import streams
-from playbach.settings import ServiceSettings, load, redacted
+from playbach.settings import CLUSTER_SCHEMES, ServiceSettings, load, redacted
 
 S = TypeVar("S", bound=ServiceSettings)
 log = logging.getLogger("playbach")
 REDIS_DOWN = (RedisError, OSError, TimeoutError)  # what an unreachable or restarting Redis raises
+
+
+def cluster_seed(url: str) -> str | None:
+    """For a URL naming a Redis Cluster (``redis+cluster://host:port``, any node of it), the
+    plain URL of that node; None for a single Redis."""
+    scheme, sep, rest = url.partition("://")
+    return f"{CLUSTER_SCHEMES[scheme]}://{rest}" if sep and scheme in CLUSTER_SCHEMES else None
+
+
+class _PacedCluster(RedisCluster):
+    """A cluster client whose commands wait for one of ``connections`` turns when all are
+    taken, as the single-Redis pool below does (the cluster's own pool fails them)."""
+
+    def __init__(self, *args: object, connections: int, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._turns = asyncio.Semaphore(connections)
+
+    async def execute_command(self, *args: object, **kwargs: object) -> object:
+        async with self._turns:
+            return await super().execute_command(*args, **kwargs)
 
 
 def client(url: str, connections: int = 64) -> Redis:
@@ -36,11 +57,17 @@ def client(url: str, connections: int = 64) -> Redis:
     (the default pool fails them instead: a crowd joining at once got errors). Timeouts keep
     a Redis that hangs from hanging us: blocking reads use at most 1 s, well under 10. One
     retry on a broken connection: after Redis restarts, each idle pooled connection fails
-    once, and that must not look like a second outage."""
+    once, and that must not look like a second outage. A cluster URL gives a cluster client
+    with the same behaviour; it learns the shards from the node named and follows them."""
+    timeouts = {"socket_connect_timeout": 3, "socket_timeout": 10, "health_check_interval": 15}
+    seed = cluster_seed(url)
+    if seed:
+        # pipelines bypass the turns: room for them beside the paced commands
+        return _PacedCluster.from_url(seed, connections=connections,
+                                      max_connections=2 * connections + 8, **timeouts)
     return Redis(connection_pool=BlockingConnectionPool.from_url(
-        url, max_connections=connections, timeout=20, socket_connect_timeout=3,
-        socket_timeout=10, health_check_interval=15, retry=Retry(NoBackoff(), 1),
-        retry_on_error=[RedisConnectionError]))
+        url, max_connections=connections, timeout=20, retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError], **timeouts))
 
 
 class RedisWatch:

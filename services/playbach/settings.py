@@ -25,7 +25,11 @@ REPO = Path(__file__).resolve().parents[2]
 UNEXPANDED = re.compile(r"\$\{[^}]*\}")
 SECRET_WORDS = ("password", "secret", "token")  # a name with one of these holds a secret
 SECRET_NAMES = re.compile(rf"({'|'.join(SECRET_WORDS)})$", re.IGNORECASE)
-REDIS_FORMS = "redis://host[:port][/db], rediss://host[:port][/db] or unix:///path/to/socket"
+# A Redis Cluster is named by its own scheme: redis-py needs a different client for it, and
+# telling it by asking the server would need the server up before a client is built.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+REDIS_FORMS = ("redis://host[:port][/db], rediss://host[:port][/db], unix:///path/to/socket, "
+               "or redis+cluster://host:port (any node of a Redis Cluster)")
 
 
 class ServiceSettings(BaseSettings):
@@ -64,8 +68,13 @@ class LiveSettings(ServiceSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_url(cls, url: str) -> str:
+    def _redis_url(cls, value: str) -> str:
+        url = value
         scheme = url.partition("://")[0] if "://" in url else ""
+        cluster = scheme in CLUSTER_SCHEMES
+        if cluster:
+            url = f"{CLUSTER_SCHEMES[scheme]}://{url.partition('://')[2]}"
+            scheme = CLUSTER_SCHEMES[scheme]
         if scheme not in ("redis", "rediss", "unix"):  # redis-py's own test, case and all
             raise ValueError(f"not a Redis URL; expected {REDIS_FORMS}")
         try:
@@ -76,13 +85,16 @@ class LiveSettings(ServiceSettings):
         if scheme == "unix":
             if not parts.path or parts.path == "/":
                 raise ValueError(f"no socket path; expected {REDIS_FORMS}")
-            return url
+            return value
         if not parts.hostname:
             raise ValueError(f"no host; expected {REDIS_FORMS}")
         db = parts.path.strip("/")
         if db and not db.isdigit():  # redis-py would quietly use db 0
             raise ValueError(f"database {db!r} is not a number; expected {REDIS_FORMS}")
-        return url
+        if cluster and db not in ("", "0"):
+            raise ValueError(f"a Redis Cluster has only database 0, not {db}; "
+                             f"expected {REDIS_FORMS}")
+        return value
 
 
 class AudioSettings(BaseSettings):

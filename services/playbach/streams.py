@@ -4,21 +4,26 @@
 key                            type    holds
 =============================  ======  ===============================================
 ``pb:channels``                set     ids of the channels that exist
-``pb:channel:<id>``            hash    the channel's parameters (:class:`ChannelParams`)
+``pb:channel:{<id>}``          hash    the channel's parameters (:class:`ChannelParams`)
 ``pb:control``                 stream  parameter changes and errors, for every service
-``pb:notes:<id>``              stream  note events, written by the channel's inference owner
-``pb:audio:<id>``              stream  PCM chunks and their note-ons, by its synth owner
-``pb:lease:<role>:<id>``       string  the replica that owns the channel (SET NX PX)
+``pb:notes:{<id>}``            stream  note events, written by the channel's inference owner
+``pb:audio:{<id>}``            stream  PCM chunks and their note-ons, by its synth owner
+``pb:lease:<role>:{<id>}``     string  the replica that owns the channel (SET NX PX)
 ``pb:replicas:<role>``         zset    live replicas of a role -> last heartbeat (ms)
-``pb:synth:<id>``              hash    the synth's position: sample, beat, last note seq
+``pb:synth:{<id>}``            hash    the synth's position: sample, beat, last note seq
 ``pb:active``                  zset    channel -> last time (ms) anyone listened
-``pb:listeners:<id>``          hash    gateway replica -> its listener count
-``pb:stats:<id>``              hash    counters: underruns reported by players, ...
+``pb:listeners:{<id>}``        hash    gateway replica -> its listener count
+``pb:stats:{<id>}``            hash    counters: underruns reported by players, ...
 ``pb:instruments``             hash    GM program -> name, as the synth's SoundFont says
 ``pb:epoch``                   string  id of Redis's data set; a new one means data was lost
 ``pb:token-secret``            string  the gateways' token key, when TOKEN_SECRET is unset
 ``pb:admin-password``          string  scrypt hash of the generated admin password
 =============================  ======  ===============================================
+
+A channel's keys carry its id in braces, Redis Cluster's hash tag: they all live in one slot,
+so whatever touches one channel (a transaction, a multi-key DEL) runs on one shard of a
+cluster, and channels spread over the shards. No command names keys of two channels, or a
+channel's key beside a shared one (``pb:control``, ``pb:active``): see tests/playbach.
 """
 
 from __future__ import annotations
@@ -46,20 +51,25 @@ ADMIN_PASSWORD = "pb:admin-password"
 INFERENCE, SYNTH = "inference", "synth"
 
 
+def tag(cid: str) -> str:
+    """The channel's hash tag: Redis Cluster hashes only what is inside the braces."""
+    return "{" + cid + "}"
+
+
 def channel(cid: str) -> str:
-    return f"pb:channel:{cid}"
+    return f"pb:channel:{tag(cid)}"
 
 
 def notes(cid: str) -> str:
-    return f"pb:notes:{cid}"
+    return f"pb:notes:{tag(cid)}"
 
 
 def audio(cid: str) -> str:
-    return f"pb:audio:{cid}"
+    return f"pb:audio:{tag(cid)}"
 
 
 def lease(role: str, cid: str) -> str:
-    return f"pb:lease:{role}:{cid}"
+    return f"pb:lease:{role}:{tag(cid)}"
 
 
 def replicas(role: str) -> str:
@@ -67,12 +77,12 @@ def replicas(role: str) -> str:
 
 
 def synth_position(cid: str) -> str:
-    return f"pb:synth:{cid}"
+    return f"pb:synth:{tag(cid)}"
 
 
 def listeners(cid: str) -> str:
-    return f"pb:listeners:{cid}"
+    return f"pb:listeners:{tag(cid)}"
 
 
 def stats(cid: str) -> str:
-    return f"pb:stats:{cid}"
+    return f"pb:stats:{tag(cid)}"

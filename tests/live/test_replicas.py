@@ -8,6 +8,9 @@ import time
 
 from playbach import streams
 from playbach.schemas import AudioChunk, ChannelParams, NoteEvent
+from tests.conftest import BOTH
+
+pytestmark = BOTH  # on a single Redis and on a three-master cluster
 
 CHANNELS = ("a", "b", "c", "d")
 

@@ -14,12 +14,13 @@ import numpy as np
 import websockets
 
 from playbach import streams
-from tests.conftest import login, run
+from tests.conftest import BOTH, login, run
 from tests.live.client import Heard, listen
 
 RATE = 44100
 
 
+@BOTH  # on a single Redis and on a three-master cluster
 def test_listener_hears_music_whose_notes_match_the_audio(live):
     url = live.gateway_url
     httpx.patch(f"{url}/api/channels/radio", json={"instrument": 13, "bpm": 120},
@@ -71,6 +72,7 @@ def test_raising_bpm_shortens_the_spacing_of_note_ons(live):
     assert abs(samples_per_beat(fast) - RATE / 3) / (RATE / 3) < 0.03
 
 
+@BOTH  # on a single Redis and on a three-master cluster
 def test_instrument_temperature_and_top_p_changes_show_in_the_events(live):
     url, auth = live.gateway_url, login(live.gateway_url)
 
@@ -98,6 +100,7 @@ def test_instrument_temperature_and_top_p_changes_show_in_the_events(live):
     assert all(p == 19 for p in programs[first_organ:])  # once changed, never back
 
 
+@BOTH  # on a single Redis and on a three-master cluster
 def test_audio_test_plays_a_440_hz_tone(live):
     url = live.gateway_url
 
@@ -177,6 +180,7 @@ def test_one_sample_rate_setting_is_followed_by_hello_wav_and_audio(services):
     assert int.from_bytes(header[24:28], "little") == 22050
 
 
+@BOTH  # on a single Redis and on a three-master cluster
 def test_recent_midi_matches_the_wav_through_tempo_and_instrument_changes(live, tmp_path):
     """BPM and instrument changed while playing: recent.mid has both tempi and both
     programs, and lasts as long as recent.wav of the same window (it held one tempo and one

@@ -3,9 +3,9 @@
 import asyncio
 from fractions import Fraction
 
-from redis.asyncio import Redis
+from redis.crc import key_slot
 
-from playbach import streams
+from playbach import service, streams
 from playbach.leases import Leases, Ownership
 from playbach.schemas import (
     AudioChunk,
@@ -16,11 +16,30 @@ from playbach.schemas import (
     SynthPosition,
 )
 from playbach.vocab import Event
+from tests.conftest import BOTH
+
+pytestmark = BOTH  # on a single Redis and on a three-master cluster
+CHANNEL_KEYS = (streams.channel, streams.notes, streams.audio, streams.synth_position,
+                streams.listeners, streams.stats)
+
+
+def test_a_channels_keys_share_one_slot_and_channels_spread_over_the_shards():
+    """Redis Cluster runs a transaction or a multi-key command only within one slot: every
+    key of a channel carries its hash tag, and 100 channels land in many slots."""
+    def slots(cid: str) -> set[int]:
+        keys = [key(cid) for key in CHANNEL_KEYS]
+        keys += [streams.lease(role, cid) for role in (streams.INFERENCE, streams.SYNTH)]
+        return {key_slot(k.encode()) for k in keys}
+
+    assert all(len(slots(f"ch-{i}")) == 1 for i in range(100))
+    spread = {slots(f"ch-{i}").pop() * 3 // 16384 for i in range(100)}
+    assert spread == {0, 1, 2}  # each of three equal shards gets some
+
 
 
 def test_leases_are_exclusive_renewable_and_expire(redis_url, redis):
     async def scenario():
-        r = Redis.from_url(redis_url)
+        r = service.client(redis_url)
         a, b = Leases(r, "inference", "a", 300), Leases(r, "inference", "b", 300)
         assert await a.acquire("x") and not await b.acquire("x")
         assert await a.renew("x") and not await b.renew("x")
@@ -35,7 +54,7 @@ def test_leases_are_exclusive_renewable_and_expire(redis_url, redis):
 
 def test_fair_share_splits_active_channels(redis_url, redis):
     async def scenario():
-        r = Redis.from_url(redis_url)
+        r = service.client(redis_url)
         for cid in "abcd":
             await r.sadd(streams.CHANNELS, cid)
         await r.zadd(streams.ACTIVE, dict.fromkeys("abc", 10**13))  # d: nobody listens
@@ -76,7 +95,7 @@ def test_control_entries_and_the_synth_position_round_trip_through_redis(redis_u
     and the synth's position hash, read back from a real redis-server."""
 
     async def trip() -> tuple[list[ControlEntry], SynthPosition, SynthPosition]:
-        client = Redis.from_url(redis_url)
+        client = service.client(redis_url)
         await ControlEntry(type="params", channel="a", data={"params": {"bpm": 90}}).post(client)
         await ControlEntry(type="error", channel="a",
                            data={"message": "refused", "source": "inference"}).post(client)
