@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: help setup sysdeps up test lint train crossval ablations bench reliability clean \
-	k8s-check compose-test
+	k8s-check compose-test bench-fanout
 
 help:
 	@echo "make up     run everything locally: open http://127.0.0.1:8000/ and press Play"
@@ -17,6 +17,7 @@ help:
 	@echo "make crossval  6-fold cross-validation of both against the baselines (README table)"
 	@echo "make ablations  what each model change bought, cross-validated on the suites"
 	@echo "make bench  speed measurements (figures go in README.md)"
+	@echo "make bench-fanout  listeners per gateway process beside websockets.broadcast, Icecast"
 	@echo "make reliability  the fault tests, with their figures"
 	@echo "make k8s-check  render k8s/, validate it offline and check what a cluster needs"
 	@echo "make compose-test  build and boot docker-compose.yml and try it (root, minutes)"
@@ -98,6 +99,12 @@ bench: setup
 	$(PY) bench/splices.py
 	$(PY) bench/streams.py
 	$(PY) bench/key_mass.py
+	$(MAKE) bench-fanout
+
+# Needs icecast2 (an anchor) and a C compiler (bench/loadgen.c): installed if missing (root).
+bench-fanout: setup
+	@scripts/bootstrap.sh icecast2 gcc
+	$(PY) bench/fanout.py
 
 clean:
 	rm -rf $(VENV) runs out .pytest_cache .ruff_cache

@@ -46,6 +46,7 @@ def main() -> None:
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level.lower(), ws_per_message_deflate=False,
                 ws_max_queue=16, ws_max_size=INBOUND_LIMIT, timeout_graceful_shutdown=3,
+                backlog=4096,  # a crowd connecting at once (the kernel caps it at somaxconn)
                 log_config=log_config(), proxy_headers=bool(proxies),
                 forwarded_allow_ips=proxies or None)
 

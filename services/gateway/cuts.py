@@ -11,19 +11,67 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from fastapi import Request, WebSocket
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+
+if TYPE_CHECKING:
+    from gateway.hub import ChannelHub, Listener
 
 SEND_BUFFER = 64 * 1024  # bytes the kernel may hold for one listener (~0.7 s of PCM)
 
 
+def _server_side(conn: Request | WebSocket) -> object:
+    """uvicorn's object behind the connection: its receive callable is a bound method."""
+    return getattr(getattr(conn, "_receive", None), "__self__", None)
+
+
 def transport(conn: Request | WebSocket) -> asyncio.Transport | None:
     """The connection's transport (asyncio's or uvloop's: they share the interface)."""
-    server_side = getattr(getattr(conn, "_receive", None), "__self__", None)
-    found = getattr(server_side, "transport", None)
+    found = getattr(_server_side(conn), "transport", None)
     return found if callable(getattr(found, "abort", None)) else None
+
+
+def http_chunk(item: bytes | str) -> bytes:
+    """A piece of a chunked HTTP body (RFC 9112, 7.1). Events (str) are not in the body."""
+    if isinstance(item, str) or not item:
+        return b""
+    return b"%x\r\n" % len(item) + item + b"\r\n"
+
+
+def raw_body(item: bytes | str) -> bytes:
+    """A piece of a body sent as it is (a response without chunked encoding)."""
+    return b"" if isinstance(item, str) else item
+
+
+class DirectStream(Response):
+    """An endless stream that the channel's hub writes straight onto the connection, framed
+    once for all its listeners, as it does for WebSockets (hub.fan_out): no task, queue or
+    ASGI message per listener and piece. Only where the transport is reachable (uvicorn):
+    see ``transport``. The response ends when the client goes or is cut."""
+
+    def __init__(self, request: Request, listener: Listener,
+                 join: Callable[[Listener], Awaitable[ChannelHub]], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.request, self.listener, self.join = request, listener, join
+        # no length: an endless body (the server then sends it chunked)
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})  # uvicorn writes the headers now
+        chunked = getattr(_server_side(self.request), "chunked_encoding", True)
+        self.listener.framing = http_chunk if chunked else raw_body
+        self.listener.transport = transport(self.request)
+        hub = await self.join(self.listener)
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        finally:
+            self.listener.close()
+            await hub.leave(self.listener)
 
 
 def cut(conn: Request | WebSocket) -> None:

@@ -6,9 +6,14 @@ held here, and a change is never queued behind it). A chunk of a newer take repl
 frames from its position on: those still held are dropped, and those already sent go out again
 (the player replaces them).
 
-Each listener has a bounded queue. Broadcasting never waits on a listener: when a queue is
-full its oldest audio frame is dropped, and a listener that keeps losing frames is cut off. So
-a slow client loses audio or its connection and never slows anyone else."""
+Broadcasting never waits on a listener. WebSocket listeners, and Ogg and MP3 listeners
+without ICY titles, are written to directly: each message is framed once (``ws_frame``, an
+HTTP chunk) and the same bytes go onto every listener's socket, with no task, queue or
+framing per listener (bench/fanout.py: what this buys). The others (WAV, which trims late
+takes per listener; MP3 with ICY titles, whose metadata falls at each listener's own byte
+count) have a bounded queue that their own task empties. Either way a
+client that does not take its audio loses frames (the oldest, for a queue) and then, if it
+keeps losing them, its connection: a slow client never slows anyone else."""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -27,7 +32,7 @@ from redis.asyncio import Redis
 from gateway import metrics
 from gateway.encode import Encoder, OpusPackets
 from playbach import streams
-from playbach.schemas import LEAD_S, SEND_AHEAD_S, AudioChunk, ControlEntry
+from playbach.schemas import COALESCE_S, LEAD_S, SEND_AHEAD_S, AudioChunk, ControlEntry
 from playbach.service import REDIS_DOWN, RedisWatch
 
 log = logging.getLogger("gateway")
@@ -38,6 +43,42 @@ PACKET_LENGTH = struct.Struct("<H")  # before each Opus packet in a frame
 # backlog is the last session's tail, not what plays now.
 LIVE_S = 0.5
 RESTART_S = 5.0  # a same-take chunk this far behind what was sent: the timeline restarted
+
+
+def ws_frame(item: bytes | str) -> bytes:
+    """A message as one unmasked, unfragmented WebSocket frame (RFC 6455, 5.2): binary for
+    bytes, text for str. A server's frames are the same for every client, so one framing
+    serves them all."""
+    data, op = (item, 0x82) if isinstance(item, bytes) else (item.encode(), 0x81)
+    n = len(data)
+    if n < 126:
+        head = bytes((op, n))
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", op, 126, n)
+    else:
+        head = struct.pack("!BBQ", op, 127, n)
+    return head + data
+
+
+def fan_out(listeners: Iterable[Listener], *items: bytes | str | None) -> None:
+    """``items`` (a chunk's notes, then its audio) to each listener. Those written to directly
+    get them framed once for all (once per framing) and in one write: a send is most of a
+    listener's cost."""
+    items = tuple(i for i in items if i is not None)
+    wires: dict[Callable[[bytes | str], bytes], bytes] = {}
+    audio, sent = any(isinstance(i, bytes) for i in items), 0
+    for listener in list(listeners):
+        if listener.transport is None:
+            for item in items:
+                listener.offer(item)
+            continue
+        framing = listener.framing
+        wire = wires.get(framing)
+        if wire is None:
+            wire = wires[framing] = b"".join(framing(item) for item in items)
+        sent += listener.write(wire, audio)
+    if sent:
+        metrics.FRAMES_SENT.inc(sent)
 
 
 def frame(chunk: AudioChunk) -> bytes:
@@ -80,19 +121,60 @@ class Frame:
 
 @dataclass(eq=False)
 class Listener:
-    """One client's queue of frames (bytes: audio, str: JSON events)."""
+    """One client: its WebSocket's transport, written to directly, or a queue of frames
+    (bytes: audio, str: JSON events) that its own task sends."""
 
-    limit: int
+    limit: int  # frames the queue (or the socket's write buffer) may hold
     max_drops: int
     encoding: str | None = None  # a compressed stream ("ogg", "mp3"); None: PCM frames
+    transport: asyncio.WriteTransport | None = None  # written to directly, if set
+    framing: Callable[[bytes | str], bytes] = ws_frame  # how: a WebSocket's, or cuts.DirectStream's
+    timeout: float = 5.0  # seconds a directly written socket may stay backed up
+    backed_up: float = 0.0  # since when it has been (monotonic), or 0
     queue: deque[bytes | str] = field(default_factory=deque)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: int = 0
     closed: bool = False
     started: bool = False  # has had the compressed stream's header
 
+    def write(self, wire: bytes, audio: bool = True) -> int:
+        """A framed message onto the socket now (1 if written). Audio is dropped while the
+        client has not taken ``limit`` messages' worth; events always go. A client whose
+        socket has not drained for ``timeout`` seconds is cut, as a queued listener whose
+        send stalls that long is (listen._send)."""
+        t = self.transport
+        if self.closed or t is None or t.is_closing():
+            self.closed = True
+            return 0
+        if not wire:  # nothing in this framing (an event, for an HTTP stream)
+            return 0
+        buffered = t.get_write_buffer_size()  # what the kernel's buffer could not take
+        now = time.monotonic()
+        self.backed_up = (self.backed_up or now) if buffered else 0.0
+        if self.backed_up and now - self.backed_up > self.timeout:
+            self.closed = True
+            metrics.SLOW_CLIENTS_CUT.inc()
+        elif audio and buffered > self.limit * len(wire):
+            self._lost()
+        else:
+            t.write(wire)
+            return 1
+        if self.closed:
+            t.abort()  # as cuts.cut: no closing handshake with a client that does not read
+        return 0
+
+    def _lost(self) -> None:
+        self.dropped += 1
+        metrics.FRAMES_DROPPED.inc()
+        if self.dropped > self.max_drops:
+            self.closed = True
+            metrics.SLOW_CLIENTS_CUT.inc()
+
     def offer(self, item: bytes | str) -> None:
         if self.closed:
+            return
+        if self.transport is not None:
+            self.write(self.framing(item), isinstance(item, bytes))
             return
         if len(self.queue) >= self.limit:
             for i, old in enumerate(self.queue):  # lose the oldest audio, keep the events
@@ -101,11 +183,7 @@ class Listener:
                     break
             else:
                 self.queue.popleft()
-            self.dropped += 1
-            metrics.FRAMES_DROPPED.inc()
-            if self.dropped > self.max_drops:
-                self.closed = True
-                metrics.SLOW_CLIENTS_CUT.inc()
+            self._lost()
         self.queue.append(item)
         self.ready.set()
 
@@ -213,9 +291,8 @@ class ChannelHub:
         if not self.count():
             await self.on_empty(self.cid)
 
-    def broadcast(self, item: bytes | str) -> None:
-        for listener in list(self.listeners):
-            listener.offer(item)
+    def broadcast(self, *items: bytes | str | None) -> None:
+        fan_out(self.listeners, *items)
 
     def newer(self, entry: ControlEntry) -> bool:
         """False for parameters older than those passed on already (Store.update: racing
@@ -232,8 +309,7 @@ class ChannelHub:
         """An event (params, error) for every listener, whatever stream it takes."""
         self.broadcast(event)
         for _, members in self.encoded.values():
-            for listener in list(members):
-                listener.offer(event)
+            fan_out(members, event)
 
     def receive(self, chunk: AudioChunk, written: float) -> None:
         """A chunk from the stream: held until due; a newer take drops what it replaces."""
@@ -255,56 +331,61 @@ class ChannelHub:
             self.send(f)  # replaces audio already sent: late, but still ahead of the players
         # else: the same take again (a backlog overlap): already sent
 
-    def send(self, f: Frame) -> None:
-        late = f.pos < self.sent_to  # a newer take of a frame sent: the backlog holds it instead
-        if late:
-            self.recent = deque((f if r.pos == f.pos else r for r in self.recent),
-                                maxlen=self.recent.maxlen)
-        else:
-            self.recent.append(f)
-        self.sent_to = max(self.sent_to, f.end)
+    def send(self, *frames: Frame) -> None:
+        """Frames in timeline order (or one newer take of a frame sent) to every listener, in
+        one write to each of those written to directly."""
+        items: list[bytes | str | None] = []
+        for f in frames:
+            late = f.pos < self.sent_to  # a newer take of a frame sent: the backlog holds it
+            if late:
+                self.recent = deque((f if r.pos == f.pos else r for r in self.recent),
+                                    maxlen=self.recent.maxlen)
+            else:
+                self.recent.append(f)
+            self.sent_to = max(self.sent_to, f.end)
+            items += (f.notes, f.audio)
         self.heard = time.monotonic()
-        if f.notes:
-            self.broadcast(f.notes)
-        self.broadcast(f.audio)
+        self.broadcast(*items)
         try:
             if not late:  # an encoded stream cannot take audio back: it keeps the old take
-                self.encode(f)
+                self.encode(frames)
         except Exception:  # a codec's failure must not stop the PCM listeners' audio
             log.exception("channel %s: encoding failed; its compressed listeners are cut",
                           self.cid)
             for _, members in self.encoded.values():
                 for listener in members:
                     listener.close()
-        metrics.CHUNKS_FANNED.inc()
+        metrics.CHUNKS_FANNED.inc(len(frames))
 
-    def encode(self, f: Frame) -> None:
-        """The frame into each compressed stream someone listens to: encoded once, offered
+    def encode(self, frames: tuple[Frame, ...]) -> None:
+        """The frames into each compressed stream someone listens to: encoded once, offered
         to each of its listeners (a newcomer first gets the stream's header)."""
         for name, (encoder, members) in list(self.encoded.items()):
             if encoder is None:
-                encoder = OpusPackets(f.rate) if name == "opus" else Encoder(name, f.rate)
+                encoder = OpusPackets(frames[0].rate) if name == "opus" else \
+                    Encoder(name, frames[0].rate)
                 self.encoded[name] = (encoder, members)
                 metrics.ENCODERS.labels(name).inc()
-            pcm = f.audio[HEADER.size:]
-            if isinstance(encoder, OpusPackets):  # the player's frames: one per chunk
-                packets = encoder.encode(f.pos, pcm)
-                parts = [opus_frame(packets, f.ver)] if packets else []
-                self.opus_recent.extend((f.due, part) for part in parts)
-            else:
-                parts = encoder.encode(pcm)
-            for listener in list(members):
-                if not listener.started and isinstance(encoder, Encoder):
+            items: list[bytes | str | None] = []
+            for f in frames:
+                pcm = f.audio[HEADER.size:]
+                if isinstance(encoder, OpusPackets):  # the player's frames: one per chunk
+                    packets = encoder.encode(f.pos, pcm)
+                    parts = [opus_frame(packets, f.ver)] if packets else []
+                    self.opus_recent.extend((f.due, part) for part in parts)
+                else:  # a byte stream: its pages (or MP3 frames) in one piece, one send
+                    parts = [b"".join(encoder.encode(pcm))]
+                items += (f.notes, *(part for part in parts if part))
+            for listener in list(members) if isinstance(encoder, Encoder) else ():
+                if not listener.started:
                     for part in encoder.header:  # (whole after the first encode)
                         listener.offer(part)
                 listener.started = True
-                if f.notes:
-                    listener.offer(f.notes)
-                for part in parts:
-                    listener.offer(part)
+            fan_out(members, *items)
 
     async def _pace(self) -> None:
-        """Send each held frame SEND_AHEAD_S before it is due, in timeline order."""
+        """Send each held frame SEND_AHEAD_S before it is due, in timeline order, with those
+        due within COALESCE_S after it."""
         while not self.stopping:
             self.wake.clear()
             if not self.ahead:
@@ -316,8 +397,11 @@ class ChannelHub:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), wait)
                 continue
-            del self.ahead[f.pos]
-            self.send(f)
+            # with it, what is due within COALESCE_S: one write for both (schemas.py)
+            until = time.time() + SEND_AHEAD_S + COALESCE_S
+            batch = [self.ahead.pop(pos) for pos in sorted(self.ahead)
+                     if self.ahead[pos].due <= until]
+            self.send(*batch)
 
     async def _follow(self, last: bytes | str) -> None:
         key = streams.audio(self.cid)

@@ -8,6 +8,7 @@ import json
 import logging
 import struct
 import time
+from functools import partial
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
@@ -115,9 +116,12 @@ async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None),
         "params": params.model_dump()}))
     opus = codec == "opus"  # 50 packets a second where PCM has 21.5 frames
     listener = Listener(settings.client_queue * (3 if opus else 1), settings.max_drops,
-                        encoding="opus" if opus else None)
+                        encoding="opus" if opus else None, timeout=settings.send_timeout_s)
+    # written to directly by the hub where the server's transport is reachable (uvicorn)
+    listener.transport = cuts.transport(ws)
     hub = await app.state.hubs.join(cid, listener)
-    sender = asyncio.create_task(_send(ws, listener, settings.send_timeout_s))
+    sender = None if listener.transport else asyncio.create_task(
+        _send(ws, listener, settings.send_timeout_s))
     budget = UnderrunBudget()
     try:
         while (message := await ws.receive())["type"] != "websocket.disconnect":
@@ -131,7 +135,8 @@ async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None),
         pass
     finally:
         listener.close()
-        sender.cancel()
+        if sender:
+            sender.cancel()
         await hub.leave(listener)
 
 
@@ -232,11 +237,16 @@ async def _compressed(fmt: str, cid: str, request: Request, token: str | None
         raise HTTPException(404, f"no channel {cid!r}")
     settings = app.state.settings
     # pages of 20 ms and note events: room for as many seconds as the PCM queue holds
-    listener = Listener(4 * settings.client_queue, 4 * settings.max_drops, encoding=fmt)
-    hub = await app.state.hubs.join(cid, listener)
+    listener = Listener(4 * settings.client_queue, 4 * settings.max_drops, encoding=fmt,
+                        timeout=settings.send_timeout_s)
     cuts.limit_send_buffer(request)
     icy = fmt == "mp3" and request.headers.get("icy-metadata") == "1"
     name = params.name or cid
+    headers = {"Cache-Control": "no-store", "icy-name": f"Play Bach: {name}"}
+    if not icy and cuts.transport(request) is not None:  # the same bytes for all: the hub's
+        return cuts.DirectStream(request, listener, partial(app.state.hubs.join, cid),
+                                 media_type=FORMATS[fmt].media_type, headers=headers)
+    hub = await app.state.hubs.join(cid, listener)
 
     async def body():
         title, left = f"Play Bach: {name}", ICY_METAINT
@@ -258,7 +268,6 @@ async def _compressed(fmt: str, cid: str, request: Request, token: str | None
             listener.close()
             await hub.leave(listener)
 
-    headers = {"Cache-Control": "no-store", "icy-name": f"Play Bach: {name}"}
     if icy:
         headers["icy-metaint"] = str(ICY_METAINT)
     return cuts.LiveResponse(body(), request, settings.send_timeout_s,

@@ -27,14 +27,16 @@ MODEL_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 # The live timeline. The synth renders LEAD_S ahead of the clock, so a replica that dies is
 # covered while its lease moves (1.5 s); gateways send each frame SEND_AHEAD_S before it is
-# due. A change is spliced in at the first chunk boundary that is at least SPLICE_S after the
-# clock (SEND_AHEAD_S and 30 ms to render and write: the audio there has not left a gateway;
-# if it has, players replace it), and a change of notes at the first note that starts
-# NOTES_SPLICE_S after it (inference decides; the synth hears of it a tick later, and rounds
-# up to a chunk boundary).
+# due, with the frames due within COALESCE_S after it in the same write (a write to a socket
+# is most of what a listener costs: two chunks a write halve it). A change is spliced in at
+# the first chunk boundary that is at least SPLICE_S after the clock (what may have been sent,
+# and 30 ms to render and write: the audio there has not left a gateway; if it has, players
+# replace it), and a change of notes at the first note that starts NOTES_SPLICE_S after it
+# (inference decides; the synth hears of it a tick later, and rounds up to a chunk boundary).
 LEAD_S = 3.0
 SEND_AHEAD_S = 0.05
-SPLICE_S = SEND_AHEAD_S + 0.03
+COALESCE_S = 0.05
+SPLICE_S = SEND_AHEAD_S + COALESCE_S + 0.03
 NOTES_SPLICE_S = SPLICE_S + 0.07
 NOTE_WAIT_S = 0.05  # a change of notes waits this long for the next note, else cuts one short
 

@@ -11,10 +11,13 @@ from tests.conftest import login
 from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, open_browser
 
 
-@pytest.mark.parametrize(("device_rate", "codec"), [(None, None), (48000, None), (None, "pcm")])
-def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate, codec):
-    """The player picks Opus by itself where WebCodecs decodes it (Chromium does), or takes
-    PCM when told to; either way it plays at the stream's pace, draws the roll, and takes a
+@pytest.mark.parametrize(("device_rate", "codec", "decoder"), [
+    (None, None, None), (48000, None, None), (None, "pcm", None), (None, None, "wasm")])
+def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate, codec,
+                                                     decoder):
+    """The player picks Opus by itself where WebCodecs decodes it (Chromium does), decodes it
+    with the bundled WebAssembly libopus where told to (as in a browser without WebCodecs), or
+    takes PCM when told to; each way it plays at the stream's pace, draws the roll, and takes a
     change as a new take."""
     ARTIFACTS.mkdir(exist_ok=True)
     console: list[str] = []
@@ -25,7 +28,8 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
         page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         page.goto(f"{live.gateway_url}/?channel=radio"
                   + (f"&ctxrate={device_rate}" if device_rate else "")
-                  + (f"&codec={codec}" if codec else ""))
+                  + (f"&codec={codec}" if codec else "")
+                  + (f"&decoder={decoder}" if decoder else ""))
         page.get_by_role("button", name="▶ Play").click()
         page.wait_for_function("window.playbach.consumed > 44100 * 2", timeout=20_000)
         page.wait_for_function("window.playbach.noteCount >= 3", timeout=10_000)
@@ -41,13 +45,13 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
         state = page.evaluate("""() => ({consumed: window.playbach.consumed,
             errors: window.playbach.errors, rate: window.playbach.ctx.sampleRate,
             splices: window.playbach.splices, underruns: window.playbach.underruns,
-            codec: window.playbach.codec,
+            codec: window.playbach.codec, decoder: window.playbach.decoderKind,
             frames: window.playbach.frames, model: document.getElementById('p-model').textContent,
             instrument: document.getElementById('p-instrument').textContent,
             channel: document.getElementById('channel').selectedOptions[0].textContent,
             status: document.getElementById('status').textContent})""")
         page.screenshot(path=str(ARTIFACTS / f"player-{device_rate or 'device'}-"
-                                             f"{codec or 'auto'}.png"))
+                                             f"{codec or 'auto'}-{decoder or 'auto'}.png"))
         # the roll has drawn notes: some pixels are in the notes' colours
         drawn = page.evaluate(COLOURED_PIXELS)
         browser.close()
@@ -63,7 +67,9 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
         assert state["rate"] == device_rate
     assert abs(rate - 44100) / 44100 < 0.05, f"played {rate:.0f} stream samples per second"
     assert state["codec"] == (codec or "opus")
+    assert state["codec"] == "pcm" or state["decoder"] == (decoder or "webcodecs")
     if state["codec"] == "opus":  # 80 kbps of Opus and the events, against 706 kbps of PCM
         assert bytes_per_s * 8 < 120_000, f"{bytes_per_s * 8:.0f} bit/s"
-    print(f"\nplayer ({state['codec']}): device at {state['rate']} Hz plays {rate:.0f} stream "
+    print(f"\nplayer ({state['codec']}, {state['decoder']}): device at {state['rate']} Hz "
+          f"plays {rate:.0f} stream "
           f"samples/s, {bytes_per_s * 8 / 1000:.0f} kbit/s in")

@@ -5,7 +5,7 @@ const state = window.playbach = {           // read by the browser tests
   channel: q.get('channel') || 'radio', rate: 44100, params: null, instruments: [],
   notes: [], noteCount: 0, playhead: null, consumed: 0, underruns: 0, reported: 0,
   buffered: 0, errors: [], ws: null, ctx: null, node: null, frames: 0, ver: -1, splices: 0,
-  codec: null, codecRate: 44100, decoder: null, bytes: 0,
+  codec: null, codecRate: 44100, decoder: null, decoderKind: null, wasm: null, bytes: 0,
 };
 const $ = (id) => document.getElementById(id);
 window.addEventListener('error', (e) => state.errors.push(String(e.message)));
@@ -37,17 +37,40 @@ async function loadLists() {
   $('wav').href = `/stream/${encodeURIComponent(state.channel)}.wav`;
 }
 
-// The best path this browser has: Opus packets decoded by WebCodecs (an eighth of the
-// bandwidth), else PCM. ?codec=pcm or ?codec=opus forces one.
+// The best path this browser has: Opus packets (an eighth of the bandwidth) decoded by
+// WebCodecs, else by libopus in WebAssembly (the npm package opus-decoder, in vendor/, loaded
+// only then), else PCM. ?codec=pcm or ?codec=opus forces a codec, ?decoder=wasm the decoder.
 async function pickCodec() {
-  if (q.get('codec')) return q.get('codec');
+  let webcodecs = false;
   try {
     const config = { codec: 'opus', sampleRate: 48000, numberOfChannels: 1 };  // Opus's own rate
-    if ('AudioDecoder' in window && (await AudioDecoder.isConfigSupported(config)).supported) {
-      return 'opus';
-    }
+    webcodecs = 'AudioDecoder' in window && (await AudioDecoder.isConfigSupported(config)).supported;
   } catch (e) { /* not this browser */ }
-  return 'pcm';
+  state.decoderKind = q.get('decoder') || (webcodecs ? 'webcodecs' : 'wasm');
+  const codec = q.get('codec') || (webcodecs || typeof WebAssembly === 'object' ? 'opus' : 'pcm');
+  if (codec === 'opus' && state.decoderKind === 'wasm' && !state.wasm) {
+    try { state.wasm = await wasmDecoder(); } catch (e) { return 'pcm'; }  // PCM, the last resort
+  }
+  return codec;
+}
+
+async function wasmDecoder() {
+  if (!window['opus-decoder']) {
+    await new Promise((resolve, reject) => {
+      const script = Object.assign(document.createElement('script'),
+        { src: 'vendor/opus-decoder.min.js', charset: 'UTF-8', onload: resolve, onerror: reject });
+      document.head.appendChild(script);
+    });
+  }
+  const decoder = new window['opus-decoder'].OpusDecoder({ sampleRate: 48000, channels: 1 });
+  await decoder.ready;
+  return {
+    state: 'configured',
+    decode(at, ver, data) {  // synchronous: the samples come back at once
+      const { channelData, samplesDecoded } = decoder.decodeFrame(data);
+      if (samplesDecoded) play(at, ver, channelData[0].slice(0, samplesDecoded));  // a copy
+    },
+  };
 }
 
 const takes = new Map();  // Opus packet position -> its take, until decoded
@@ -65,6 +88,7 @@ function play(pos, ver, samples) {
 }
 
 function openDecoder() {
+  if (state.decoderKind === 'wasm') return state.wasm;
   const decoder = new AudioDecoder({
     output: (data) => {
       const samples = new Float32Array(data.numberOfFrames);
@@ -78,7 +102,14 @@ function openDecoder() {
     error: (e) => state.errors.push(`decoder: ${e.message}`),
   });
   decoder.configure({ codec: 'opus', sampleRate: state.codecRate, numberOfChannels: 1 });
-  return decoder;
+  return {
+    get state() { return decoder.state; },
+    decode(at, ver, data) {
+      takes.set(at, ver);
+      const timestamp = Math.round((at * 1e6) / state.codecRate);  // WebCodecs counts µs
+      decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp, data }));
+    },
+  };
 }
 
 function onMessage(ev) {
@@ -92,9 +123,7 @@ function onMessage(ev) {
       if (!state.decoder || state.decoder.state === 'closed') return;
       for (let off = 12, at = pos; off + 2 <= ev.data.byteLength; at += state.codecRate / 50) {
         const length = view.getUint16(off, true);
-        takes.set(at, ver);
-        const timestamp = Math.round((at * 1e6) / state.codecRate);  // WebCodecs counts µs
-        state.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp, data: new Uint8Array(ev.data, off + 2, length) }));
+        state.decoder.decode(at, ver, new Uint8Array(ev.data, off + 2, length));
         off += 2 + length;
       }
       return;
