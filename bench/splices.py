@@ -6,9 +6,10 @@ heard within 0.3 s, clean splices. Prints distributions (the README quotes them)
    would hear, gaps in the timeline, notes lost or repeated.
 2. Controls: ``--trials`` PATCHes of each control; seconds from the call to the arrival of
    the first audio carrying it (the gateway sends on loopback: arrival = leaving the gateway).
-3. Splices: the largest sample-to-sample step at the splices heard in 2, and inside chunks.
+3. Splices: the largest sample-to-sample step at the splices heard in 2, and inside chunks;
+   the same in the player's Opus stream, decoded by libopus.
 
-Usage: python bench/splices.py [--trials 20] [--failovers 10]
+Usage: python bench/splices.py [--trials 20] [--failovers 10] [--parts 1,2,3]
 Starts its own redis-server and services on free loopback ports, and stops them at the end.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import struct
 import sys
 import tempfile
 import time
@@ -55,6 +57,49 @@ async def failovers(svc: Services, url: str, redis, role: str, trials: int) -> d
     return out
 
 
+async def opus_frames(url: str, seconds: float) -> list[bytes]:
+    """The player's Opus frames (?codec=opus) for ``seconds``."""
+    import websockets
+
+    frames, end = [], time.monotonic() + seconds
+    async with websockets.connect(url.replace("http://", "ws://") + "/ws/radio?codec=opus",
+                                  max_size=2**22) as ws:
+        while time.monotonic() < end:
+            msg = await ws.recv()
+            if isinstance(msg, bytes):
+                frames.append(msg)
+    return frames
+
+
+def opus_jumps(frames: list[bytes], splices: list[int], rate: int = 44100
+               ) -> tuple[float, float, float]:
+    """Decode the Opus frames as the player does (packets in order, one libopus decoder) and
+    take the largest sample-to-sample step near the splices (their stream positions at 48 kHz,
+    with room for the codec's and the resampler's delay) and elsewhere."""
+    import av
+    import numpy as np
+
+    decoder = av.CodecContext.create("libopus", "r")
+    first, pcm = struct.unpack_from("<Q", frames[0])[0], []
+    for f in frames:
+        off = 12
+        while off < len(f):
+            (size,) = struct.unpack_from("<H", f, off)
+            for out in decoder.decode(av.Packet(f[off + 2:off + 2 + size])):
+                pcm.append(out.to_ndarray().reshape(-1))
+            off += 2 + size
+    audio = np.concatenate(pcm).astype(np.float64)
+    audio = audio * 32768 if np.abs(audio).max() <= 1.0 else audio  # float or s16, as decoded
+    step = np.abs(np.diff(audio))
+    near = np.zeros(len(step), bool)
+    window = round(timing.SPLICE_WINDOW * 48000 / rate) + 480  # 10 ms more for the delays
+    for at in splices:
+        i = round(at * 48000 / rate) - first
+        near[max(0, i - window):max(0, i + window)] = True
+    return (float(step[near].max()) if near.any() else 0.0,
+            float(step[~near].max()) if (~near).any() else 0.0, len(audio) / 48000)
+
+
 async def main(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         redis_proc, url_r = start_redis(Path(tmp))
@@ -70,17 +115,18 @@ async def main(args) -> None:
             auth = login(url)
             time.sleep(3)
             print("1. SIGKILL of the replica that owns the radio, a listener listening")
-            for role in ("inference", "synth"):
+            for role in ("inference", "synth") if 1 in args.parts else ():
                 r = await failovers(svc, url, redis, role, args.failovers)
                 print(f"  {role:9s} silence (ms): {spread(r['silence'])}; timeline gaps "
                       f"{sum(r['gaps'])}, notes lost {sum(r['lost'])}, repeated "
                       f"{sum(r['repeated'])}")
             print("2. a control changed -> first audio carrying it, at the listener (ms)")
             all_jumps = []
-            for control in timing.CONTROLS:
+            for control in timing.CONTROLS if 2 in args.parts else ():
                 lat = await timing.control_latencies(url, auth, control, args.trials)
                 print(f"  {control:11s} {spread(lat)}", flush=True)
             print("3. splices")
+            opus = asyncio.create_task(opus_frames(url, 3 + args.trials * 0.75))
             async with timing.Listening(url) as listening:
                 await asyncio.sleep(2)
                 async with __import__("httpx").AsyncClient() as client:
@@ -97,6 +143,10 @@ async def main(args) -> None:
             at, inside = all_jumps[0]
             print(f"  {splices} splices: largest step at a splice {at:.0f}, inside chunks "
                   f"{inside:.0f} (ratio {at / max(inside, 1):.2f})")
+            at, inside, seconds = opus_jumps(await opus, listening.heard.splices)
+            print(f"  the same through the player's Opus stream ({seconds:.1f} s decoded by "
+                  f"libopus): largest step at a splice {at:.0f}, elsewhere {inside:.0f} (ratio "
+                  f"{at / max(inside, 1):.2f})")
         finally:
             svc.stop()
             redis_proc.terminate()
@@ -106,4 +156,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--failovers", type=int, default=10)
+    p.add_argument("--parts", default="1,2,3", type=lambda v: {int(x) for x in v.split(",")},
+                   help="which measurements (3, the splices, always runs)")
     asyncio.run(main(p.parse_args()))

@@ -15,8 +15,8 @@ from tests.conftest import login, run
 from tests.live import timing
 from tests.live.client import Heard
 
-TRIALS = 10  # kills per role
-CONTROL_TRIALS = 8  # changes per control (the bench makes 20)
+TRIALS = 6  # kills per role (the bench makes 10)
+CONTROL_TRIALS = 5  # changes per control (the bench makes 20)
 
 
 @pytest.fixture

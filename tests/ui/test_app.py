@@ -3,6 +3,8 @@ control sends the right request, and refused values show the gateway's own messa
 
 from __future__ import annotations
 
+import sys
+
 import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -10,6 +12,16 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import PASSWORD, REPO
 
 APP = str(REPO / "services" / "ui" / "app.py")
+
+
+@pytest.fixture(autouse=True)
+def main_module_kept() -> None:
+    """AppTest runs the app as ``__main__`` and leaves it there; a multiprocessing fork
+    server started later in this pytest process (the trainer's isolate) would then run the
+    app again in each child. Put pytest's ``__main__`` back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture
