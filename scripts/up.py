@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from redis import Redis
 from redis.exceptions import RedisError
 
-from playbach.service import cluster_seed
+from playbach.settings import cluster_seed
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"redis": 90, "inference": 36, "synth": 35, "gateway": 32, "ui": 33}

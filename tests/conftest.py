@@ -18,7 +18,7 @@ import pytest
 from redis import Redis
 from redis.cluster import RedisCluster
 
-from playbach.service import cluster_seed
+from playbach.settings import cluster_seed
 
 REPO = Path(__file__).resolve().parents[1]
 CELLO = REPO / "data" / "cello-suites"

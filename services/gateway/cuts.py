@@ -1,4 +1,5 @@
-"""Cutting off listeners who stop reading, promptly and for real.
+"""Reaching listeners' connections under ASGI: cutting off those who stop reading, promptly
+and for real, and writing a stream straight onto the socket (``DirectStream``).
 
 A graceful close waits for buffers that a client which never reads will never empty: its
 socket, its kernel memory and its listener slot would stay forever. So a stalled send is given

@@ -121,8 +121,8 @@ class Frame:
 
 @dataclass(eq=False)
 class Listener:
-    """One client: its WebSocket's transport, written to directly, or a queue of frames
-    (bytes: audio, str: JSON events) that its own task sends."""
+    """One client: its transport (a WebSocket's, or an Ogg or MP3 stream's), written to
+    directly, or a queue of frames (bytes: audio, str: JSON events) that its own task sends."""
 
     limit: int  # frames the queue (or the socket's write buffer) may hold
     max_drops: int
@@ -334,10 +334,10 @@ class ChannelHub:
     def send(self, *frames: Frame) -> None:
         """Frames in timeline order (or one newer take of a frame sent) to every listener, in
         one write to each of those written to directly."""
+        late = frames[0].pos < self.sent_to  # a newer take of a frame sent (then it is alone)
         items: list[bytes | str | None] = []
         for f in frames:
-            late = f.pos < self.sent_to  # a newer take of a frame sent: the backlog holds it
-            if late:
+            if late:  # the backlog holds it instead of the old take
                 self.recent = deque((f if r.pos == f.pos else r for r in self.recent),
                                     maxlen=self.recent.maxlen)
             else:

@@ -85,7 +85,7 @@ class Store:
         gateways lose nothing. The transaction holds only the channel's hash, which a Redis
         Cluster needs (pb:control lives in another slot), so announcements of racing changes
         can arrive out of order: each carries ``rev``, which grows with every change stored,
-        and gateways pass on only a newer one than they passed (ChannelHub.announce)."""
+        and gateways pass on only a newer one than they passed (ChannelHub.newer)."""
         key, values = streams.channel(cid), change.model_dump(exclude_unset=True)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:

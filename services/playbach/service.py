@@ -25,18 +25,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from playbach import streams
-from playbach.settings import CLUSTER_SCHEMES, ServiceSettings, load, redacted
+from playbach.settings import ServiceSettings, cluster_seed, load, redacted
 
 S = TypeVar("S", bound=ServiceSettings)
 log = logging.getLogger("playbach")
 REDIS_DOWN = (RedisError, OSError, TimeoutError)  # what an unreachable or restarting Redis raises
-
-
-def cluster_seed(url: str) -> str | None:
-    """For a URL naming a Redis Cluster (``redis+cluster://host:port``, any node of it), the
-    plain URL of that node; None for a single Redis."""
-    scheme, sep, rest = url.partition("://")
-    return f"{CLUSTER_SCHEMES[scheme]}://{rest}" if sep and scheme in CLUSTER_SCHEMES else None
 
 
 class _PacedCluster(RedisCluster):

@@ -28,6 +28,14 @@ SECRET_NAMES = re.compile(rf"({'|'.join(SECRET_WORDS)})$", re.IGNORECASE)
 # A Redis Cluster is named by its own scheme: redis-py needs a different client for it, and
 # telling it by asking the server would need the server up before a client is built.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def cluster_seed(url: str) -> str | None:
+    """For a URL naming a Redis Cluster (``redis+cluster://host:port``, any node of it), the
+    plain URL of that node; None for a single Redis."""
+    scheme, sep, rest = url.partition("://")
+    return f"{CLUSTER_SCHEMES[scheme]}://{rest}" if sep and scheme in CLUSTER_SCHEMES else None
+
 REDIS_FORMS = ("redis://host[:port][/db], rediss://host[:port][/db], unix:///path/to/socket, "
                "or redis+cluster://host:port (any node of a Redis Cluster)")
 
@@ -69,12 +77,9 @@ class LiveSettings(ServiceSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        url = value
+        seed = cluster_seed(value)
+        url, cluster = seed or value, seed is not None
         scheme = url.partition("://")[0] if "://" in url else ""
-        cluster = scheme in CLUSTER_SCHEMES
-        if cluster:
-            url = f"{CLUSTER_SCHEMES[scheme]}://{url.partition('://')[2]}"
-            scheme = CLUSTER_SCHEMES[scheme]
         if scheme not in ("redis", "rediss", "unix"):  # redis-py's own test, case and all
             raise ValueError(f"not a Redis URL; expected {REDIS_FORMS}")
         try:
