@@ -13,7 +13,9 @@ def main() -> None:
     app = Path(__file__).with_name("app.py")
     sys.argv = ["streamlit", "run", str(app), "--server.port", os.environ.get("UI_PORT", "8501"),
                 "--server.address", os.environ.get("UI_HOST", "127.0.0.1"),
-                "--server.headless", "true", "--browser.gatherUsageStats", "false", *sys.argv[1:]]
+                "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                # a listener's menu: no Deploy button, no developer options
+                "--client.toolbarMode", "viewer", *sys.argv[1:]]
     sys.exit(cli.main())
 
 

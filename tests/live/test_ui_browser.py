@@ -69,6 +69,12 @@ def test_log_in_play_change_bpm_and_hear_it(ui, live, tmp_path):
         page.get_by_role("textbox", name="Password").fill(PASSWORD)
         page.get_by_role("button", name="Log in").click()
         page.get_by_text("logged in").first.wait_for(timeout=20_000)
+        # a product, not a Streamlit sketch: no Deploy button, no developer menu
+        deploy = page.get_by_role("button", name="Deploy").count()
+        page.get_by_test_id("stMainMenu").click()
+        page.wait_for_timeout(300)
+        developer = page.get_by_text("Clear cache").count() + page.get_by_text("Rerun").count()
+        page.keyboard.press("Escape")
         page.get_by_role("button", name="▶ Play").click()
         frame = player_frame(page, live.gateway_url)
         frame.get_by_role("button", name="▶ Play").click()  # the browser's own gesture
@@ -84,3 +90,4 @@ def test_log_in_play_change_bpm_and_hear_it(ui, live, tmp_path):
         browser.close()
     assert errors == []
     assert drawn > 50, "the embedded piano roll drew no notes"
+    assert (deploy, developer) == (0, 0), "Streamlit's Deploy button or developer menu shows"
