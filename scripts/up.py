@@ -76,10 +76,11 @@ def main() -> int:
         procs[name] = proc
         threading.Thread(target=pump, args=(name, proc.stdout, tty), daemon=True).start()
 
-    if not redis_answers(redis_url) and cluster_seed(redis_url):
+    answers = redis_answers(redis_url)
+    if not answers and cluster_seed(redis_url):
         print("up: no Redis Cluster answers at REDIS_URL (up starts a single Redis only)")
         return 2
-    if not redis_answers(redis_url):
+    if not answers:
         server = shutil.which("redis-server")
         if server is None:
             print("up: no Redis at REDIS_URL and no redis-server here (make setup installs it)")

@@ -36,6 +36,7 @@ def cluster_seed(url: str) -> str | None:
     scheme, sep, rest = url.partition("://")
     return f"{CLUSTER_SCHEMES[scheme]}://{rest}" if sep and scheme in CLUSTER_SCHEMES else None
 
+
 REDIS_FORMS = ("redis://host[:port][/db], rediss://host[:port][/db], unix:///path/to/socket, "
                "or redis+cluster://host:port (any node of a Redis Cluster)")
 
