@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from playbach.settings import cluster_seed
 
 REPO = Path(__file__).resolve().parents[1]
-COLOURS = {"redis": 90, "inference": 36, "synth": 35, "gateway": 32, "ui": 33}
+COLOURS = {"redis": 90, "inference": 36, "synth": 35, "gateway": 32, "trainer": 34, "ui": 33}
 
 
 def dotenv() -> dict[str, str]:
@@ -65,9 +65,11 @@ def main() -> int:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     env.update(REDIS_URL=redis_url, PORT=port, HOST=host,
                GATEWAY_URL=setting("GATEWAY_URL", f"http://{shown}:{port}"))
+    login = ""
     if not setting("ADMIN_PASSWORD", "") and not setting("ADMIN_PASSWORD_FILE", ""):
         env["ADMIN_PASSWORD"] = secrets.token_urlsafe(9)
-        print(f"no ADMIN_PASSWORD set: for this run, log in as admin / {env['ADMIN_PASSWORD']}")
+        login = (f"  No ADMIN_PASSWORD set: for this run, log in as admin / "
+                 f"{env['ADMIN_PASSWORD']}\n")
     procs: dict[str, subprocess.Popen] = {}
 
     def start(name: str, cmd: list[str]) -> None:
@@ -86,18 +88,21 @@ def main() -> int:
             print("up: no Redis at REDIS_URL and no redis-server here (make setup installs it)")
             return 2
         where = urlsplit(redis_url)
+        # warnings only: its banner buried the lines that matter
         start("redis", [server, "--port", str(where.port or 6379), "--bind",
-                        where.hostname or "127.0.0.1", "--save", "", "--appendonly", "no"])
+                        where.hostname or "127.0.0.1", "--save", "", "--appendonly", "no",
+                        "--loglevel", "warning"])
         deadline = time.time() + 10
         while not redis_answers(redis_url) and time.time() < deadline:
             time.sleep(0.1)
     for name in ("inference", "synth", "gateway"):
         start(name, [sys.executable, "-m", name])
+    start("trainer", [sys.executable, "-m", "trainer", "worker"])  # the Train page's jobs
     env.update(UI_PORT=ui_port, UI_HOST=host)
     start("ui", [sys.executable, "-m", "ui"])
     print(f"\n  Play Bach is starting. The control room: http://{shown}:{ui_port}/ · the player "
           f"alone: http://{shown}:{port}/ · API docs: http://{shown}:{port}/docs\n"
-          f"  Ctrl-C stops everything.\n", flush=True)
+          f"{login}  Ctrl-C stops everything.\n", flush=True)
 
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

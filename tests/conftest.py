@@ -205,9 +205,9 @@ class Services:
         self.procs: dict[str, subprocess.Popen] = {}
         self.gateway_url: str | None = None
 
-    def start(self, name: str, module: str, **env: str) -> subprocess.Popen:
-        log = (self.logs / f"{name}.log").open("w")
-        proc = subprocess.Popen([sys.executable, "-m", module], cwd=REPO, stdout=log,
+    def start(self, name: str, module: str, *args: str, **env: str) -> subprocess.Popen:
+        log = (self.logs / f"{name}.log").open("a")  # a restarted replica's log follows on
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, stdout=log,
                                 stderr=subprocess.STDOUT,
                                 env={**self.env, "REPLICA_ID": name, **env})
         self.procs[name] = proc
@@ -254,6 +254,19 @@ def services(redis, redis_url, tmp_path) -> Iterator[Services]:
     svc = Services(redis_url, tmp_path)
     yield svc
     svc.stop()
+
+
+def own_models(services: Services, folder: Path) -> dict[str, str]:
+    """Services from here on use a models folder of their own (the shipped models linked in),
+    so a model trained in a test is published there, not into the repository."""
+    models = folder / "models"
+    models.mkdir()
+    for shipped in SHIPPED.iterdir():
+        (models / shipped.name).symlink_to(shipped)
+    env = {"MODELS_DIR": str(models), "RUNS_DIR": str(folder / "runs"),
+           "CACHE_DIR": str(folder / "cache")}
+    services.env.update(env)
+    return env
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """`make up`'s runner: the whole system from one command, stopped together by Ctrl-C."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,8 +38,13 @@ def test_up_runs_everything_and_ctrl_c_stops_everything(tmp_path):
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out[-2000:]
     assert "log in as admin / " in out and f"http://127.0.0.1:{ui_port}/" in out
-    for name in ("redis", "inference", "synth", "gateway", "ui"):
+    # the password is in up's block of links, printed once everything started (Redis first)
+    assert re.search(r"log in as admin / \S+\n  Ctrl-C stops everything", out), out[:3000]
+    assert out.index("log in as admin / ") > out.find("    redis |") >= 0
+    assert "_._" not in out, "Redis's ASCII-art banner is back"
+    for name in ("inference", "synth", "gateway", "ui"):
         assert f"{name:>9} |" in out, f"no labelled log lines from {name}"
+    assert "trainer | " in out and "waiting for jobs" in out, "no trainer worker"
     children = subprocess.run(["pgrep", "-f", f"redis-server.*{redis_port}"],
                               capture_output=True, text=True)
     assert children.stdout.strip() == "", "redis-server was left running"

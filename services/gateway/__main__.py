@@ -31,12 +31,27 @@ class HideSecrets(logging.Filter):
         return True
 
 
+_POLLED = re.compile(r"^/(api/stats|api/train/jobs/[^/?]+|healthz|readyz|metrics)(\?|$)")
+
+
+class QuietPolls(logging.Filter):
+    """No access line for a successful poll (the control room asks for stats every 2 s and a
+    training job every second, probes every few): the log keeps what someone did."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if len(args) == 5 and isinstance(args[2], str) and isinstance(args[4], int):
+            return not (args[1] == "GET" and _POLLED.match(args[2]) and args[4] < 400)
+        return True
+
+
 def log_config() -> dict:
-    """uvicorn's logging, with secrets hidden on every handler."""
+    """uvicorn's logging, with secrets hidden on every handler and polls not logged."""
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["filters"] = {"secrets": {"()": HideSecrets}}
+    config["filters"] = {"secrets": {"()": HideSecrets}, "polls": {"()": QuietPolls}}
     for handler in config["handlers"].values():
         handler["filters"] = ["secrets"]
+    config["handlers"]["access"]["filters"].append("polls")
     return config
 
 

@@ -36,7 +36,9 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route can answer with."""
     said = {400: "the body is not JSON text (not even UTF-8)",
             401: "log in first (or the token is not valid)", 404: "no such channel or model",
-            409: "it exists already, or may not be removed", 422: "a parameter out of range",
+            409: "it exists already, or may not be removed",
+            411: "an upload needs a Content-Length header",
+            413: "over an upload limit (the message names it)", 422: "a parameter out of range",
             429: "too many attempts; see Retry-After",
             503: "Redis is unreachable, or not reached yet since the start"}
     out: dict[int | str, dict[str, Any]] = {

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Mount
 
-from gateway import api, listen, metrics
+from gateway import api, listen, metrics, training
 from gateway.credentials import Credentials
 from gateway.hub import Hubs
 from gateway.keeper import Keeper
@@ -112,6 +112,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(api.router)
     # Declared here: listen cannot import api (api imports listen).
     app.include_router(listen.router, responses=api.problems(401, 404, 422, 503))
+    app.include_router(training.router)
+    app.include_router(training.ws_router)
 
     @app.exception_handler(RequestValidationError)
     async def unprocessable(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from playbach.settings import AudioSettings, ModelReaderSettings
+from playbach.training import MAX_FILE_MB
 
 PASSWORD_MIN, SECRET_MIN = 12, 32
 PLACEHOLDERS = {"change-me", "changeme", "password", "admin", "secret"}
@@ -42,6 +43,13 @@ class GatewaySettings(ModelReaderSettings, AudioSettings):
     backlog_seconds: float = Field(0.6, ge=0, le=10, description="audio a joining listener gets")
     send_timeout_s: float = Field(5.0, gt=0, le=60,
                                   description="a listener that takes no frame this long is cut")
+    # Training uploads (the Train page): refused whole past these, before anything is stored.
+    upload_max_files: int = Field(100, ge=1, le=10_000, description="MIDI files per upload, "
+                                                                     "counting a zip's")
+    upload_max_mb: float = Field(20.0, gt=0, le=1000, description="an upload's total size (MB), "
+                                                                  "a zip's contents unpacked")
+    upload_file_mb: float = Field(MAX_FILE_MB, gt=0, le=100, description="one MIDI file (MB); "
+                                                                          "larger ones are skipped")
     # Only these peers may say who the client is (X-Forwarded-For): anyone else could forge a
     # fresh address per request and slip past the login limit. Empty: trust no one.
     trusted_proxies: str = Field("", description="proxy addresses or networks, comma-separated")

@@ -18,12 +18,17 @@ key                            type    holds
 ``pb:epoch``                   string  id of Redis's data set; a new one means data was lost
 ``pb:token-secret``            string  the gateways' token key, when TOKEN_SECRET is unset
 ``pb:admin-password``          string  scrypt hash of the generated admin password
+``pb:train:jobs``              zset    training job ids -> created (s), newest kept
+``pb:train:job:{<id>}``        hash    the job (:class:`playbach.training.TrainJob`)
+``pb:train:files:{<id>}``      hash    file name -> uploaded MIDI, until the job ends
+``pb:train:progress:{<id>}``   stream  the job's progress (:class:`~.training.TrainProgress`)
 =============================  ======  ===============================================
 
-A channel's keys carry its id in braces, Redis Cluster's hash tag: they all live in one slot,
-so whatever touches one channel (a transaction, a multi-key DEL) runs on one shard of a
-cluster, and channels spread over the shards. No command names keys of two channels, or a
-channel's key beside a shared one (``pb:control``, ``pb:active``): see tests/playbach.
+A channel's keys (and a training job's) carry its id in braces, Redis Cluster's hash tag:
+they all live in one slot, so whatever touches one channel (a transaction, a multi-key DEL)
+runs on one shard of a cluster, and channels spread over the shards. No command names keys
+of two channels, or a channel's key beside a shared one (``pb:control``, ``pb:active``):
+see tests/playbach.
 """
 
 from __future__ import annotations
@@ -48,7 +53,9 @@ EPOCH = "pb:epoch"
 TOKEN_SECRET = "pb:token-secret"
 ADMIN_PASSWORD = "pb:admin-password"
 
-INFERENCE, SYNTH = "inference", "synth"
+TRAIN_JOBS = "pb:train:jobs"
+
+INFERENCE, SYNTH, TRAINER = "inference", "synth", "trainer"
 
 
 def tag(cid: str) -> str:
@@ -86,3 +93,15 @@ def listeners(cid: str) -> str:
 
 def stats(cid: str) -> str:
     return f"pb:stats:{tag(cid)}"
+
+
+def train_job(jid: str) -> str:
+    return f"pb:train:job:{tag(jid)}"
+
+
+def train_files(jid: str) -> str:
+    return f"pb:train:files:{tag(jid)}"
+
+
+def train_progress(jid: str) -> str:
+    return f"pb:train:progress:{tag(jid)}"

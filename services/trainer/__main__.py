@@ -1,4 +1,5 @@
-"""Command line: ``python -m trainer {train,generate,evaluate}``. See ``--help`` of each."""
+"""Command line: ``python -m trainer {train,crossval,score,generate,evaluate,worker}``. See
+``--help`` of each."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from playbach import settings as settings_mod
 from playbach.modeldir import ModelError, check_name, model_dir
 from playbach.schemas import DEFAULT_MODEL, TOP_P
 from playbach.stepmodel import StepModel
+from playbach.training import CORPORA
 from playbach.vocab import PARTS_HELP, EncodingOptions, VocabError
 from trainer.config import PRESETS, TrainConfig, UserError, make_config
 from trainer.corpus import Corpus, Limits
@@ -76,13 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--record", action="store_true", help="also write the result into the "
                                                          "model's meta.json")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sub.add_parser("worker", allow_abbrev=False,
+                   help="train the jobs queued in Redis (the control room's Train page), one "
+                        "at a time; settings from the environment (REDIS_URL, MODELS_DIR...)")
     return p
 
 
 def _corpus_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", choices=list(PRESETS))
     p.add_argument("--midi-dir", type=Path, help="a folder of .mid/.midi files "
-                                                 "(default: music21's Bach chorales)")
+                                                 "(default: a music21 corpus, see --corpus)")
+    p.add_argument("--corpus", choices=list(CORPORA), default="bach-chorales",
+                   help="the music21 corpus to train on without --midi-dir")
     p.add_argument("--limit", type=int, help="use only the first N files")
     p.add_argument("--parts", default="chordify", help=PARTS_HELP)
     p.add_argument("--normal", action="store_true",
@@ -149,12 +157,14 @@ def _check_train(args: argparse.Namespace, extra: list[str], settings: TrainerSe
 def _corpus(args: argparse.Namespace, cfg: TrainConfig, options: EncodingOptions,
             limits: Limits, settings: TrainerSettings, progress: bool) -> Corpus:
     """The parsed corpus, or a UserError when it is too small, still without TensorFlow."""
-    from trainer.corpus import check_size, chorale_paths, load_corpus, midi_paths
+    from trainer.corpus import check_size, corpus_paths, load_corpus, midi_paths
 
     if args.midi_dir:
         source, paths = str(args.midi_dir), midi_paths(args.midi_dir, args.limit)
+    elif args.corpus == "bach-chorales":  # the name the shipped model's meta.json carries
+        source, paths = "music21 Bach chorales", corpus_paths(args.corpus, args.limit)
     else:
-        source, paths = "music21 Bach chorales", chorale_paths(args.limit)
+        source, paths = f"music21 {args.corpus}", corpus_paths(args.corpus, args.limit)
     corpus = load_corpus(source, paths, options, settings.cache_dir, progress=progress,
                          limits=limits)
     for skip in corpus.skipped:
@@ -228,6 +238,14 @@ def _score(args: argparse.Namespace, settings: TrainerSettings, models_dir: Path
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, extra = _parser().parse_known_args(argv)
+    if args.command == "worker":
+        if extra:
+            print(f"error: unknown arguments: {' '.join(extra)}", file=sys.stderr)
+            return 2
+        from trainer.worker import main as work
+
+        work()
+        return 0
     settings = settings_mod.load(TrainerSettings, "trainer")
     models_dir = args.models_dir or settings.models_dir
     try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from playbach.modeldir import model_dir
+from playbach.training import PRESETS as PRESET_NAMES
 
 
 class UserError(Exception):
@@ -87,6 +88,9 @@ PRESETS: dict[str, dict[str, object]] = {
     # The shipped model (see `make train`).
     "default": {},
 }
+
+
+assert set(PRESETS) == set(PRESET_NAMES), "playbach.training.PRESETS names the same presets"
 
 
 def _coerce(field: dataclasses.Field, raw: str) -> object:

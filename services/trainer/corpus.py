@@ -13,6 +13,7 @@ import stat
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from playbach.training import CORPORA, MAX_FILE_MB
 from playbach.vocab import REST, EncodingOptions, Event, dynamic, pitch_token, quantize_duration
 from trainer import isolate
 from trainer.config import UserError
@@ -28,7 +29,8 @@ PRELOAD = ("music21.converter", "mido", "trainer.corpus")  # imported once, by t
 class Limits:
     """Bounds on one file, so that one odd file costs seconds and megabytes, never the run."""
 
-    max_file_mb: float = 2.0  # cello-suite movements are 3-10 KB; 2 MB of MIDI is ~250,000 notes
+    # cello-suite movements are 3-10 KB; 2 MB of MIDI is ~250,000 notes
+    max_file_mb: float = MAX_FILE_MB
     max_parse_seconds: float = 60.0  # music21 takes ~5 s for 10,000 notes, more than linearly
     max_notes: int = 30_000  # 20x the longest cello movement; music21 holds ~9 KB per note
 
@@ -69,6 +71,21 @@ def chorale_paths(limit: int | None = None) -> list[Path]:
 
     paths = sorted(Path(p) for p in corpus.getComposer("bach")
                    if Path(p).suffix in (".mxl", ".xml") and Path(p).name.startswith("bwv"))
+    return paths[:limit] if limit else paths
+
+
+SCORE_SUFFIXES = (".mxl", ".xml", ".krn")  # scores, not music21's analyses (.rntxt)
+
+
+def corpus_paths(name: str, limit: int | None = None) -> list[Path]:
+    """A corpus music21 ships (see playbach.training.CORPORA), by name."""
+    from music21 import corpus
+
+    if name not in CORPORA:
+        raise UserError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
+    if name == "bach-chorales":
+        return chorale_paths(limit)
+    paths = sorted(Path(p) for p in corpus.getComposer(name) if Path(p).suffix in SCORE_SUFFIXES)
     return paths[:limit] if limit else paths
 
 
@@ -254,8 +271,9 @@ def _assemble(source: str, paths: list[Path], results: list[dict],
 
 def load_corpus(source: str, paths: list[Path], options: EncodingOptions, cache_dir: Path,
                 workers: int | None = None, progress: bool = True,
-                limits: Limits = Limits()) -> Corpus:
-    """Parse ``paths`` (cached), skipping and naming the files that fail or exceed ``limits``.
+                limits: Limits = Limits(), on_file=None) -> Corpus:
+    """Parse ``paths`` (cached), skipping and naming the files that fail or exceed ``limits``;
+    ``on_file(done, total)`` after each (the worker reports it).
 
     Each file is parsed in its own process, killed when it takes longer than allowed."""
     from tqdm import tqdm
@@ -267,12 +285,18 @@ def load_corpus(source: str, paths: list[Path], options: EncodingOptions, cache_
         results = [_known(p, options, cache_dir, limits) for p in paths]
         todo = [i for i, res in enumerate(results) if "cache" in res]
         bar.update(len(paths) - len(todo))
+        done = len(paths) - len(todo)
+        if on_file:
+            on_file(done, len(paths))
         jobs = [(paths[i], options, limits.max_notes) for i in todo]
         workers = workers or min(len(jobs), os.cpu_count() or 1)
         for j, outcome in isolate.run_each(parse_job, jobs, workers, limits.max_parse_seconds,
                                            PRELOAD):
             results[todo[j]] = _settle(results[todo[j]], outcome, limits)
             bar.update()
+            done += 1
+            if on_file:
+                on_file(done, len(paths))
     return _assemble(source, paths, results, options)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from playbach.settings import REPO, ServiceSettings
+from playbach.settings import WorkerSettings as ReplicaSettings
 from trainer.corpus import Limits
 
 
@@ -17,3 +18,14 @@ class TrainerSettings(ServiceSettings):
     max_file_mb: float = Field(Limits.max_file_mb, gt=0, allow_inf_nan=False)
     max_parse_seconds: float = Field(Limits.max_parse_seconds, gt=0, allow_inf_nan=False)
     max_notes: int = Field(Limits.max_notes, gt=0)
+
+
+class WorkerSettings(TrainerSettings, ReplicaSettings):
+    """``python -m trainer worker``: the trainer's settings, and a replica's (REDIS_URL checked
+    at start, REPLICA_ID, HEALTH_PORT). A restarted worker with the same REPLICA_ID fails
+    what it ran at once; others wait for its beat to stop."""
+
+    poll_s: float = Field(1.0, ge=0.1, le=60, description="how often an idle worker looks "
+                                                          "for a queued job")
+    cancel_grace_s: float = Field(20.0, ge=1, le=600, description="a cancelled job that has "
+                                                                   "not stopped by then is killed")

@@ -42,6 +42,7 @@ class Job:
     command: str
     resume: bool = False
     progress: bool = True
+    callbacks: tuple = ()  # more Keras callbacks (the worker's progress reports)
 
 
 def train(job: Job) -> Path:
@@ -57,7 +58,7 @@ def train(job: Job) -> Path:
     run_dir = job.runs_dir / job.name
     ident = identity(cfg, corpus.fingerprint, vocab.sizes)
     model, history, _ = fit(cfg, vocab, tr, va, run_dir, ident, job.resume,
-                            init=cfg.init_weights(job.models_dir))
+                            init=cfg.init_weights(job.models_dir), extra_callbacks=job.callbacks)
     train_seconds = time.time() - started
     metrics = {
         "network": {"val": heldout.network_scores(model, va),

@@ -11,9 +11,9 @@ from urllib.parse import quote
 import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
-from streamlit.components.v1 import iframe
 
 from playbach.settings import describe
+from ui import train
 from ui.client import Gateway, GatewayError
 from ui.settings import UiSettings
 
@@ -72,7 +72,7 @@ with st.sidebar:
             user = st.text_input("User", key="username", value="admin")
             password = st.text_input("Password", key="password", type="password")
             submitted = st.form_submit_button("Log in", key="login-submit", width="stretch")
-        if submitted and attempt(lambda: gw.login(user, password), "logged in"):
+        if submitted and attempt(lambda: gw.login(user, password)):  # the sidebar says so
             st.rerun()
     st.divider()
 
@@ -103,7 +103,21 @@ except GatewayError as exc:
     st.error(f"{exc}. Is it running? (`make up` starts it.)")
     st.stop()
 
-listen, stats_tab, guide = st.tabs(["🎧 Listen", "📈 Stats", "📖 Guide & about"])
+instrument_names = {i["program"]: i["name"] for i in instruments}
+FIELD_NAMES = {"model": "Model", "instrument": "Instrument", "bpm": "BPM",
+               "temperature": "Temperature", "top_p": "Top-p", "seed": "Seed"}
+
+
+def describe_params(p: dict) -> str:
+    """A channel's settings as a listener says them: names, not numbers."""
+    said = [f"model {p['model']}", instrument_names.get(p["instrument"], str(p["instrument"])),
+            f"{p['bpm']:g} BPM", f"temperature {p['temperature']:g}",
+            f"top-p {p.get('top_p', 1.0):g}"]
+    return ", ".join(said + ([f"seed {p['seed']}"] if p.get("seed") is not None else []))
+
+
+listen, train_tab, stats_tab, guide = st.tabs(["🎧 Listen", "🏋 Train", "📈 Stats",
+                                               "📖 Guide & about"])
 
 # --- listen ------------------------------------------------------------------------------
 
@@ -116,21 +130,26 @@ with listen:
     if state.channel not in ids:
         state.channel = ids[0]
     pick, new = st.columns([3, 2], vertical_alignment="bottom")
-    cid = pick.selectbox("Channel", ids, key="channel",
-                         format_func=lambda c: "radio (shared)" if c == "radio" else c)
+    names = {c["id"]: c["params"].get("name") or c["id"] for c in channels}
+
+    def channel_label(c: str) -> str:  # its name; the id only tells the shared one
+        return f"{names[c]} (shared radio)" if c == "radio" else names[c]
+
+    cid = pick.selectbox("Channel", ids, key="channel", format_func=channel_label)
 
     def create_mine() -> None:
-        copied = {k: v for k, v in gw.channel(state.channel)["params"].items() if k != "name"}
-        made = attempt(lambda: gw.create_channel(**copied),
-                       "a new channel, generated now, just for you")
+        source = gw.channel(state.channel)["params"]
+        copied = {k: v for k, v in source.items() if k != "name"}
+        made = attempt(lambda: gw.create_channel(**copied))
         if made:
             state.channel = made["id"]
+            flash("success", f"A new channel just for you, “{made['params']['name']}”. It "
+                             f"starts with the settings of {channel_label(cid)}: "
+                             f"{describe_params(source)}.")
 
     new.button("New channel just for me", key="new-channel", on_click=create_mine,
                disabled=not gw.token, width="stretch")
     params = next(c["params"] for c in channels if c["id"] == cid)
-    if params.get("name"):  # the picker shows ids (stable labels); the name, here
-        pick.caption(f"**{params['name']}**")
     readonly = not gw.token
     notice = st.container()
     if readonly:
@@ -138,25 +157,28 @@ with listen:
 
     def change(field: str, key: str, convert=lambda v: v) -> None:
         value = convert(state[key])
-        attempt(lambda: gw.update(cid, **{field: value}), f"{field} set to {value} on {cid}")
+        shown = instrument_names.get(value, value) if field == "instrument" else value
+        attempt(lambda: gw.update(cid, **{field: value}),
+                f"{FIELD_NAMES.get(field, field)} is now {shown} on {channel_label(cid)}")
 
     c1, c2 = st.columns(2)
     model_names = [m["name"] for m in models]
     by_name = {m["name"]: m for m in models}
 
-    def model_label(name: str) -> str:
-        m = by_name[name]
-        acc = (m.get("test_accuracy") or {}).get("pitch")
-        ngram = (m.get("ngram_accuracy") or {}).get("pitch")
-        shown = "no metrics" if acc is None else f"pitch {acc:.0%} on unseen pieces" + (
-            f" (n-gram {ngram:.0%})" if ngram is not None else "")
-        return f"{name} — {shown} · {m.get('corpus') or '?'}"
+    def model_label(name: str) -> str:  # short: a phone shows about 40 characters
+        acc = (by_name[name].get("test_accuracy") or {}).get("pitch")
+        return name if acc is None else f"{name} · pitch {acc:.0%}"
 
     c1.selectbox("Model", model_names, key=f"model-{cid}", format_func=model_label,
                  index=model_names.index(params["model"]) if params["model"] in model_names
                  else 0, on_change=change, args=("model", f"model-{cid}"), disabled=readonly)
-    names = [f"{i['program']}: {i['name']}" for i in instruments]
-    c2.selectbox("Instrument", names, index=params["instrument"], key=f"instrument-{cid}",
+    chosen = by_name.get(state.get(f"model-{cid}") or params["model"], {})
+    ngram = (chosen.get("ngram_accuracy") or {}).get("pitch")
+    c1.caption(f"Trained on {chosen.get('corpus') or '?'}" + (
+        f"; the n-gram baseline: pitch {ngram:.0%} on the same unseen pieces"
+        if ngram is not None else ""))
+    programs = [f"{i['program']}: {i['name']}" for i in instruments]
+    c2.selectbox("Instrument", programs, index=params["instrument"], key=f"instrument-{cid}",
                  on_change=change,
                  args=("instrument", f"instrument-{cid}", lambda v: int(v.split(":")[0])),
                  disabled=readonly)
@@ -210,8 +232,8 @@ with listen:
         # the page's address, where anyone who sees it could change the channel)
         token = f"&token={quote(gw.listen_token)}" if gw.listen_token else ""
         with player:
-            iframe(f"{settings.public_gateway_url}/?channel={quote(cid)}&embed=1{token}",
-                   height=560, scrolling=False)
+            st.iframe(f"{settings.public_gateway_url}/?channel={quote(cid)}&embed=1{token}",
+                      height=560)
 
     with st.expander("Download what you just heard"):
         minutes = st.slider("Minutes", 0.5, 2.0, 2.0, step=0.5, key="minutes")
@@ -229,6 +251,14 @@ with listen:
             if files.get("wav"):
                 d2.download_button("WAV file", files["wav"], f"playbach-{cid}.wav",
                                    "audio/wav", key="download-wav")
+
+# --- train -------------------------------------------------------------------------------
+
+with train_tab:
+    if gw.token:
+        train.page(gw, flash, state.channel)
+    else:
+        st.info("Log in (in the sidebar) to train a model on your own MIDI files.")
 
 # --- stats -------------------------------------------------------------------------------
 

@@ -80,3 +80,28 @@ class Gateway:
     def recent(self, cid: str, kind: str, seconds: float) -> bytes:
         return self._call("GET", f"/api/channels/{cid}/recent.{kind}",
                           params={"seconds": seconds}).content
+
+    # --- training ---------------------------------------------------------------------------
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/models/{name}").json()
+
+    def train_options(self) -> dict[str, Any]:
+        return self._call("GET", "/api/train/options").json()
+
+    def train(self, name: str, preset: str, corpus: str | None = None,
+              files: list[tuple[str, bytes]] = ()) -> dict[str, Any]:
+        """Queue a job; uploads can be large, so this waits longer than other calls."""
+        data = {"name": name, "preset": preset, **({"corpus": corpus} if corpus else {})}
+        parts = [("files", (n, b, "application/octet-stream")) for n, b in files]
+        return self._call("POST", "/api/train/jobs", data=data, files=parts or None,
+                          timeout=120).json()
+
+    def train_jobs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/train/jobs").json()
+
+    def train_job(self, jid: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/train/jobs/{jid}").json()
+
+    def cancel_job(self, jid: str) -> dict[str, Any]:
+        return self._call("POST", f"/api/train/jobs/{jid}/cancel").json()

@@ -27,7 +27,7 @@ def test_every_long_running_service_has_a_health_check_and_waits_for_health():
         for needed, how in svc.get("depends_on", {}).items():
             wanted = "service_completed_successfully" if needed in ONE_SHOT else "service_healthy"
             assert how == {"condition": wanted}, (name, needed)
-    for name in ("inference", "synth", "gateway"):
+    for name in ("inference", "synth", "gateway", "trainer-worker"):
         assert set(services[name]["depends_on"]) == {"redis", "models"}, name
     assert set(services["ui"]["depends_on"]) == {"gateway"}
 
@@ -56,6 +56,9 @@ def test_models_live_on_a_volume_seeded_once_and_written_only_by_the_trainer():
         assert services[name]["volumes"] == ["models:/models:ro"], name
     assert "models:/models" in services["trainer"]["volumes"]
     assert services["trainer"]["profiles"] == ["train"]
+    worker = services["trainer-worker"]  # the Train page's jobs, always running
+    assert worker["command"] == ["worker"] and "profiles" not in worker
+    assert "models:/models" in worker["volumes"] and worker["environment"]["REDIS_URL"]
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "USER 65534:65534" in dockerfile  # the owner the seed hands the volume to
     assert "COPY models /opt/playbach/models" in dockerfile

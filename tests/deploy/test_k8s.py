@@ -139,7 +139,8 @@ def test_the_models_volume_is_seeded_shared_and_works_read_write_once(objects):
         v.get("persistentVolumeClaim", {}).get("claimName") == pvc["metadata"]["name"]
         for v in pod(o).get("volumes", []))]
     assert {o["metadata"]["name"] for o in mounting} == {
-        "playbach-gateway", "playbach-inference", "playbach-train"}
+        "playbach-gateway", "playbach-inference", "playbach-train", "playbach-trainer-worker"}
+    writers = {"playbach-train", "playbach-trainer-worker"}  # they publish models
     for obj in mounting:  # a node at a time for ReadWriteOnce: all beside each other
         assert obj["spec"]["template"]["metadata"]["labels"][MODELS_LABEL] == "mounted"
         affinity = pod(obj)["affinity"]["podAffinity"]
@@ -151,7 +152,8 @@ def test_the_models_volume_is_seeded_shared_and_works_read_write_once(objects):
             assert first["command"] == ["python", "-m", "playbach.seed"], name(obj)
         for c in containers(obj, init=False):
             [mount] = [m for m in c["volumeMounts"] if m["name"] == "models"]
-            assert mount.get("readOnly", False) == (obj["kind"] != "Job"), name(obj)
+            writes = obj["metadata"]["name"] in writers
+            assert mount.get("readOnly", False) is not writes, name(obj)
 
 
 def make_train_commands() -> list[list[str]]:
@@ -198,7 +200,9 @@ def test_scaling_disruption_ingress_and_network_policy(objects):
     assert guarded["app.kubernetes.io/name"] == "playbach-redis"
     [rule] = policy["spec"]["ingress"]
     [allowed] = rule["from"][0]["podSelector"]["matchExpressions"]
-    assert sorted(allowed["values"]) == ["gateway", "inference", "synth"]
+    assert sorted(allowed["values"]) == ["gateway", "inference", "synth", "trainer-worker"]
+    # a training upload (UPLOAD_MAX_MB, 20 by default) passes the Ingress
+    assert notes["nginx.ingress.kubernetes.io/proxy-body-size"] == "25m"
 
 
 def test_the_keda_example_targets_the_inference_deployment(objects):

@@ -14,6 +14,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, reject, settings
 from redis import Redis
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -72,5 +73,10 @@ def test_the_api_answers_as_documented(case, target):
             streams.channel(str(case.path_parameters.get("cid")))):
         reject()  # a channel that exists streams without end; tests/live/test_stream.py
     target.forget_limits()
-    case.call_and_validate(base_url=target.url, headers=target.auth, timeout=10)
+    # An upload's files must be MIDI, which a schema cannot say (its bytes are "binary"): the
+    # fuzzer's PNGs are rightly refused with a 422 naming each file (tests/gateway/
+    # test_uploads.py). Every other check holds there too.
+    upload = (case.operation.method.upper(), case.operation.path) == ("POST", "/api/train/jobs")
+    case.call_and_validate(base_url=target.url, headers=target.auth, timeout=10,
+                           excluded_checks=[positive_data_acceptance] if upload else None)
 

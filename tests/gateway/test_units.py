@@ -107,3 +107,20 @@ def test_a_late_take_is_not_fed_to_the_encoders():
 
     starts = aio.run(scenario())
     assert len(starts) == 6 and starts == sorted(starts)
+
+
+def test_successful_polls_leave_no_access_line_and_everything_else_does():
+    import logging
+
+    from gateway.__main__ import QuietPolls
+
+    def kept(method: str, path: str, status: int) -> bool:
+        record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0,
+                                   '%s - "%s %s HTTP/%s" %d',
+                                   ("1.2.3.4:5", method, path, "1.1", status), None)
+        return QuietPolls().filter(record)
+
+    assert not kept("GET", "/api/stats", 200) and not kept("GET", "/readyz", 200)
+    assert not kept("GET", "/api/train/jobs/abc123?after=1-0", 200)
+    assert kept("GET", "/api/stats", 503) and kept("PATCH", "/api/channels/radio", 200)
+    assert kept("GET", "/api/train/jobs", 200) and kept("GET", "/api/statsx", 200)

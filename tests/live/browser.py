@@ -14,6 +14,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]  # no autoplay override: the tests click Play, as people do
 PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1366, "height": 900}
 
 
 # Pixels of the roll in the notes' warm colours (the background and grid are grey).

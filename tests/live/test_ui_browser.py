@@ -3,6 +3,7 @@ press play, change the BPM; the embedded player plays and draws the notes."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -11,12 +12,12 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.conftest import PASSWORD, REPO, free_port
-from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, open_browser
+from tests.conftest import CELLO, PASSWORD, REPO, free_port, own_models, run
+from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, DESKTOP, PHONE, open_browser
+from tests.live.client import listen
 
 
-@pytest.fixture
-def ui(live, tmp_path):
+def start_ui(live, tmp_path):
     port = free_port()
     log = (tmp_path / "ui.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "ui"], cwd=REPO, stdout=log,
@@ -30,6 +31,26 @@ def ui(live, tmp_path):
                 break
         except httpx.HTTPError:
             time.sleep(0.2)
+    return url, proc
+
+
+@pytest.fixture
+def ui(live, tmp_path):
+    url, proc = start_ui(live, tmp_path)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def ui_training(services, tmp_path):
+    """The control room on a system with a trainer worker and a models folder of its own."""
+    own_models(services, tmp_path)
+    services.gateway()
+    for role in ("inference", "synth"):
+        services.start(f"{role}-1", role)
+    services.start("trainer-1", "trainer", "worker")
+    url, proc = start_ui(services, tmp_path)
     yield url
     proc.terminate()
     proc.wait(10)
@@ -91,3 +112,51 @@ def test_log_in_play_change_bpm_and_hear_it(ui, live, tmp_path):
     assert errors == []
     assert drawn > 50, "the embedded piano roll drew no notes"
     assert (deploy, developer) == (0, 0), "Streamlit's Deploy button or developer menu shows"
+
+
+def log_in(page, ui: str) -> None:
+    page.goto(ui)
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Log out").wait_for(timeout=20_000)
+
+
+def test_train_a_model_from_the_browser_and_play_it(ui_training, services, tmp_path):
+    """Three cello movements and a corrupt file uploaded on the Train page with the tiny
+    preset: a progress bar and live curves, the held-out table, and one press plays it."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    broken = tmp_path / "broken.mid"
+    broken.write_bytes(b"MThd\x00\x00\x00\x06" + b"garbage" * 8)
+    files = [str(CELLO / n) for n in ("cs1-1pre.mid", "cs1-2all.mid", "cs2-1pre.mid")]
+    gateway = services.gateway_url
+    with sync_playwright() as p:
+        browser = open_browser(p, tmp_path, DESKTOP)
+        page = browser.new_page()
+        log_in(page, ui_training)
+        page.get_by_role("tab", name="Train").click()
+        page.get_by_role("textbox", name="Model name").fill("browser-cello")
+        page.locator("input[type=file]").set_input_files([*files, str(broken)])
+        page.get_by_text("broken.mid").first.wait_for(timeout=10_000)
+        page.get_by_role("combobox", name=re.compile("Preset")).click()  # a choice, not typed
+        page.get_by_role("option", name=re.compile("^tiny")).click()
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text("Training browser-cello is queued").wait_for(timeout=20_000)
+        page.get_by_text(re.compile(r"epoch \d of at most 3")).first.wait_for(timeout=90_000)
+        page.screenshot(path=str(ARTIFACTS / "train-progress-desktop.png"), full_page=True)
+        page.get_by_text("How browser-cello does on").wait_for(timeout=120_000)
+        curves = page.get_by_test_id("stVegaLiteChart").count()
+        skipped = page.get_by_text(re.compile("Skipped: broken.mid")).count()
+        page.screenshot(path=str(ARTIFACTS / "train-done-desktop.png"), full_page=True)
+        page.get_by_role("button", name="▶ Play browser-cello on this channel").click()
+        page.get_by_text("radio now plays browser-cello").wait_for(timeout=20_000)
+        page.set_viewport_size({"width": PHONE["width"], "height": PHONE["height"]})
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ARTIFACTS / "train-done-phone.png"), full_page=True)
+        browser.close()
+    assert curves >= 2, "no live loss and accuracy curves"
+    assert skipped == 1, "the corrupt file is not named"
+    params = httpx.get(f"{gateway}/api/channels/radio").json()["params"]
+    assert params["model"] == "browser-cello"
+    heard = run(listen(gateway, "radio", 30, until=lambda h: any(
+        n.get("model") == "browser-cello" for n in h.notes)))
+    assert any(n.get("model") == "browser-cello" for n in heard.notes)

@@ -90,3 +90,12 @@ def test_an_unwritable_folder_is_found_before_parsing(variable, what, tmp_path, 
     res = run_cli("train", "--midi-dir", str(cello_dir), timeout=60, env=env)
     assert res.returncode == 2
     assert one_line_error(res) == f"error: {what} {blocker / 'sub'}: not a writable folder"
+
+
+def test_the_worker_with_a_bad_setting_says_it_in_one_line():
+    res = run_cli("worker", env={"REDIS_URL": "nonsense"}, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().startswith("trainer: bad setting: REDIS_URL='nonsense'")
+    assert len(res.stderr.strip().splitlines()) == 1
+    extra = run_cli("worker", "--now", timeout=60)
+    assert extra.returncode == 2 and "unknown arguments: --now" in extra.stderr

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import PASSWORD, REPO
+from tests.conftest import PASSWORD, REPO, login
 
 APP = str(REPO / "services" / "ui" / "app.py")
 
@@ -37,7 +37,10 @@ def start(logged_in: bool = True) -> AppTest:
     if logged_in:
         at.text_input(key="password").input(PASSWORD)
         at.button(key="login-submit").click().run()
-        assert not at.exception and any("logged in" in s.value for s in at.sidebar.success)
+        assert not at.exception
+        said = [s.value for s in at.success if "logged in" in s.value]
+        assert said == ["logged in"], said  # once, in the sidebar
+        assert "logged in" in at.sidebar.success[0].value
     return at
 
 
@@ -47,13 +50,15 @@ def params(url: str, cid: str = "radio") -> dict:
 
 def test_every_control_changes_the_channel(gateway):
     at = start()
-    assert any(c.value == "**Radio**" for c in at.caption), "the channel's name is shown"
+    assert at.selectbox(key="channel").options == ["Radio (shared radio)"]  # names, not ids
     at.slider(key="bpm-radio").set_value(132).run()
     assert params(gateway)["bpm"] == 132
+    assert at.main.success[-1].value == "BPM is now 132 on Radio (shared radio)"
     at.slider(key="temperature-radio").set_value(0.55).run()
     assert params(gateway)["temperature"] == 0.55
-    at.selectbox(key="instrument-radio").set_value("42: Cello").run()
-    assert params(gateway)["instrument"] == 42
+    at.selectbox(key="instrument-radio").set_value("41: Viola").run()
+    assert params(gateway)["instrument"] == 41
+    assert at.main.success[-1].value == "Instrument is now Viola on Radio (shared radio)"
     at.selectbox(key="model-radio").set_value("chorales").run()
     assert params(gateway)["model"] == "chorales"
     at.text_input(key="seed-radio").input("1234").run()
@@ -85,11 +90,17 @@ def test_login_is_required_to_change_and_a_bad_password_says_so(gateway):
 
 def test_new_channel_server_test_and_audio_test(gateway):
     at = start()
+    httpx.patch(f"{gateway}/api/channels/radio", headers=login(gateway),
+                json={"temperature": 3.0, "seed": 42})
     at.button(key="new-channel").click().run()
     mine = at.session_state["channel"]
-    assert mine.startswith("ch-") and mine in [c["id"] for c in
-                                               httpx.get(f"{gateway}/api/channels").json()]
-    assert "just for you" in at.success[0].value
+    made = {c["id"]: c for c in httpx.get(f"{gateway}/api/channels").json()}[mine]
+    assert mine.startswith("ch-")
+    said = at.main.success[0].value  # what it copied, said in names
+    assert f"just for you, “{made['params']['name']}”" in said
+    assert "settings of Radio (shared radio): model cello-suites, Cello, 84 BPM, " \
+        "temperature 3, top-p 1, seed 42." in said
+    assert made["params"]["name"] in at.selectbox(key="channel").options
     at.button(key="ping").click().run()
     assert any(s.value.startswith("Server test: ") for s in at.success)
     at.button(key="tone").click().run()
