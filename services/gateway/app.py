@@ -13,6 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -103,7 +104,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         with contextlib.suppress(*service.REDIS_DOWN):
             await app.state.redis.aclose()
 
-    app = FastAPI(title="Play Bach", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Play Bach", version="0.1.0", lifespan=lifespan, docs_url=None,
+                  redoc_url=None,
                   description="Bach improvised live by a neural network: channels, models, "
                               "and the audio over WebSocket (`/ws/{channel}`) or WAV.")
     app.state.settings = settings
@@ -162,6 +164,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             problems.append(f"channel {cid}: no audio for {seconds:g} s")
         body = {"status": "ready" if not problems else "not ready", "problems": problems}
         return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        """Swagger UI from our own files (static/vendor/swagger-ui): no CDN needed."""
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="Play Bach — API",
+                                   swagger_js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
+                                   swagger_css_url="/vendor/swagger-ui/swagger-ui.css",
+                                   swagger_favicon_url="/favicon.svg")
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> PlainTextResponse:

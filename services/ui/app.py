@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from urllib.parse import quote
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
@@ -19,6 +20,7 @@ from ui.settings import UiSettings
 
 st.set_page_config(page_title="Play Bach — control room", page_icon="🎼", layout="wide")
 HISTORY = 300  # stats points kept for the charts
+PLAYER_HEIGHT = 560  # the embedded player, meters and downloads included, at 390 px wide too
 
 
 def load_settings() -> UiSettings | str:  # cheap; not cached, so the environment is respected
@@ -37,7 +39,6 @@ if "gateway" not in state:
     state.gateway = Gateway(settings.gateway_url, settings.request_timeout)
 gw: Gateway = state.gateway
 state.setdefault("flash", [])
-state.setdefault("playing", False)
 state.setdefault("history", [])
 
 
@@ -57,24 +58,27 @@ def attempt(action, success: str | None = None):
     return result
 
 
-# --- sidebar: login and the server test ----------------------------------------------------
+# --- the account, on the page (a phone folds the sidebar away); the server test aside -----
 
-with st.sidebar:
-    st.title("🎼 Play Bach")
-    st.caption("A neural network improvises Bach, live.")
-    if gw.token:
-        st.success("logged in")
-        if st.button("Log out", key="logout"):
-            gw.logout()
-            st.rerun()
-    else:
-        with st.form("login"):
+st.markdown("### 🎼 Play Bach")
+account = st.container()
+if gw.token:
+    who, out = account.columns([4, 1], vertical_alignment="center")
+    who.success("logged in: you can change the music and train models")
+    if out.button("Log out", key="logout", width="stretch"):
+        gw.logout()
+        st.rerun()
+else:
+    with account.expander("🔑 Log in to change the music (anyone can listen)"):
+        with st.form("login", border=False):
             user = st.text_input("User", key="username", value="admin")
             password = st.text_input("Password", key="password", type="password")
             submitted = st.form_submit_button("Log in", key="login-submit", width="stretch")
-        if submitted and attempt(lambda: gw.login(user, password)):  # the sidebar says so
+        if submitted and attempt(lambda: gw.login(user, password)):  # the page says so
             st.rerun()
-    st.divider()
+
+with st.sidebar:
+    st.caption("A neural network improvises Bach, live.")
 
     def server_test() -> None:
         pong = attempt(gw.ping)
@@ -151,9 +155,17 @@ with listen:
                disabled=not gw.token, width="stretch")
     params = next(c["params"] for c in channels if c["id"] == cid)
     readonly = not gw.token
+    # The player itself, always: its ▶ Play is the one press that starts sound (a browser
+    # starts audio only on a click inside the frame that plays it), and the picker above is
+    # the one channel selection (the embedded player hides its own). For
+    # PUBLIC_LISTENING=false it gets a listen-only token, never the admin's (that would sit
+    # in the frame's address, where anyone who sees it could change the channel).
+    token = f"&token={quote(gw.listen_token)}" if gw.listen_token else ""
+    st.iframe(f"{settings.public_gateway_url}/?channel={quote(cid)}&embed=1{token}",
+              height=PLAYER_HEIGHT)
     notice = st.container()
     if readonly:
-        notice.info("Log in (in the sidebar) to change the music. Anyone can listen.")
+        notice.info("Log in (at the top) to change the music. Anyone can listen.")
 
     def change(field: str, key: str, convert=lambda v: v) -> None:
         value = convert(state[key])
@@ -161,7 +173,6 @@ with listen:
         attempt(lambda: gw.update(cid, **{field: value}),
                 f"{FIELD_NAMES.get(field, field)} is now {shown} on {channel_label(cid)}")
 
-    c1, c2 = st.columns(2)
     model_names = [m["name"] for m in models]
     by_name = {m["name"]: m for m in models}
 
@@ -169,6 +180,8 @@ with listen:
         acc = (by_name[name].get("test_accuracy") or {}).get("pitch")
         return name if acc is None else f"{name} · pitch {acc:.0%}"
 
+    # Rows of two, so that a phone, which stacks columns, keeps the controls in this order.
+    c1, c2 = st.columns(2)
     c1.selectbox("Model", model_names, key=f"model-{cid}", format_func=model_label,
                  index=model_names.index(params["model"]) if params["model"] in model_names
                  else 0, on_change=change, args=("model", f"model-{cid}"), disabled=readonly)
@@ -182,6 +195,7 @@ with listen:
                  on_change=change,
                  args=("instrument", f"instrument-{cid}", lambda v: int(v.split(":")[0])),
                  disabled=readonly)
+    c1, c2 = st.columns(2)
     c1.slider("BPM", 40, 240, int(params["bpm"]), key=f"bpm-{cid}", on_change=change,
               args=("bpm", f"bpm-{cid}"), disabled=readonly)
     c2.slider("Temperature", 0.1, 3.0, float(params["temperature"]), step=0.05,
@@ -189,15 +203,15 @@ with listen:
                                                                  f"temperature-{cid}"),
               help="low: safe, repetitive choices; 1: as learned; high: adventurous",
               disabled=readonly)
-    c2.slider("Top-p", 0.05, 1.0, float(params.get("top_p", 1.0)), step=0.05,
+    c1, c2 = st.columns(2)
+    c1.slider("Top-p", 0.05, 1.0, float(params.get("top_p", 1.0)), step=0.05,
               key=f"top_p-{cid}", on_change=change, args=("top_p", f"top_p-{cid}"),
               help="draw only from the likeliest choices that together make up this share: "
                    "lower cuts the unlikely tail; 1: every choice may come", disabled=readonly)
-    seed_col, apply_col = c1.columns([3, 1], vertical_alignment="bottom")
-    seed = seed_col.text_input("Seed (optional)", value="" if params["seed"] is None
-                               else str(params["seed"]), key=f"seed-{cid}",
-                               placeholder="empty: a new surprise every time",
-                               disabled=readonly)
+    seed_col, apply_col = c2.columns([3, 1], vertical_alignment="bottom")
+    seed_col.text_input("Seed (optional)", value="" if params["seed"] is None
+                        else str(params["seed"]), key=f"seed-{cid}",
+                        placeholder="empty: a new surprise every time", disabled=readonly)
 
     def apply_seed() -> None:
         text = state[f"seed-{cid}"].strip()
@@ -213,44 +227,11 @@ with listen:
 
     apply_col.button("Apply", key=f"apply-seed-{cid}", on_click=apply_seed, disabled=readonly,
                      width="stretch")
-
-    def toggle() -> None:
-        state.playing = not state.playing
-
-    play_col, tone_col, _ = st.columns([1, 1, 3])
-    play_col.button("■ Stop" if state.playing else "▶ Play", key="play", on_click=toggle,
-                    width="stretch", type="primary")
-    tone_col.button("Audio test", key="tone", width="stretch",
-                    on_click=lambda: attempt(lambda: gw.tone(cid), "Audio test: a 440 Hz tone "
-                                             "plays in the player for one second"),
-                    help="a 440 Hz tone through the same audio path as the music")
-    player = st.container()
-    if state.playing:
-        player.caption("Press ▶ Play inside the player: browsers start sound only on a click "
-                       "there.")
-        # for PUBLIC_LISTENING=false: a listen-only token, never the admin's (it would sit in
-        # the page's address, where anyone who sees it could change the channel)
-        token = f"&token={quote(gw.listen_token)}" if gw.listen_token else ""
-        with player:
-            st.iframe(f"{settings.public_gateway_url}/?channel={quote(cid)}&embed=1{token}",
-                      height=560)
-
-    with st.expander("Download what you just heard"):
-        minutes = st.slider("Minutes", 0.5, 2.0, 2.0, step=0.5, key="minutes")
-        if st.button("Prepare the files", key="prepare"):
-            midi = attempt(lambda: gw.recent(cid, "mid", minutes * 60))
-            wav = attempt(lambda: gw.recent(cid, "wav", min(minutes * 60, 120)))
-            state.downloads = {"mid": midi, "wav": wav, "cid": cid}
-            st.rerun()
-        files = state.get("downloads") or {}
-        if files.get("cid") == cid:
-            d1, d2 = st.columns(2)
-            if files.get("mid"):
-                d1.download_button("MIDI file", files["mid"], f"playbach-{cid}.mid",
-                                   "audio/midi", key="download-mid")
-            if files.get("wav"):
-                d2.download_button("WAV file", files["wav"], f"playbach-{cid}.wav",
-                                   "audio/wav", key="download-wav")
+    st.button("Audio test", key="tone", disabled=readonly,
+              on_click=lambda: attempt(lambda: gw.tone(cid), "Audio test: a 440 Hz tone plays "
+                                       "in the player for one second"),
+              help="a 440 Hz tone through the same audio path as the music (everyone on the "
+                   "channel hears it)")
 
 # --- train -------------------------------------------------------------------------------
 
@@ -258,7 +239,7 @@ with train_tab:
     if gw.token:
         train.page(gw, flash, state.channel)
     else:
-        st.info("Log in (in the sidebar) to train a model on your own MIDI files.")
+        st.info("Log in (at the top) to train a model on your own MIDI files.")
 
 # --- stats -------------------------------------------------------------------------------
 
@@ -281,15 +262,31 @@ def stats_panel() -> None:
         return
     st.caption(f"Refreshes every {settings.stats_every:g} s · updated "
                f"{time.strftime('%H:%M:%S')}")
-    charts = [("listeners", "Listeners"), ("notes_per_s", "Notes per second"),
-              ("lead_ms", "Synth lead (ms)"), ("underruns", "Underruns reported by players")]
+    charts = [("listeners", "Listeners", True), ("notes_per_s", "Notes per second", False),
+              ("lead_ms", "Synth lead (ms)", False),
+              ("underruns", "Underruns reported by players", True)]
     cols = st.columns(2)
-    for i, (metric, title) in enumerate(charts):
+    for i, (metric, title, counted) in enumerate(charts):
         with cols[i % 2]:
             st.markdown(f"**{title}**")
-            wide = frame.pivot_table(index="time", columns="channel", values=metric)
-            st.line_chart(wide, height=180)
+            metric_chart(frame, metric, counted)
     st.dataframe(pd.DataFrame(now["channels"]).T, width="stretch")
+
+
+def metric_chart(frame: pd.DataFrame, metric: str, counted: bool) -> None:
+    """One metric per channel over time. Whole numbers on the axis of what is counted (no
+    0.5 listeners); a metric no channel reports yet is said, not drawn as an empty chart
+    (Vega-Lite logs "Infinite extent" for a scale with no values)."""
+    data = frame[["time", "channel", metric]].dropna() if metric in frame else frame.iloc[:0]
+    if data.empty:
+        st.caption("nothing reported yet")
+        return
+    axis = alt.Axis(format="d", tickMinStep=1) if counted else alt.Axis()
+    chart = alt.Chart(data).mark_line(point=len(data) < 3).encode(
+        x=alt.X("time:T", title=None),
+        y=alt.Y(f"{metric}:Q", title=None, axis=axis, scale=alt.Scale(zero=True)),
+        color=alt.Color("channel:N", legend=alt.Legend(orient="bottom", title=None)))
+    st.altair_chart(chart.properties(height=180), width="stretch")
 
 
 with stats_tab:
@@ -300,15 +297,18 @@ with stats_tab:
 with guide:
     st.markdown(f"""
 ### How to use it
-1. **Listen**: press **▶ Play** above, then ▶ Play in the player. The piano roll shows the notes
-   as they sound; the line is *now*, notes to its right are about to play.
+1. **Listen**: press **▶ Play** in the player. The piano roll shows the notes as they sound;
+   the line is *now*, notes to its right are about to play. The player's **? Help** explains
+   its meters; its links download the last two minutes as MIDI or WAV.
 2. **Change the music** (log in first): model, instrument, BPM and temperature act while it
    plays — a new instrument or tempo within about half a second, a new temperature or model
    within about a second and a half.
 3. **Your own channel**: *New channel just for me* starts one that only you change. The shared
    *radio* is what everyone hears.
 4. **Server test** checks the gateway and Redis; **Audio test** plays a 440 Hz tone through the
-   same path as the music. **Download** keeps the last minutes as MIDI or WAV.
+   same path as the music.
+5. **Train** (log in first): upload MIDI files or pick a corpus, follow the training, compare
+   the new model with the n-gram on pieces it never saw, and play it.
 
 ### What temperature does
 The network gives every possible next chord a probability. The temperature reshapes them before
@@ -319,8 +319,8 @@ that share may be drawn (0.9: the unlikeliest tenth never plays), at any tempera
 **seed** makes a channel's choices repeatable.
 
 ### About
-An LSTM trained on the Bach chorales that ship with music21 (key-normalized, four voices as
-chords) improvises note by note; a single-step TFLite model makes each note in a fraction of a
+An LSTM trained on Bach's cello suites (the radio's default) and on the chorales that ship
+with music21 improvises note by note; a single-step TFLite model makes each note in a fraction of a
 millisecond, FluidSynth with the FluidR3 General MIDI SoundFont plays it, and the gateway
 streams it to every listener. It grew from an LSTM on Bach's cello suites with a Flask WAV
 stream. Links: [the player]({settings.public_gateway_url}/) ·

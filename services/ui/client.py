@@ -77,10 +77,6 @@ class Gateway:
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "/api/stats").json()
 
-    def recent(self, cid: str, kind: str, seconds: float) -> bytes:
-        return self._call("GET", f"/api/channels/{cid}/recent.{kind}",
-                          params={"seconds": seconds}).content
-
     # --- training ---------------------------------------------------------------------------
 
     def model(self, name: str) -> dict[str, Any]:

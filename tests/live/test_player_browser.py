@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
 from playbach.schemas import DEFAULT_MODEL
 from tests.conftest import login
-from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, open_browser
+from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, DESKTOP, open_browser
 
 
 @pytest.mark.parametrize(("device_rate", "codec", "decoder"), [
@@ -30,6 +33,10 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
                   + (f"&ctxrate={device_rate}" if device_rate else "")
                   + (f"&codec={codec}" if codec else "")
                   + (f"&decoder={decoder}" if decoder else ""))
+        first = (device_rate, codec, decoder) == (None, None, None)
+        if first:  # a download before anything played is explained, not a 404 page
+            page.get_by_role("link", name="MIDI").click()
+            nothing = page.locator("#m-error").text_content()
         page.get_by_role("button", name="▶ Play").click()
         page.wait_for_function("window.playbach.consumed > 44100 * 2", timeout=20_000)
         page.wait_for_function("window.playbach.noteCount >= 3", timeout=10_000)
@@ -50,12 +57,27 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
             instrument: document.getElementById('p-instrument').textContent,
             channel: document.getElementById('channel').selectedOptions[0].textContent,
             status: document.getElementById('status').textContent})""")
+        if first:  # what a listener is told: octaves on the roll, help, the buffer's aim
+            labels = page.evaluate("window.playbach.labels")
+            buffer = page.locator("#m-buffer").text_content()
+            page.get_by_role("button", name="? Help").click()
+            helped = page.locator("#help").is_visible() and "piano roll" in (
+                page.locator("#help").text_content())
+            with page.expect_download() as download:
+                page.get_by_role("link", name="MIDI").click()
+            midi = Path(download.value.path()).read_bytes()
+            name = download.value.suggested_filename
         page.screenshot(path=str(ARTIFACTS / f"player-{device_rate or 'device'}-"
                                              f"{codec or 'auto'}-{decoder or 'auto'}.png"))
         # the roll has drawn notes: some pixels are in the notes' colours
         drawn = page.evaluate(COLOURED_PIXELS)
         browser.close()
     assert state["errors"] == [], state["errors"]
+    if first:
+        assert nothing == "nothing heard yet: press ▶ Play, listen, then download"
+        assert labels == ["C1", "C2", "C3", "C4", "C5", "C6", "C7"]
+        assert re.fullmatch(r"\d+ ms \(aim \d+ ms\)", buffer), buffer
+        assert helped and name == "playbach-radio.mid" and midi[:4] == b"MThd"
     assert not [c for c in console if c.startswith(("error", "pageerror"))], console
     assert state["consumed"] > 2 * 44100 and state["frames"] > 20
     assert state["status"] == "playing" and state["model"] == DEFAULT_MODEL
@@ -73,3 +95,30 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
     print(f"\nplayer ({state['codec']}, {state['decoder']}): device at {state['rate']} Hz "
           f"plays {rate:.0f} stream "
           f"samples/s, {bytes_per_s * 8 / 1000:.0f} kbit/s in")
+
+
+def test_the_api_docs_render_without_the_internet(services, tmp_path):
+    """/docs loads Swagger UI from the gateway itself: every request leaving it is blocked,
+    and the page still shows every operation."""
+    url = services.gateway()
+    outside: list[str] = []
+
+    def only_ours(route) -> None:
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = open_browser(p, tmp_path, DESKTOP)
+        page = browser.new_page()
+        page.route("**/*", only_ours)
+        page.goto(f"{url}/docs")
+        page.locator(".swagger-ui .info .title").wait_for(timeout=20_000)
+        title = page.locator(".swagger-ui .info .title").text_content()
+        operations = page.locator(".opblock").count()
+        page.screenshot(path=str(ARTIFACTS / "api-docs.png"))
+        browser.close()
+    assert outside == [], f"/docs needs the internet: {outside}"
+    assert title.startswith("Play Bach") and operations >= 20

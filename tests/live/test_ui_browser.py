@@ -1,5 +1,6 @@
-"""The control room in a real headless Chromium, against make-up-style local services: log in,
-press play, change the BPM; the embedded player plays and draws the notes."""
+"""The control room in a real headless Chromium, against make-up-style local services, at a
+phone's and a desktop's size: log in, press play, change the BPM, make a channel, train a
+model; the embedded player plays and draws the notes. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -56,12 +57,14 @@ def ui_training(services, tmp_path):
     proc.wait(10)
 
 
-def player_frame(page, gateway: str, timeout: float = 20):
-    """The embedded player's frame, once it has loaded."""
+def player_frame(page, gateway: str, timeout: float = 20, channel_not: str | None = None):
+    """The embedded player's frame, once it has loaded (one for another channel than
+    ``channel_not``, when given)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         for frame in page.frames:
-            if frame.url.startswith(gateway):
+            if frame.url.startswith(gateway) and not (
+                    channel_not and f"channel={channel_not}&" in frame.url):
                 frame.wait_for_load_state()
                 return frame
         page.wait_for_timeout(200)
@@ -81,44 +84,106 @@ def set_bpm(page, slider, stored, target: int, timeout: float = 30) -> None:
         page.wait_for_timeout(50 if now != target else 300)
 
 
-def test_log_in_play_change_bpm_and_hear_it(ui, live, tmp_path):
+LABEL_TOPS = """(names) => {
+    const tops = {};
+    for (const label of document.querySelectorAll('[data-testid="stWidgetLabel"]')) {
+        const text = label.innerText.trim();
+        if (names.includes(text) && !(text in tops)) tops[text] = label.getBoundingClientRect().top;
+    }
+    return names.map((n) => tops[n] ?? null); }"""
+
+
+def label_tops(page, *names: str) -> list[float]:
+    """Where the widgets' labels are, read in one go (the page may re-render between reads)."""
+    page.get_by_text("Trained on").first.wait_for()  # the last part of the controls drawn
+    return page.evaluate(LABEL_TOPS, list(names))
+
+
+def test_the_control_room_on_a_phone_and_a_desktop(ui, live, tmp_path):
+    """Each point a new user met, seen in Chromium at 390 x 844, then 1366 x 900: the login
+    on the page, the controls in order, the player's meters in its frame, one Play, one
+    channel picker, names in messages, what a new channel copies, and no developer menu."""
     ARTIFACTS.mkdir(exist_ok=True)
+    console: list[str] = []
     with sync_playwright() as p:
-        browser = open_browser(p, tmp_path, {"width": 1280, "height": 1100})
+        browser = open_browser(p, tmp_path, PHONE)
         page = browser.new_page()
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
         page.goto(ui)
-        page.get_by_role("textbox", name="Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.get_by_text("logged in").first.wait_for(timeout=20_000)
+        login = page.get_by_text("Log in to change the music")
+        login.wait_for(timeout=20_000)
+        login_on_phone = login.is_visible()  # on the page, not in the folded sidebar
+        login.click()
+        log_in_form(page)
+        said_logged_in = page.get_by_text("logged in").count()
+        frame = player_frame(page, live.gateway_url)
+        frame.locator("#m-notes").wait_for()
+        box, notes = page.locator("iframe").first.bounding_box(), frame.locator(
+            "#dl-wav").bounding_box()
+        meters_inside = notes["y"] + notes["height"] <= box["y"] + box["height"]
+        order = label_tops(page, "Model", "Instrument", "BPM", "Temperature", "Top-p",
+                           "Seed (optional)")
+        page.screenshot(path=str(ARTIFACTS / "control-room-phone.png"), full_page=True)
+
+        page.set_viewport_size(DESKTOP)
         # a product, not a Streamlit sketch: no Deploy button, no developer menu
         deploy = page.get_by_role("button", name="Deploy").count()
         page.get_by_test_id("stMainMenu").click()
         page.wait_for_timeout(300)
         developer = page.get_by_text("Clear cache").count() + page.get_by_text("Rerun").count()
         page.keyboard.press("Escape")
-        page.get_by_role("button", name="▶ Play").click()
-        frame = player_frame(page, live.gateway_url)
-        frame.get_by_role("button", name="▶ Play").click()  # the browser's own gesture
+        plays_outside = page.get_by_role("button", name="▶ Play").count()
+        picker_in_player = frame.locator("#channel").is_visible()
+        frame.get_by_role("button", name="▶ Play").click()  # the one press
         frame.wait_for_function("window.playbach.consumed > 44100", timeout=20_000)
         set_bpm(page, page.get_by_role("slider", name="BPM"), lambda: httpx.get(
             f"{live.gateway_url}/api/channels/radio").json()["params"]["bpm"], 100)
+        page.get_by_text("BPM is now 100 on Radio (shared radio)").wait_for(timeout=10_000)
         frame.wait_for_function("document.getElementById('p-bpm').textContent === '100'",
                                 timeout=10_000)  # the player heard of the change
         frame.wait_for_function("window.playbach.consumed > 44100 * 4", timeout=20_000)
         drawn = frame.evaluate(COLOURED_PIXELS)
         errors = frame.evaluate("window.playbach.errors")
-        page.screenshot(path=str(ARTIFACTS / "control-room.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / "control-room-desktop.png"), full_page=True)
+
+        page.get_by_role("tab", name="Stats").click()
+        page.get_by_test_id("stVegaLiteChart").first.wait_for(timeout=20_000)
+        page.wait_for_timeout(2500)  # a refresh or two of the stats
+        page.screenshot(path=str(ARTIFACTS / "stats-desktop.png"), full_page=True)
+        page.get_by_role("tab", name="Listen").click()
+
+        page.get_by_role("button", name="New channel just for me").click()
+        copied = page.get_by_text(re.compile("starts with the settings of Radio"))
+        copied.wait_for(timeout=20_000)
+        copied_text = copied.text_content()
+        mine = player_frame(page, live.gateway_url, channel_not="radio")
+        mine.get_by_role("button", name="▶ Play").wait_for()
+        mine.get_by_role("link", name="MIDI").click()  # before it played: explained
+        nothing = mine.locator("#m-error").text_content()
+        page.screenshot(path=str(ARTIFACTS / "new-channel-desktop.png"), full_page=True)
         browser.close()
+    assert login_on_phone and said_logged_in == 1
+    assert meters_inside, "the embedded player cuts off its meters on a phone"
+    assert order == sorted(order), f"controls out of order on a phone: {order}"
+    assert (deploy, developer) == (0, 0), "Streamlit's Deploy button or developer menu shows"
+    assert plays_outside == 0 and not picker_in_player, "two Play buttons or two pickers"
     assert errors == []
     assert drawn > 50, "the embedded piano roll drew no notes"
-    assert (deploy, developer) == (0, 0), "Streamlit's Deploy button or developer menu shows"
+    assert "model cello-suites, Cello, 100 BPM" in copied_text
+    assert nothing == "nothing heard yet: press ▶ Play, listen, then download"
+    assert not [c for c in console if "Infinite extent" in c], console
+
+
+def log_in_form(page) -> None:
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Log out").wait_for(timeout=20_000)
 
 
 def log_in(page, ui: str) -> None:
     page.goto(ui)
-    page.get_by_role("textbox", name="Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.get_by_role("button", name="Log out").wait_for(timeout=20_000)
+    page.get_by_text("Log in to change the music").click()
+    log_in_form(page)
 
 
 def test_train_a_model_from_the_browser_and_play_it(ui_training, services, tmp_path):

@@ -6,6 +6,7 @@ const state = window.playbach = {           // read by the browser tests
   notes: [], noteCount: 0, playhead: null, consumed: 0, underruns: 0, reported: 0,
   buffered: 0, errors: [], ws: null, ctx: null, node: null, frames: 0, ver: -1, splices: 0,
   codec: null, codecRate: 44100, decoder: null, decoderKind: null, wasm: null, bytes: 0,
+  labels: [],
 };
 const $ = (id) => document.getElementById(id);
 window.addEventListener('error', (e) => state.errors.push(String(e.message)));
@@ -34,8 +35,27 @@ async function loadLists() {
     const mine = channels.find((c) => c.id === state.channel);
     if (mine) showParams(mine.params);
   } catch (e) { $('m-error').textContent = 'the server is unreachable'; }
-  $('wav').href = `/stream/${encodeURIComponent(state.channel)}.wav`;
+  const cid = encodeURIComponent(state.channel);
+  const token = q.get('token') ? `&token=${encodeURIComponent(q.get('token'))}` : '';
+  $('wav').href = `/stream/${cid}.wav`;
+  $('dl-mid').href = `/api/channels/${cid}/recent.mid?seconds=120${token}`;
+  $('dl-wav').href = `/api/channels/${cid}/recent.wav?seconds=120${token}`;
 }
+
+// A download before anything played would get the gateway's 404 page: say it here instead.
+for (const id of ['dl-mid', 'dl-wav']) {
+  $(id).addEventListener('click', (e) => {
+    if (!state.consumed) {
+      e.preventDefault();
+      $('m-error').textContent = 'nothing heard yet: press ▶ Play, listen, then download';
+    }
+  });
+}
+$('help-toggle').addEventListener('click', () => {
+  const help = $('help');
+  help.hidden = !help.hidden;
+  $('help-toggle').setAttribute('aria-expanded', String(!help.hidden));
+});
 
 // The best path this browser has: Opus packets (an eighth of the bandwidth) decoded by
 // WebCodecs, else by libopus in WebAssembly (the npm package opus-decoder, in vendor/, loaded
@@ -188,7 +208,7 @@ async function start() {
       state.playhead = s.playhead === null ? null : s.playhead * scale;
       state.consumed = s.consumed * scale; state.underruns = s.underruns;
       state.buffered = s.buffered;
-      $('m-buffer').textContent = `${Math.round(s.buffered * 1000)} ms (target ${Math.round(s.target * 1000)})`;
+      $('m-buffer').textContent = `${Math.round(s.buffered * 1000)} ms (aim ${Math.round(s.target * 1000)} ms)`;
       $('m-underruns').textContent = s.underruns;
     };
     state.node.connect(state.ctx.destination);
@@ -233,7 +253,16 @@ function draw() {
   const span = 8, nowX = w * 0.75, low = 24, high = 96;   // seconds shown, MIDI range
   const xOf = (pos) => nowX + ((pos - state.playhead) / state.rate) * (w / span);
   g.strokeStyle = '#2a2e35';
-  for (let m = low; m <= high; m += 12) { const y = h - ((m - low) / (high - low)) * h; g.beginPath(); g.moveTo(0, y); g.lineTo(w, y); g.stroke(); }
+  g.fillStyle = '#7d838c';
+  g.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+  state.labels = [];
+  for (let m = low; m <= high; m += 12) {   // a line and a label at every C: C1 ... C7
+    const y = h - ((m - low) / (high - low)) * h;
+    g.beginPath(); g.moveTo(0, y); g.lineTo(w, y); g.stroke();
+    const label = `C${m / 12 - 1}`;
+    g.fillText(label, 4 * devicePixelRatio, y - 3 * devicePixelRatio);
+    state.labels.push(label);
+  }
   if (state.playhead !== null) {
     const keep = state.playhead - span * state.rate;
     state.notes = state.notes.filter((n) => n.pos + n.duration * state.rate > keep);
