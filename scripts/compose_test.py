@@ -5,8 +5,9 @@ answers and `podman-compose` otherwise (../shared/tools/podman-setup.sh prepares
 no .env and no secrets. Then: waits for health, listens to the radio over the gateway's
 WebSocket (PCM not silent), scales inference to 3 (every note made once), SIGKILLs an
 inference and a synth container (the silence a listener hears), restarts Redis (recovery, the
-channels kept), trains the tiny preset with the trainer profile and plays it, and tears
-everything down. Prints each figure; exits non-zero on the first failed check. Needs root
+channels kept), uploads three cello movements for the trainer-worker to train with the tiny
+preset (as the control room's Train page does) and plays the model, and tears everything
+down. Prints each figure; exits non-zero on the first failed check. Needs root
 and minutes: not part of `make test`."""
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from playbach import streams  # noqa: E402 (the key names)
+from playbach.training import FINAL  # noqa: E402 (a job's end states)
 from tests.live import timing  # noqa: E402 (the tests' measurements)
 from tests.live.client import Heard, listen  # noqa: E402 (the tests' WebSocket listener)
 
@@ -180,7 +182,8 @@ def main() -> int:
 
         start = time.monotonic()
         stack.run("up", "-d")
-        ready = stack.wait_healthy(["redis", "inference", "synth", "gateway", "ui"])
+        ready = stack.wait_healthy(["redis", "inference", "synth", "gateway", "ui",
+                                    "trainer-worker"])
         figures["up to healthy"] = f"{time.monotonic() - start:.0f} s"
         check(ready >= 0, f"every service healthy ({figures['up to healthy']})")
         seeded = re.findall(r"seed: /models: copied (?!nothing)[^;]*", stack.logs("models"))
@@ -241,13 +244,23 @@ def main() -> int:
                                                           "password": password})
         check(res.status_code == 200, "the generated password survived too")
 
+        # The Train page's way: three cello movements uploaded, the trainer-worker trains them.
         start = time.monotonic()
-        stack.run("--profile", "train", "run", "--rm", "trainer", "train", "--preset", "tiny",
-                  "--name", "compose-tiny", "--no-progress", timeout=1800)
-        figures["trainer (tiny)"] = f"{time.monotonic() - start:.0f} s"
+        files = [("files", (n, (REPO / "data" / "cello-suites" / n).read_bytes(), "audio/midi"))
+                 for n in ("cs1-1pre.mid", "cs1-2all.mid", "cs2-1pre.mid")]
+        res = httpx.post(f"{stack.url}/api/train/jobs", headers=auth, files=files,
+                         data={"name": "compose-tiny", "preset": "tiny"}, timeout=30)
+        check(res.status_code == 201, f"an upload queued a training job ({res.status_code})")
+        jid, job = res.json()["id"], {}
+        while time.monotonic() - start < 1800 and job.get("state") not in FINAL:
+            time.sleep(2)
+            job = httpx.get(f"{stack.url}/api/train/jobs/{jid}", headers=auth).json()["job"]
+        figures["trainer worker (tiny, 3 movements)"] = f"{time.monotonic() - start:.0f} s"
+        check(job.get("state") == "done", f"the trainer-worker trained it: {job.get('state')} "
+              f"{job.get('reason') or ''}({figures['trainer worker (tiny, 3 movements)']})")
         models = httpx.get(f"{stack.url}/api/models").json()
-        check("compose-tiny" in json.dumps(models),
-              f"the trained model is listed, nothing restarted ({figures['trainer (tiny)']})")
+        check("compose-tiny" in json.dumps(models), "the trained model is listed, nothing "
+                                                    "restarted")
         res = httpx.patch(f"{stack.url}/api/channels/radio", json={"model": "compose-tiny"},
                           headers=auth)
         check(res.status_code == 200, "the radio switched to it")

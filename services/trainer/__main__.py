@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from trainer.worker import main as work
 
+        if args.models_dir:  # the jobs' processes read their settings from the environment
+            os.environ["MODELS_DIR"] = str(args.models_dir)
         work()
         return 0
     settings = settings_mod.load(TrainerSettings, "trainer")

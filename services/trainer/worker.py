@@ -102,20 +102,21 @@ class Worker:
                            name=f"job-{job.id}")
         proc.start()
         writer.close()
-        result, kill_at, last_look = None, None, 0.0
+        result, kill_at, last_look, ended = None, None, 0.0, False
         try:
-            while result is None:
+            while result is None and not ended:
                 while reader.poll():
                     try:
                         message = reader.recv()
-                    except EOFError:
+                    except EOFError:  # the process is gone (its end of the pipe closed)
+                        ended = True
                         break
                     if "result" in message:
                         result = message["result"]
                     else:
                         await self.passed_on(job, TrainProgress.model_validate_json(
                             message["progress"]))
-                if result is not None or (not proc.is_alive() and not reader.poll()):
+                if result is not None or ended:
                     break
                 if time.monotonic() - last_look > 1:  # beat, and look for a cancel
                     last_look = time.monotonic()

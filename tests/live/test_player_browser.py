@@ -15,11 +15,12 @@ from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, DESKTOP, open_browser
 
 
 @pytest.mark.parametrize(("device_rate", "codec", "decoder"), [
-    (None, None, None), (48000, None, None), (None, "pcm", None), (None, None, "wasm")])
+    (None, None, None), (48000, None, "wasm"), (None, "pcm", None)])
 def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate, codec,
                                                      decoder):
     """The player picks Opus by itself where WebCodecs decodes it (Chromium does), decodes it
-    with the bundled WebAssembly libopus where told to (as in a browser without WebCodecs), or
+    with the bundled WebAssembly libopus where told to (as in a browser without WebCodecs;
+    here on a 48 kHz device, which the worklet resamples for), or
     takes PCM when told to; each way it plays at the stream's pace, draws the roll, and takes a
     change as a new take."""
     ARTIFACTS.mkdir(exist_ok=True)

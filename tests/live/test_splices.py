@@ -47,7 +47,8 @@ def test_killing_the_owner_costs_a_listener_no_silence(pairs, redis, role):
         out = []
         for _ in range(TRIALS):
             # after the kill: the lease (1.5 s) moves, and the new owner's audio follows
-            heard = await timing.failover(url, redis, role, kill, before=0.8, after=2.3)
+            heard = await timing.failover(url, redis, role, kill, before=0.8, after=2.3,
+                                          min_notes=2)
             out.append((timing.silence(heard, heard.hello["rate"]), timing.gaps(heard),
                         timing.note_faults(heard), len(heard.notes)))
             await asyncio.sleep(0.3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -48,13 +49,15 @@ def job(url: str, auth: dict, jid: str) -> dict:
     return httpx.get(f"{url}/api/train/jobs/{jid}", headers=auth).json()
 
 
-def job_processes(replica: str) -> set[int]:
-    """Processes started as (or by) the replica: the worker and its training processes."""
+def job_processes(replica: str, command: bytes = b"") -> set[int]:
+    """Processes started as (or by) the replica: the worker, its training processes and
+    their helpers; only those whose command line holds ``command``, when given."""
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if f"REPLICA_ID={replica}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(
-                    b"\0"):
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if f"REPLICA_ID={replica}".encode() in env and command in Path(
+                    f"/proc/{pid}/cmdline").read_bytes():
                 found.add(int(pid))
         except OSError:
             pass
@@ -78,6 +81,18 @@ def test_a_lost_job_fails_with_why_and_a_cancel_stops_training(trained, services
     failed = wait_for(lambda: (j := job(url, auth, lost["id"])["job"])["state"] == "failed"
                       and j, 30, "the lost job to fail")
     assert "trainer-1 restarted while training it" in failed["reason"]
+
+    # The training process itself killed (as the kernel's OOM killer would): the worker lives
+    # on and fails the job, saying how the process ended.
+    died = httpx.post(f"{url}/api/train/jobs", headers=auth, files=upload(),
+                      data={"name": "died", "preset": "tiny"}).json()
+    wait_for(lambda: job(url, auth, died["id"])["job"]["state"] == "running", 30, "a start")
+    [child] = wait_for(lambda: job_processes("trainer-1", b"spawn_main"), 30, "its process")
+    os.kill(child, signal.SIGKILL)
+    failed = wait_for(lambda: (j := job(url, auth, died["id"])["job"])["state"] == "failed"
+                      and j, 30, "the job to fail")
+    assert failed["reason"].startswith("the training process died (killed by signal 9")
+    assert services.procs["trainer-1"].poll() is None
 
     # Three cello movements, a corrupt MIDI file and a text file, followed over the
     # WebSocket; cancelled once it trains (the first epoch takes seconds: TensorFlow builds

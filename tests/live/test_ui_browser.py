@@ -172,6 +172,10 @@ def test_the_control_room_on_a_phone_and_a_desktop(ui, live, tmp_path):
     assert "model cello-suites, Cello, 100 BPM" in copied_text
     assert nothing == "nothing heard yet: press ▶ Play, listen, then download"
     assert not [c for c in console if "Infinite extent" in c], console
+    # the logs keep what someone did: no deprecation warnings, no line per stats poll
+    assert "deprecat" not in (tmp_path / "ui.log").read_text().lower()
+    gateway_log = live.log("gw")
+    assert "GET /api/stats" not in gateway_log and "PATCH /api/channels/radio" in gateway_log
 
 
 def log_in_form(page) -> None:

@@ -150,9 +150,12 @@ def owner(redis, role: str, cid: str = "radio") -> str | None:
 
 
 async def failover(url: str, redis, role: str, kill: Callable[[str], None],
-                   before: float = 1.5, after: float = 3.5, cid: str = "radio") -> Heard:
+                   before: float = 1.5, after: float = 3.5, cid: str = "radio",
+                   min_notes: int = 0, longest: float = 6.0) -> Heard:
     """Listen, SIGKILL (through ``kill``) the replica of ``role`` that owns the channel, and
-    listen on; what was heard."""
+    listen on; what was heard. With ``min_notes``, listen on after ``after`` until that many
+    notes were heard (at most ``longest`` s more): a slow passage of held notes can fill the
+    window with one note, too few to tell a lost or repeated one."""
     async with Listening(url, cid) as listening:
         await asyncio.sleep(before)
         victim = owner(redis, role, cid)
@@ -161,4 +164,7 @@ async def failover(url: str, redis, role: str, kill: Callable[[str], None],
         listening.heard.events.append({"type": "killed", "replica": victim,
                                        "at": time.monotonic()})
         await asyncio.sleep(after)
+        more = time.monotonic() + longest
+        while len(listening.heard.notes) < min_notes and time.monotonic() < more:
+            await asyncio.sleep(0.1)
     return listening.heard
