@@ -264,7 +264,7 @@ def own_models(services: Services, folder: Path) -> dict[str, str]:
     for shipped in SHIPPED.iterdir():
         (models / shipped.name).symlink_to(shipped)
     env = {"MODELS_DIR": str(models), "RUNS_DIR": str(folder / "runs"),
-           "CACHE_DIR": str(folder / "cache")}
+           "CACHE_DIR": str(folder / "cache"), "POLL_S": "0.2"}  # a trainer worker's
     services.env.update(env)
     return env
 

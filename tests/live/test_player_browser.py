@@ -11,7 +11,7 @@ from playwright.sync_api import sync_playwright
 
 from playbach.schemas import DEFAULT_MODEL
 from tests.conftest import login
-from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, DESKTOP, open_browser
+from tests.live.browser import ARTIFACTS, COLOURED_PIXELS, DESKTOP, PHONE, open_browser
 
 
 @pytest.mark.parametrize(("device_rate", "codec", "decoder"), [
@@ -119,7 +119,10 @@ def test_the_api_docs_render_without_the_internet(services, tmp_path):
         page.locator(".swagger-ui .info .title").wait_for(timeout=20_000)
         title = page.locator(".swagger-ui .info .title").text_content()
         operations = page.locator(".opblock").count()
-        page.screenshot(path=str(ARTIFACTS / "api-docs.png"))
+        page.screenshot(path=str(ARTIFACTS / "api-docs-desktop.png"))
+        page.set_viewport_size(PHONE)
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(ARTIFACTS / "api-docs-phone.png"))
         browser.close()
     assert outside == [], f"/docs needs the internet: {outside}"
     assert title.startswith("Play Bach") and operations >= 20

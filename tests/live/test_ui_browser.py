@@ -150,6 +150,10 @@ def test_the_control_room_on_a_phone_and_a_desktop(ui, live, tmp_path):
         page.get_by_test_id("stVegaLiteChart").first.wait_for(timeout=20_000)
         page.wait_for_timeout(2500)  # a refresh or two of the stats
         page.screenshot(path=str(ARTIFACTS / "stats-desktop.png"), full_page=True)
+        page.set_viewport_size(PHONE)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(ARTIFACTS / "stats-phone.png"), full_page=True)
+        page.set_viewport_size(DESKTOP)
         page.get_by_role("tab", name="Listen").click()
 
         page.get_by_role("button", name="New channel just for me").click()
@@ -161,6 +165,9 @@ def test_the_control_room_on_a_phone_and_a_desktop(ui, live, tmp_path):
         mine.get_by_role("link", name="MIDI").click()  # before it played: explained
         nothing = mine.locator("#m-error").text_content()
         page.screenshot(path=str(ARTIFACTS / "new-channel-desktop.png"), full_page=True)
+        page.set_viewport_size(PHONE)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ARTIFACTS / "new-channel-phone.png"), full_page=True)
         browser.close()
     assert login_on_phone and said_logged_in == 1
     assert meters_inside, "the embedded player cuts off its meters on a phone"
