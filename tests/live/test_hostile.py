@@ -25,8 +25,9 @@ def fds(pid: int) -> int:
 
 def holds_connection(pid: int, client_port: int) -> bool:
     """Whether process ``pid`` still has a socket open to the client at ``client_port``: the
-    socket's inode from the kernel's TCP table, looked for among the process's files. (A
-    count of its files also counts the Redis pool growing by one while the test ran.)"""
+    socket's inode from the kernel's TCP table, looked for among the process's files.
+    (Counting the process's files instead failed twice in one CI run and once locally, one
+    file over; which file was not caught. This asks about the client's socket itself.)"""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as f:
