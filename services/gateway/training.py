@@ -94,17 +94,16 @@ async def _form(request: Request, lim: UploadLimits) -> tuple[dict[str, str], li
     """The form, read only once its declared size is within the limit."""
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit():
-        raise HTTPException(411,
-                            "send the upload with a Content-Length header")
+        raise HTTPException(411, "send the upload with a Content-Length header")
     if int(declared) > lim.max_mb * 1_000_000 + FORM_SLACK:
-        raise HTTPException(413,
-                            f"{int(declared) / 1e6:.3g} MB sent; the limit is {lim.describe()}")
+        raise HTTPException(413, f"{int(declared) / 1e6:.3g} MB sent; the limit is "
+                                 f"{lim.describe()}")
     try:
         form = await request.form(max_files=lim.max_files + 1, max_fields=20)
     except Exception as exc:  # Starlette's parser: too many parts, or not multipart at all
-        raise HTTPException(422,
-                            f"not a form upload this takes ({exc}); send multipart/form-data "
-                            f"with name, preset and files ({lim.describe()})") from None
+        raise HTTPException(422, f"not a form upload this takes ({exc}); send "
+                                 f"multipart/form-data with name, preset and files "
+                                 f"({lim.describe()})") from None
     fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
     files = [v for k, v in form.multi_items() if not isinstance(v, str)]
     return fields, files

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import WatchError
 
 from playbach import streams
-from playbach.schemas import MODEL_PATTERN, ModelName
+from playbach.schemas import ModelName
 
 # The trainer's presets (trainer/config.py checks it has exactly these), as users choose them.
 PRESETS = {
@@ -256,5 +256,5 @@ def is_midi(data: bytes) -> bool:
     return data[:4] == MIDI_MAGIC
 
 
-__all__ = ["CORPORA", "FINAL", "MAX_FILE_MB", "MODEL_PATTERN", "PRESETS", "JobBook",
-           "Skipped", "TrainJob", "TrainProgress", "is_midi"]
+__all__ = ["CORPORA", "FINAL", "MAX_FILE_MB", "PRESETS", "JobBook", "Skipped", "TrainJob",
+           "TrainProgress", "is_midi"]
