@@ -25,7 +25,10 @@ def test_listener_hears_music_whose_notes_match_the_audio(live):
     url = live.gateway_url
     httpx.patch(f"{url}/api/channels/radio", json={"instrument": 13, "bpm": 120},
                 headers=login(url)).raise_for_status()  # a xylophone: a sharp attack, a quick decay
-    heard = run(listen(url, "radio", 6.0))
+    # at least 6 s and 8 notes (at most 15 s): a run of rests or held notes can fill 6 s of a
+    # xylophone with little sound
+    heard = run(listen(url, "radio", 15.0, until=lambda h: h.seconds() >= 6 and len(
+        h.notes) >= 8))
     assert heard.hello["rate"] == RATE and heard.hello["format"] == "s16le"
     assert heard.seconds() >= 3.0, live.log("synth-1")
     assert heard.rms() > 300  # not silence

@@ -73,14 +73,24 @@ def player_frame(page, gateway: str, timeout: float = 20, channel_not: str | Non
 
 def set_bpm(page, slider, stored, target: int, timeout: float = 30) -> None:
     """Arrow keys until the channel holds ``target``: on a busy machine the control room
-    re-renders between presses, and a press can land while the slider has no focus."""
+    re-renders between presses, and a press can land while the slider has no focus, or a
+    slider that shows ``target`` can have sent an earlier value last (its change lost in a
+    rerun): then it is moved off and back, which sends ``target`` again."""
     deadline = time.time() + timeout
+    shown_since = None
     while stored() != target:
         assert time.time() < deadline, f"the channel's BPM stays at {stored()}"
         now = int(slider.input_value())
         if now != target:
+            shown_since = None
             slider.focus()
             page.keyboard.press("ArrowRight" if now < target else "ArrowLeft")
+        elif shown_since is None:
+            shown_since = time.time()
+        elif time.time() - shown_since > 3:
+            shown_since = None
+            slider.focus()
+            page.keyboard.press("ArrowLeft")  # the next pass presses ArrowRight
         page.wait_for_timeout(50 if now != target else 300)
 
 
