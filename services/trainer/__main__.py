@@ -140,8 +140,8 @@ def _check_train(args: argparse.Namespace, extra: list[str], settings: TrainerSe
         raise UserError("--limit must be at least 1")
     cfg = make_config(args.preset, extra)
     options = EncodingOptions(not args.normal, args.parts, args.transpose)
-    limits = Limits(**{f: getattr(settings, f) if getattr(args, f) is None else getattr(args, f)
-                       for f in ("max_file_mb", "max_parse_seconds", "max_notes")})
+    limits = settings.limits(max_file_mb=args.max_file_mb,
+                             max_parse_seconds=args.max_parse_seconds, max_notes=args.max_notes)
     for path, what in ((models_dir, "--models-dir"), (settings.runs_dir, "RUNS_DIR"),
                        (settings.cache_dir, "CACHE_DIR")):
         _check_writable(path, what)
@@ -225,8 +225,7 @@ def _score(args: argparse.Namespace, settings: TrainerSettings, models_dir: Path
         raise UserError(f"--midi-dir {args.midi_dir}: not a folder")
     corpus = load_corpus(str(args.midi_dir), midi_paths(args.midi_dir), model.vocab.options,
                          settings.cache_dir, progress=not args.no_progress and
-                         sys.stderr.isatty(), limits=Limits(settings.max_file_mb,
-                         settings.max_parse_seconds, settings.max_notes))
+                         sys.stderr.isatty(), limits=settings.limits())
     for skip in corpus.skipped:
         log.warning("skipped %s: %s", skip["file"], skip["reason"])
     if not corpus.pieces:

@@ -91,14 +91,12 @@ def progress_callback(report: Reporter, epochs: int):
 
 def run(spec: Spec, report: Reporter) -> dict[str, Any]:
     from playbach.settings import load
-    from trainer.corpus import Limits, check_size, corpus_paths, load_corpus, midi_paths
+    from trainer.corpus import check_size, corpus_paths, load_corpus, midi_paths
     from trainer.settings import TrainerSettings
 
     settings = load(TrainerSettings, "trainer")
     cfg = make_config(spec.preset, [])
     options = EncodingOptions()
-    limits = Limits(**{f: getattr(settings, f)
-                       for f in ("max_file_mb", "max_parse_seconds", "max_notes")})
     if spec.corpus:
         source, paths = CORPORA[spec.corpus], corpus_paths(spec.corpus)
     else:
@@ -106,7 +104,7 @@ def run(spec: Spec, report: Reporter) -> dict[str, Any]:
         source = f"{len(paths)} uploaded MIDI files"
     report.send(kind="phase", message=f"parsing {len(paths)} files")
     corpus = load_corpus(source, paths, options, settings.cache_dir, progress=False,
-                         limits=limits,
+                         limits=settings.limits(),
                          on_file=lambda done, total: report.send(kind="parse", done=done,
                                                                  total=total))
     report.check()

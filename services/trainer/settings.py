@@ -19,6 +19,12 @@ class TrainerSettings(ServiceSettings):
     max_parse_seconds: float = Field(Limits.max_parse_seconds, gt=0, allow_inf_nan=False)
     max_notes: int = Field(Limits.max_notes, gt=0)
 
+    def limits(self, **given: float | None) -> Limits:
+        """The per-file limits: these settings, each overridden by a value ``given`` (a
+        command-line flag) that is not None."""
+        return Limits(**{f: getattr(self, f) if given.get(f) is None else given[f]
+                         for f in ("max_file_mb", "max_parse_seconds", "max_notes")})
+
 
 class WorkerSettings(TrainerSettings, ReplicaSettings):
     """``python -m trainer worker``: the trainer's settings, and a replica's (REDIS_URL checked
