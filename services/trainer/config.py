@@ -41,6 +41,7 @@ class TrainConfig:
     copy_window: int = 64  # steps the pointer looks back
     copy_dim: int = 64  # its query and key size
     copy_duration: bool = True  # durations copied too, not only pitches
+    copy_recency: bool = False  # the pointer also learns a bias per distance back
     key_profile: bool = False  # the piece's pitch classes so far as an input and a key bias
     voices: bool = True  # each note's place in its chord, and intervals from the chords' notes
     init: str = ""  # a published model whose weights training starts from (same network)

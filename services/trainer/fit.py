@@ -18,6 +18,8 @@ from trainer.config import TrainConfig, UserError
 from trainer.dataset import training_windows, transpose, xy
 from trainer.model import build_model
 
+FRESH = ("pointer/distance",)  # weights --init may leave to training: new in the network
+
 
 class Augmented(keras.utils.PyDataset):
     """Training batches in a new order and new keys every epoch (transposition augmentation:
@@ -45,13 +47,20 @@ class Augmented(keras.utils.PyDataset):
 
 
 def start_from(model: keras.Model, path: Path) -> None:
-    """Copy in the weights of a published model of the same network (``--init``): what it
-    learnt from a larger corpus is where training on a smaller one starts."""
-    source = keras.models.load_model(path, compile=False)
-    try:
-        model.set_weights(source.get_weights())
-    except ValueError as exc:
-        raise UserError(f"--init: {path.parent.name} is a different network ({exc})") from None
+    """Copy in the weights of a published model (``--init``): what it learnt from a larger
+    corpus is where training on a smaller one starts. The network must be the same, or the
+    same plus parts the source lacks (the pointer's distance bias), which start fresh."""
+    source = {w.path: w for w in keras.models.load_model(path, compile=False).weights}
+    mine = {w.path: w for w in model.weights}
+    extra = sorted(p for p in source if p not in mine or mine[p].shape != source[p].shape)
+    lacking = sorted(p for p in mine if p not in source and p not in FRESH)
+    if extra or lacking:
+        what = [f"{p} {tuple(source[p].shape)} has no place here" for p in extra[:2]]
+        what += [f"it has no {p}" for p in lacking[:2]]
+        raise UserError(f"--init: {path.parent.name} is a different network "
+                        f"({'; '.join(what)})")
+    for p, w in source.items():
+        mine[p].assign(w.numpy())
 
 
 def read_history(path: Path) -> list[dict[str, float]]:

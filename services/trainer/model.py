@@ -117,11 +117,16 @@ class Pointer(layers.Layer):
     figure comes back as it was, or moved to another degree (a sequence), with its rhythm.
     Each step attends to earlier steps ``s`` in three ways and proposes what followed ``s``:
     the same note, the same interval from the last note, the same duration. A learned gate
-    keeps the rest of the probability for the LSTM's own heads."""
+    keeps the rest of the probability for the LSTM's own heads. With ``recency``, each kind
+    also learns a bias per distance back: the keys are made from the LSTM's state, which
+    does not say how far back a step lies, yet "the same as the step before" (a run of
+    eighths) or "as four steps ago" (a repeating figure) is how rhythm and figuration work."""
 
-    def __init__(self, window: int, dim: int, durations: bool, **kwargs) -> None:
+    def __init__(self, window: int, dim: int, durations: bool, recency: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.window, self.dim, self.durations = window, dim, durations
+        self.recency = recency
         self.queries = [layers.Dense(dim, name=f"query_{k}") for k in self.kinds]
         self.keys = [layers.Dense(dim, name=f"key_{k}") for k in self.kinds]
         self.gates = [layers.Dense(1, name=f"gate_{h}") for h in self.heads]
@@ -137,6 +142,9 @@ class Pointer(layers.Layer):
     def build(self, input_shape) -> None:
         for layer in (*self.queries, *self.keys, *self.gates):
             layer.build(input_shape)
+        if self.recency:  # [kind, distance - 1]: zero at first, attention by content alone
+            self.distance = self.add_weight(shape=(len(self.kinds), self.window),
+                                            initializer="zeros", name="distance")
 
     @staticmethod
     def targets(pitch, duration, last):
@@ -146,13 +154,18 @@ class Pointer(layers.Layer):
         ok = (pitch >= PITCH_OFFSET) & (last >= 0) & (interval >= 0) & (interval < SPAN)
         return pitch, ops.where(ok, interval, -1), duration
 
-    def mix(self, x, keys, targets, allowed, last, logits) -> list:
+    def mix(self, x, keys, targets, allowed, last, logits, back=None) -> list:
         """Each head's log-probabilities: the gate's share for the head's own softmax, the rest
         spread over the copies. ``keys`` and ``targets`` per kind [B, S, dim] and [B, S];
-        ``allowed`` [B, T, S] (earlier steps in the window); ``last`` [B, T]."""
+        ``allowed`` [B, T, S] (earlier steps in the window); ``last`` [B, T]; ``back`` [T, S]
+        how many steps back each step lies (with ``recency``)."""
         scale = 1.0 / np.sqrt(self.dim)
         scores = {k: ops.einsum("btd,bsd->bts", q(x), keys[k]) * scale
                   for k, q in zip(self.kinds, self.queries, strict=True)}
+        if self.recency:
+            index = ops.clip(back - 1, 0, self.window - 1)
+            scores = {k: scores[k] + ops.take(self.distance[i], index)[None]
+                      for i, k in enumerate(self.kinds)}
         out = []
         for head, gate, own in zip(self.heads, self.gates, logits, strict=True):
             kinds = ("pitch", "interval") if head == "pitch" else ("duration",)
@@ -187,8 +200,9 @@ class Pointer(layers.Layer):
         new["valid"] = ops.concatenate([memory["valid"][:, 1:], memory["pending"][:, None]], 1)
         keys = {k: new[f"keys_{k}"] for k in self.kinds}
         targets = {k: ops.where(new["valid"], new[f"targets_{k}"], -1) for k in self.kinds}
+        back = ops.arange(self.window, 0, -1)[None]  # the memory's newest step is 1 back
         out = self.mix(x[:, None], keys, targets, new["valid"][:, None], last[:, None],
-                       [lg[:, None] for lg in logits])
+                       [lg[:, None] for lg in logits], back)
         for k, key in self.key(x).items():
             new[f"pending_{k}"] = key
         new["pending_last"], new["pending"] = last, ops.ones_like(memory["pending"])
@@ -206,11 +220,11 @@ class Pointer(layers.Layer):
         targets = {"pitch": p, "interval": iv, "duration": d}
         i, j = ops.arange(t)[:, None], ops.arange(t)[None, :]
         allowed = ((j < i) & (i - j <= self.window))[None]
-        return self.mix(x, self.key(x), targets, allowed, last, logits)
+        return self.mix(x, self.key(x), targets, allowed, last, logits, i - j)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "window": self.window, "dim": self.dim,
-                "durations": self.durations}
+                "durations": self.durations, "recency": self.recency}
 
 
 def note_features(size: int) -> np.ndarray:
@@ -298,7 +312,8 @@ def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
     logits = Heads(sizes, cfg.relative, cfg.key_profile, cfg.voices, name="heads")(
         x, inputs["last"], profile, inputs["join"], inputs["bass"])
     if cfg.copy:
-        pointer = Pointer(cfg.copy_window, cfg.copy_dim, cfg.copy_duration, name="pointer")
+        pointer = Pointer(cfg.copy_window, cfg.copy_dim, cfg.copy_duration, cfg.copy_recency,
+                          name="pointer")
         copied = pointer(x, inputs["pitch"], inputs["duration"], inputs["last"],
                          logits[:len(pointer.heads)])
         logits = [*copied, *logits[len(copied):]]
