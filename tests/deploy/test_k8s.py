@@ -163,7 +163,10 @@ def make_train_commands() -> list[list[str]]:
     recipe = re.search(r"^train: .*\n((?:\t.*\n)+)", text, re.MULTILINE).group(1)
     commands = []
     for line in recipe.splitlines():
-        line = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), m.group(0)), line)
+        for _ in range(5):  # a variable may name another (CELLO_CONFIG holds VOICES_CONFIG)
+            line = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), m.group(0)),
+                          line)
+        assert "$(" not in line, f"a Makefile variable left unfilled: {line}"
         words = shlex.split(line)
         commands.append(words[words.index("trainer") + 1:])
     return commands
