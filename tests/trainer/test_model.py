@@ -12,20 +12,18 @@ from playbach.modeldir import FORMAT_VERSION
 from playbach.vocab import EncodingOptions, Vocabulary
 from trainer.config import UserError, make_config
 
-keras = pytest.importorskip("keras")
-
 
 @pytest.fixture(scope="module")
 def vocab() -> Vocabulary:
     return Vocabulary(EncodingOptions())
 
 
-def _tokens(vocab: Vocabulary, cello_dir: Path, settings_dirs: dict) -> np.ndarray:
+def _tokens(vocab: Vocabulary, cello_dir: Path, dirs: dict) -> np.ndarray:
     from trainer.corpus import load_corpus
     from trainer.dataset import encode
 
     corpus = load_corpus("cello", [cello_dir / "cs1-1pre.mid"], EncodingOptions(),
-                         Path(settings_dirs["CACHE_DIR"]), progress=False)
+                         Path(dirs["CACHE_DIR"]), progress=False)
     return encode(corpus.pieces, vocab)[0][:200]
 
 
