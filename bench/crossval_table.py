@@ -20,8 +20,10 @@ NAMES = {"network": "network", "ngram": "best n-gram", "unigram": "unigram",
 def rows(result: dict) -> list[str]:
     s, corpus = result["summary"], result["corpus"]
     title = Path(corpus["source"]).name or corpus["source"]
+    folds = f"{s['folds']} folds" + ("" if result.get("stratify", "none") == "none" else
+                                     f" stratified by {result['stratify']}")
     out = [f"| **{title}** ({corpus['pieces']} pieces, {corpus['steps']:,} steps, "
-           f"{s['folds']} folds) | | | |"]
+           f"{folds}) | | | |"]
     for head in ("pitch", "duration"):
         for model, stats in s["models"].items():
             acc, nats = stats[head]["accuracy"], stats[head]["nats"]
@@ -40,7 +42,7 @@ def gap(g: dict) -> str:
 
 
 # Fields added since with a default that changes the network: what a run before them had.
-BEFORE = {"voices": False}
+BEFORE = {"voices": False, "key": False, "joins": False}
 
 
 def config(result: dict) -> dict:
@@ -51,7 +53,8 @@ def config(result: dict) -> dict:
     from trainer.config import TrainConfig
 
     defaults = {**asdict(TrainConfig()), **BEFORE}
-    return {k: result["config"].get(k, v) for k, v in defaults.items()}
+    return {**{k: result["config"].get(k, v) for k, v in defaults.items()},
+            "stratify": result.get("stratify", "none")}  # folds before it were random
 
 
 def changes(results: list[dict]) -> list[str]:

@@ -16,10 +16,9 @@ import numpy as np
 from playbach.modeldir import model_dir
 from playbach.schemas import DEFAULT_MODEL
 from playbach.settings import REPO
-from playbach.stepmodel import StepModel
+from playbach.stepmodel import StepModel, log_softmax
 from playbach.vocab import PITCH_OFFSET
-from trainer.heldout import log_softmax
-from trainer.score import load_steps
+from trainer.score import load_steps, step_log_probs
 
 
 def main_classes(seq: np.ndarray, size: int) -> np.ndarray:
@@ -40,14 +39,13 @@ def key_mass(name: str) -> tuple[float, float, float, float, float]:
     mass, data, nats = [], [], np.zeros(len(TEMPERATURES))
     for seq in val:
         inside = main_classes(seq, model.vocab.sizes[0])
-        state = model.initial_state()
+        pitch = step_log_probs(model, seq)["pitch"]  # the key inferred, as in scoring
         for t in range(len(seq) - 1):
-            logits, state = model.step(tuple(int(i) for i in seq[t, :3]), state)
             for i, temp in enumerate(TEMPERATURES):
-                nats[i] -= log_softmax(logits[0] / temp)[seq[t + 1, 0]]
+                nats[i] -= log_softmax(pitch[t] / temp)[seq[t + 1, 0]]
             if seq[t + 1, 0] < PITCH_OFFSET:
                 continue
-            p = np.exp(logits[0] - logits[0].max())
+            p = np.exp(pitch[t] - pitch[t].max())
             mass.append(p[inside].sum() / p[PITCH_OFFSET:].sum())
             data.append(inside[seq[t + 1, 0]])
     nats /= sum(len(s) - 1 for s in val)

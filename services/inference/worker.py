@@ -83,7 +83,8 @@ class InferenceWorker(ChannelWorker[Owned]):
         if model is None:
             return None
         improviser = Improviser(model, params.temperature, params.seed,
-                                history=[n.event() for n in recent], top_p=params.top_p)
+                                history=[n.event() for n in recent], top_p=params.top_p,
+                                key=recent[-1].the_key() if recent else None)
         last = recent[-1] if recent else None
         owned = Owned(cid, params, improviser,
                       seq=last.seq + 1 if last else 0,
@@ -203,7 +204,8 @@ class InferenceWorker(ChannelWorker[Owned]):
     def generate(self, owned: Owned) -> None:
         owned.before[owned.seq] = owned.improviser.snapshot()
         ev = owned.improviser.next()
-        note = NoteEvent.of(ev, owned.seq, owned.beat, owned.params, self.settings.replica_id)
+        note = NoteEvent.of(ev, owned.seq, owned.beat, owned.params, self.settings.replica_id,
+                            owned.improviser.key)
         note.ver, note.cut, owned.cut = owned.ver, owned.cut, None
         owned.outbox.append(note)
         owned.beats[owned.seq] = owned.beat

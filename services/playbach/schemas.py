@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from playbach.keys import Key
 from playbach.streams import CHANNELS, CONTROL, synth_position, text
 from playbach.streams import channel as channel_key
 from playbach.vocab import Event
@@ -158,13 +159,23 @@ class NoteEvent(BaseModel):
     # the previous note's start, cutting that note short (a change is not kept waiting for a
     # long note to end). None: it starts where the previous note ends.
     cut: float | None = None
+    # The key the model improvises in (playbach.keys: anchor, mode), so a replica taking the
+    # channel over goes on in it; empty for a model that knows no keys.
+    key: list[int] = Field(default_factory=list, max_length=2)
 
     @classmethod
     def of(cls, ev: Event, seq: int, beat: float, params: ChannelParams,
-           replica: str = "") -> NoteEvent:
+           replica: str = "", key: Key | None = None) -> NoteEvent:
         return cls(seq=seq, beat=beat, pitch=ev.pitch, midi=list(ev.midi),
                    duration=float(ev.duration), velocity=ev.midi_velocity, model=params.model,
-                   temperature=params.temperature, top_p=params.top_p, replica=replica)
+                   temperature=params.temperature, top_p=params.top_p, replica=replica,
+                   key=key.as_list() if key else [])
+
+    def the_key(self) -> Key | None:
+        try:
+            return Key(*self.key) if len(self.key) == 2 else None
+        except ValueError:
+            return None
 
     @staticmethod
     def current(notes: list[NoteEvent]) -> list[NoteEvent]:
@@ -199,6 +210,7 @@ class NoteOn(BaseModel):
     model: str
     temperature: float
     top_p: float = 1.0
+    key: str = ""  # the key it was improvised in ("G major"), for the player to show
 
 
 class AudioChunk(BaseModel):

@@ -2,7 +2,13 @@
 
 ``step.tflite`` has one signature: inputs ``pitch``, ``duration``, ``velocity`` (int32 ``[1]``,
 the current token ids) and ``state`` (float32 ``[1, S]``, all recurrent state packed); outputs
-the logits of each head and the next ``state``. One note costs one ``invoke``."""
+the logits of each head and the next ``state``. One note costs one ``invoke``.
+
+Two kinds of model read alike. A *conditioned* model (``meta.json`` has ``keys``) holds its
+key in the state, where :meth:`StepModel.initial_state` puts it (playbach.keys). A model whose
+pitch is given the joining (``pitch`` of shape ``[1, 2, size]``) has pitch logits per answer
+to "does this step join the chord?": row 0 no (it begins an event), row 1 yes; the duration
+head says how likely ``+`` is. Older models have one row, the same for both."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from playbach.keys import KEY_SLOTS, Key, KeyTable, key_of
 from playbach.modeldir import ModelError, read_meta, read_vocab
 from playbach.vocab import BOS_ID, JOIN_ID, MAX_CHORD, REST_ID, Event, Step, Vocabulary
 
@@ -55,6 +62,13 @@ class StepModel:
             raise ModelError(
                 f"{file}: head sizes {sizes} do not match vocab.json {self.vocab.sizes}")
         self.state_size = int(inputs["state"]["shape"][-1])
+        self.joins = len(outputs["pitch"]["shape"]) == 3  # pitch logits per answer to "joins?"
+        try:
+            self.keys = KeyTable.from_meta(self.meta)
+        except ValueError as exc:
+            raise ModelError(f"{self.path}: {exc}") from None
+        if self.keys and not 0 <= self.keys.offset <= self.state_size - KEY_SLOTS:
+            raise ModelError(f"{self.path}: its key lies outside its state")
         self._in = {k: v["index"] for k, v in inputs.items()}
         self._out = {k: v["index"] for k, v in outputs.items()}
 
@@ -67,10 +81,21 @@ class StepModel:
             if not all(np.isfinite(x).all() for x in logits) or not np.isfinite(state).all():
                 raise ModelError(f"model {self.name!r} is broken: it gives non-finite (NaN or "
                                  "infinite) outputs")
-            ids = tuple(int(np.argmax(x[1:])) + 1 for x in logits)  # type: ignore[assignment]
+            heads = (np.atleast_2d(logits[0])[0], *logits[1:])  # a new event's pitch
+            ids = tuple(int(np.argmax(x[1:])) + 1 for x in heads)  # type: ignore[assignment]
 
-    def initial_state(self) -> np.ndarray:
-        return np.zeros((1, self.state_size), np.float32)
+    def initial_state(self, key: Key | None = None) -> np.ndarray:
+        """The state before the start token: zeros, and for a conditioned model its key (by
+        default the one its corpus is most often in)."""
+        state = np.zeros((1, self.state_size), np.float32)
+        if self.keys is not None:
+            key = key or self.keys.commonest
+            state[0, self.keys.offset:self.keys.offset + KEY_SLOTS] = key.as_list()
+        return state
+
+    def key_of(self, events: Iterable[Event]) -> Key | None:
+        """The key of ``events`` as this model names keys (None: it knows none)."""
+        return key_of(events, self.vocab.options.octaves) if self.keys is not None else None
 
     def step(
         self, ids: tuple[int, int, int], state: np.ndarray
@@ -85,12 +110,12 @@ class StepModel:
         return logits, interp.get_tensor(self._out["state"])  # type: ignore[return-value]
 
 
-def sample(logits: np.ndarray, temperature: float, rng: np.random.Generator,
-           banned: Iterable[int] = (0,), top_p: float = 1.0) -> int:
-    """Draw an index from softmax(logits / temperature), never a banned (special) one; with
-    ``top_p`` < 1, only from the likeliest indices whose probabilities add up to ``top_p``
+def distribution(logits: np.ndarray, temperature: float, banned: Iterable[int] = (0,),
+                 top_p: float = 1.0) -> np.ndarray:
+    """softmax(logits / temperature) with the banned (special) indices at zero; with ``top_p``
+    < 1, only the likeliest indices whose probabilities add up to ``top_p`` keep theirs
     (nucleus sampling: the long tail of unlikely choices is cut, whatever the temperature).
-    Non-finite logits (a model gone bad on some input) raise ModelError, never a bad index."""
+    Normalised. Non-finite logits (a model gone bad on some input) raise ModelError."""
     if not np.isfinite(logits).all():
         raise ModelError("the model gave non-finite (NaN or infinite) logits")
     z = logits.astype(np.float64) / temperature
@@ -100,28 +125,65 @@ def sample(logits: np.ndarray, temperature: float, rng: np.random.Generator,
         order = np.argsort(-p)
         share = np.cumsum(p[order]) / p.sum()
         p[order[np.searchsorted(share, top_p) + 1:]] = 0.0  # keep the first to reach top_p
+    return p / p.sum()
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def pitch_log_probs(pitch: np.ndarray, duration: np.ndarray, joins: bool) -> np.ndarray:
+    """The pitch head's own distribution (log). ``joins``: the pitch logits have a row per
+    answer to "does the step join the chord?" [..., 2, size], mixed by how likely the
+    duration head makes ``+``."""
+    if not joins:
+        return log_softmax(pitch)
+    join = np.minimum(log_softmax(duration)[..., JOIN_ID, None], -1e-12)
+    rows = log_softmax(pitch)
+    return np.logaddexp(np.log(-np.expm1(join)) + rows[..., 0, :], join + rows[..., 1, :])
+
+
+def draw(p: np.ndarray, rng: np.random.Generator) -> int:
+    """An index drawn from the (not necessarily normalised) probabilities ``p``."""
     cdf = np.cumsum(p)
     return int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
 
 
+def sample(logits: np.ndarray, temperature: float, rng: np.random.Generator,
+           banned: Iterable[int] = (0,), top_p: float = 1.0) -> int:
+    """An index drawn from :func:`distribution`, never a banned one."""
+    return draw(distribution(logits, temperature, banned, top_p), rng)
+
+
 class Improviser:
     """An endless stream of events from a step model: temperature, seed, and a memory of the
-    last events so a new model (or a new replica) can continue the same music."""
+    last events so a new model (or a new replica) can continue the same music. A conditioned
+    model improvises in ``key``: given, else the key of the ``history`` it continues, else
+    one drawn (by the seed) from the keys its corpus is in."""
 
     def __init__(self, model: StepModel, temperature: float = 1.0, seed: int | None = None,
-                 history: Iterable[Event] = (), top_p: float = 1.0) -> None:
+                 history: Iterable[Event] = (), top_p: float = 1.0,
+                 key: Key | None = None) -> None:
         self.temperature, self.top_p = temperature, top_p
         self.rng = np.random.default_rng(seed)
         self.history: deque[Event] = deque(maxlen=HISTORY)
-        self.use(model, history)
+        self.key = key
+        self.use(model, list(history))
 
     def use(self, model: StepModel, history: Iterable[Event] | None = None) -> None:
-        """Switch to ``model``, priming it with the recent events so the music goes on."""
+        """Switch to ``model``, priming it with the recent events so the music goes on (in the
+        same key, if both know keys)."""
         events = list(self.history if history is None else history)
         # the step already drawn for the next event goes on too (a swap changes no note)
         pending = getattr(self, "_pending", None) if history is None else None
+        if model.keys is not None:  # the key goes on, in a register this model knows
+            if self.key is None:
+                self.key = model.key_of(events) if events else model.keys.draw(self.rng)
+            self.key = model.keys.nearest(self.key)
         self.model, self.history = model, deque(maxlen=HISTORY)
-        self._state = model.initial_state()
+        self._state = model.initial_state(self.key)
         self._logits, self._state = model.step((0, 0, 0), self._state)
         self._pending: Step | None = None  # a drawn step that begins the next event
         for ev in events:
@@ -135,26 +197,42 @@ class Improviser:
     def snapshot(self) -> tuple:
         """Everything the next events depend on except the parameters: to go back to."""
         return (self.model, self._state.copy(), self._logits, self._pending,
-                tuple(self.history), self.rng.bit_generator.state)
+                tuple(self.history), self.rng.bit_generator.state, self.key)
 
     def restore(self, snapshot: tuple) -> None:
-        self.model, state, self._logits, self._pending, history, rng = snapshot
+        self.model, state, self._logits, self._pending, history, rng, self.key = snapshot
         self._state, self.history = state.copy(), deque(history, maxlen=HISTORY)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = rng
 
     def _draw(self, allow_rest: bool, join_above: int | None) -> Step:
-        """Sample one step and feed it to the model: the pitch first, then a duration that
-        fits it. Only a note above ``join_above`` (a pitch id; None: nothing to join, as for a
-        rest or the first note of an event) may join the chord: chords are written lowest
-        note first, and a note joined below would be music the network never read."""
+        """Sample one step and feed it to the model. A step may join the chord (duration
+        ``+``) only with a note above ``join_above`` (a pitch id; None: nothing to join, as
+        for a rest or the first note of an event), since chords are written lowest note
+        first. So whether it joins is drawn first, from the duration head's p(+) times the
+        pitch mass above (the pitch given that it joins, for a model that has it), against
+        1 - p(+); then the pitch given the answer, and the duration if it does not join.
+        (Drawing the pitch first and refusing ``+`` below it ended a chord whenever a note
+        below was drawn, and a model that could not tell a chord's next note from the next
+        event's first note began events in the middle of chords.)"""
         p_logits, d_logits, v_logits = self._logits
         t, top = self.temperature, self.top_p
         never = (BOS_ID,)  # the start token is input only
-        pitch = sample(p_logits, t, self.rng, never if allow_rest else (*never, REST_ID), top)
-        join_ok = join_above is not None and pitch > max(join_above, REST_ID)
-        step = (pitch, sample(d_logits, t, self.rng, never if join_ok else (*never, JOIN_ID), top),
-                sample(v_logits, t, self.rng, never, top))
+        banned = never if allow_rest else (*never, REST_ID)
+        rows = np.atleast_2d(p_logits)  # [new event, joins] (one row: the same for both)
+        dur_p = distribution(d_logits, t, never, top)
+        above = np.zeros(rows.shape[-1])
+        if join_above is not None:
+            low = max(join_above, REST_ID) + 1
+            above[low:] = distribution(rows[-1], t, banned, top)[low:]
+        joins = dur_p[JOIN_ID] * above.sum()
+        if self.rng.random() * (joins + 1.0 - dur_p[JOIN_ID]) < joins:
+            pitch, duration = draw(above, self.rng), JOIN_ID
+        else:
+            dur_p[JOIN_ID] = 0.0
+            pitch = draw(distribution(rows[0], t, banned, top), self.rng)
+            duration = draw(dur_p, self.rng)
+        step = (pitch, duration, sample(v_logits, t, self.rng, never, top))
         self._logits, self._state = self.model.step(step, self._state)
         return step
 

@@ -273,7 +273,8 @@ class Renderer:
             ons.append(NoteOn(offset=offset, seq=note.seq, pitch=note.pitch, midi=note.midi,
                               velocity=note.velocity, duration=note.duration * 60 / bpm,
                               beats=note.duration, program=self.program, model=note.model,
-                              temperature=note.temperature, top_p=note.top_p))
+                              temperature=note.temperature, top_p=note.top_p,
+                              key=k.name if (k := note.the_key()) else ""))
             self.last_seq, self.last_id = note.seq, payload.stream_id  # type: ignore[union-attr]
             self.last_start = self.beat + offset * per_frame
         out.append(self._segment(frames - done))

@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also train the original project's 40-step window LSTM per fold")
     c.add_argument("--window-stride", type=int, default=1,
                    help="its training windows' step (the original's 1 is slow; 4 is ~4x faster)")
+    c.add_argument("--stratify", choices=("evenness", "none"), default="evenness",
+                   help="balance the folds by how even each piece's rhythm is (every fold gets "
+                        "pieces from the whole range), or none: folds at random")
     c.add_argument("--out", type=Path, help="write the full result as JSON here")
 
     s = sub.add_parser("score", allow_abbrev=False,
@@ -205,7 +208,8 @@ def _crossval(args: argparse.Namespace, extra: list[str], settings: TrainerSetti
 
     result = crossval(CrossVal(cfg, Vocabulary(options), corpus, args.folds,
                                settings.runs_dir / "crossval", args.window_model,
-                               args.window_stride, cfg.init_weights(models_dir), progress))
+                               args.window_stride, cfg.init_weights(models_dir), progress,
+                               args.stratify))
     print(report(result))
     if args.out is not None:
         write(result, args.out)

@@ -44,6 +44,8 @@ class TrainConfig:
     copy_recency: bool = False  # the pointer also learns a bias per distance back
     key_profile: bool = False  # the piece's pitch classes so far as an input and a key bias
     voices: bool = True  # each note's place in its chord, and intervals from the chords' notes
+    key: bool = True  # the piece's key (tonic, mode, register) as a condition (playbach.keys)
+    joins: bool = True  # the pitch given whether its step joins a chord: p(duration) p(pitch | +)
     init: str = ""  # a published model whose weights training starts from (same network)
     # optimisation
     batch_size: int = 64

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -14,11 +15,11 @@ import keras
 import numpy as np
 
 from playbach.stepmodel import HEADS
-from playbach.vocab import Vocabulary
+from playbach.vocab import DURATION_OFFSET, Vocabulary
 from trainer import heldout
 from trainer.config import TrainConfig, UserError
 from trainer.corpus import Corpus
-from trainer.dataset import encode
+from trainer.dataset import encode, key_table
 from trainer.fit import fit, identity
 
 WINDOW = 40  # the original project's window
@@ -37,22 +38,47 @@ class CrossVal:
     window_stride: int = 1  # its windows' step: the original's 1 costs ~5x the network's time
     init: Path | None = None  # model.keras of the published model to start each fold from
     progress: bool = True
+    stratify: str = "evenness"  # how folds are balanced (STRATA)
 
 
-def fold_indices(n: int, k: int, seed: int, val_fraction: float
+def fold_indices(n: int, k: int, seed: int, val_fraction: float,
+                 strata: Sequence[float] | None = None
                  ) -> list[tuple[list[int], list[int], list[int]]]:
     """(train, val, test) piece indices per fold: every piece is tested exactly once; the
-    validation pieces (early stopping, the n-gram's order) come out of the training side."""
+    validation pieces (early stopping, the n-gram's order) come out of the training side.
+    With ``strata`` (a number per piece), the pieces are ranked by it and each run of k
+    consecutive ranks is dealt out one piece per fold, in a random order: every fold gets
+    pieces from the whole range (stratified k-fold), so the folds differ by chance, not
+    because one drew all the easy pieces."""
     if not 2 <= k <= n:
         raise UserError(f"--folds must be between 2 and the number of pieces ({n}), not {k}")
-    order = np.random.default_rng(seed).permutation(n).tolist()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n).tolist()
+    if strata is None:
+        tests = [order[f::k] for f in range(k)]
+    else:
+        ranked = sorted(order, key=lambda i: strata[i])  # ties in the random order
+        tests = [[] for _ in range(k)]
+        for start in range(0, n, k):
+            block = ranked[start:start + k]
+            for f, i in zip(rng.permutation(k)[:len(block)], block, strict=True):
+                tests[f].append(i)
     out = []
-    for f in range(k):
-        test = order[f::k]
+    for test in tests:
         rest = [i for i in order if i not in test]
         n_val = max(1, round(len(rest) * val_fraction))
         out.append((rest[n_val:], rest[:n_val], sorted(test)))
     return out
+
+
+def evenness(seq: np.ndarray) -> float:
+    """The share of a piece's events that have its commonest duration (1: one rhythm
+    throughout, as in a prelude of even sixteenths): what set the suites' folds apart."""
+    durations = seq[1:, 1][seq[1:, 1] >= DURATION_OFFSET]
+    return float(np.bincount(durations).max() / len(durations)) if len(durations) else 1.0
+
+
+STRATA = {"none": None, "evenness": evenness}
 
 
 class _EpochBar(keras.callbacks.Callback):
@@ -70,7 +96,7 @@ def window_config(cfg: TrainConfig, stride: int) -> TrainConfig:
     every window's last label, no context, no pointer, no other keys."""
     return replace(cfg, objective="last", seq_len=WINDOW, stride=stride, relative=False,
                    context=False, copy=False, note_features=False, augment=False,
-                   original_protocol=False)
+                   original_protocol=False, voices=False, key=False, joins=False, init="")
 
 
 def run_fold(cv: CrossVal, f: int, split, seqs: list[np.ndarray], bar) -> dict:
@@ -80,17 +106,25 @@ def run_fold(cv: CrossVal, f: int, split, seqs: list[np.ndarray], bar) -> dict:
     model, history, _ = fit(cv.cfg, cv.vocab, train, val, cv.runs_dir / f"fold{f}", ident,
                             verbose=0, extra_callbacks=[_EpochBar(bar, f"fold {f + 1}")],
                             init=cv.init)
-    row = {"fold": f + 1, "test_pieces": [cv.corpus.pieces[i].name for i in split[2]],
-           "epochs": len(history), "network": heldout.network_scores(model, test)}
-    base = heldout.baseline_scores(train, val, {"test": test}, cv.vocab.sizes)
+    keys = key_table(train, 0, cv.vocab.options.octaves) if cv.cfg.key else None
+    names = [cv.corpus.pieces[i].name for i in split[2]]
+    pieces = {n: {"network": r} for n, r in zip(names, heldout.piece_scores(
+        model, test, heldout.Hidden.of(cv.cfg, keys)), strict=True)}
+    row = {"fold": f + 1, "test_pieces": names, "epochs": len(history),
+           "network": heldout.pooled([p["network"] for p in pieces.values()])}
+    held = {"test": test, **{f"piece {n}": [seq] for n, seq in zip(names, test, strict=True)}}
+    base = heldout.baseline_scores(train, val, held, cv.vocab.sizes)
     row.update({b: base[b]["test"] for b in BASELINES})
     row["ngram_order"] = base["ngram_order"]
+    for n in names:  # the same baselines, piece by piece
+        pieces[n].update({b: base[b][f"piece {n}"] for b in BASELINES})
     if cv.window_model:
         wcfg = window_config(cv.cfg, cv.window_stride)
         twin, _, _ = fit(wcfg, cv.vocab, train, val, cv.runs_dir / f"fold{f}-window",
                          {**ident, "config": asdict(wcfg)}, verbose=0,
                          extra_callbacks=[_EpochBar(bar, f"fold {f + 1} window model")])
         row["window"] = heldout.window_scores(twin, test, WINDOW)
+    row["pieces"] = pieces
     row["seconds"] = round(time.time() - started, 1)
     keras.backend.clear_session()
     return row
@@ -128,7 +162,9 @@ def crossval(cv: CrossVal) -> dict:
     from tqdm import tqdm
 
     seqs = encode(cv.corpus.pieces, cv.vocab)
-    splits = fold_indices(len(seqs), cv.folds, cv.cfg.seed, cv.cfg.val_fraction)
+    by = STRATA[cv.stratify]
+    splits = fold_indices(len(seqs), cv.folds, cv.cfg.seed, cv.cfg.val_fraction,
+                          None if by is None else [by(s) for s in seqs])
     rows = []
     with tqdm(total=cv.folds, desc="folds", unit="fold", disable=not cv.progress) as bar:
         for f, split in enumerate(splits):
@@ -138,12 +174,15 @@ def crossval(cv: CrossVal) -> dict:
                        "steps": int(sum(len(s) - 1 for s in seqs)),
                        "fingerprint": cv.corpus.fingerprint},
             "config": asdict(cv.cfg), "window_stride": cv.window_stride if cv.window_model
-            else None, "summary": summarise(rows), "folds": rows}
+            else None, "stratify": cv.stratify, "summary": summarise(rows), "folds": rows}
 
 
 def report(result: dict) -> str:
     s = result["summary"]
-    lines = [f"{s['folds']}-fold cross-validation by whole pieces on {result['corpus']['source']}"
+    strata = "" if result.get("stratify", "none") == "none" else \
+        f", stratified by {result['stratify']}"
+    lines = [f"{s['folds']}-fold cross-validation by whole pieces{strata} on "
+             f"{result['corpus']['source']}"
              f" ({result['corpus']['pieces']} pieces, {result['corpus']['steps']} steps, every "
              "step scored): mean ± sd over folds",
              f"  {'head':<9} {'model':<8} {'accuracy':>15} {'nats/step':>15} {'bits/step':>15}"]

@@ -1,6 +1,6 @@
 """Pieces -> training arrays: splits by whole pieces, the context channels the network reads
-beside the tokens, windows, per-head target weights, and transposition of windows into other
-keys (augmentation)."""
+beside the tokens (the piece's key among them), windows, per-head target weights, and
+transposition of windows into other keys (augmentation)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from playbach.keys import Key, KeyTable, hypotheses, key_of
 from playbach.stepmodel import HEADS
 from playbach.vocab import BOS_ID, DURATION_OFFSET, JOIN_ID, MAX_CHORD, PITCH_OFFSET, Vocabulary
 from trainer.config import TrainConfig
@@ -18,8 +19,11 @@ CONTEXT = ("last", "interval", "onset")  # channels 3-5 (0-2: the tokens), from 
 PROFILE = slice(6, 18)  # channels 6-17: the notes of each pitch class so far (context())
 VOICES = slice(18, 21)  # channels 18-20: CHORD_CONTEXT, from voices()
 CHORD_CONTEXT = ("voice", "join", "bass")
-WIDTH = 21
-MOVING = (3, VOICES.start + 1, VOICES.start + 2)  # MIDI notes (last, join, bass): transposed
+KEY = slice(21, 23)  # channels 21-22: the piece's key (KEY_CONTEXT), the same at every step
+KEY_CONTEXT = ("anchor", "mode")
+WIDTH = 23
+MOVING = (3, VOICES.start + 1, VOICES.start + 2, KEY.start)  # MIDI notes (last, join, bass,
+# the key's anchor): transposed with the notes
 INTERVALS = 24  # intervals up to two octaves either way are told apart; wider ones are clipped
 CYCLE = 12 * 24  # onsets in 24ths of a quarter, counted round 12 quarters (every metre fits)
 
@@ -30,13 +34,14 @@ def duration_ticks(vocab: Vocabulary) -> np.ndarray:
     return np.array([0] * DURATION_OFFSET + lengths, np.int32)
 
 
-def context(seq: np.ndarray, ticks: np.ndarray) -> np.ndarray:
+def context(seq: np.ndarray, ticks: np.ndarray, key: Key) -> np.ndarray:
     """[T, 3] -> [T, WIDTH]: the tokens and, per step, what the network should not have to count:
     ``last``, the MIDI note last sounded (this step's, or the latest before; -1 before any);
     ``interval``, this note's step from the note before (0 for none, else 25 + semitones,
     clipped to two octaves); ``onset``, where the next step begins in the bar cycle; and the
     piece's pitch-class profile, how many notes of each class from its start to this step
-    (the key, from further back than a training window reaches); and the voices (voices())."""
+    (the key, from further back than a training window reaches); the voices (voices()); and
+    ``key``, the piece's (anchor and mode, see playbach.keys)."""
     pitch = seq[:, 0]
     is_note = pitch >= PITCH_OFFSET
     where = np.maximum.accumulate(np.where(is_note, np.arange(len(seq)), -1))
@@ -47,8 +52,16 @@ def context(seq: np.ndarray, ticks: np.ndarray) -> np.ndarray:
     onset = np.cumsum(ticks[seq[:, 1]]) % CYCLE
     classes = np.eye(12, dtype=np.int32)[np.maximum(pitch - PITCH_OFFSET, 0) % 12]
     profile = np.cumsum(classes * is_note[:, None], 0)
-    return np.concatenate([seq, np.stack([last, interval, onset], 1), profile, voices(seq)],
-                          1).astype(np.int32)
+    keys = np.broadcast_to(np.array(key.as_list()), (len(seq), 2))
+    return np.concatenate([seq, np.stack([last, interval, onset], 1), profile, voices(seq),
+                           keys], 1).astype(np.int32)
+
+
+def with_key(seq: np.ndarray, key: Key) -> np.ndarray:
+    """The same steps told another key (scoring tries every key the model knows)."""
+    out = seq.copy()
+    out[:, KEY] = key.as_list()
+    return out
 
 
 def voices(seq: np.ndarray) -> np.ndarray:
@@ -86,7 +99,23 @@ def encode(pieces: list[Piece], vocab: Vocabulary) -> list[np.ndarray]:
     """Each piece as int32 [1 + steps, WIDTH]: the start step, then (pitch, duration,
     velocity) and the context channels."""
     ticks = duration_ticks(vocab)
-    return [context(np.array(vocab.encode_piece(p.events), np.int32), ticks) for p in pieces]
+    octaves = vocab.options.octaves
+    return [context(np.array(vocab.encode_piece(p.events), np.int32), ticks,
+                    key_of(p.events, octaves)) for p in pieces]
+
+
+def piece_key(seq: np.ndarray) -> Key:
+    return Key(*(int(v) for v in seq[0, KEY]))
+
+
+def key_table(train: list[np.ndarray], offset: int, octaves: bool) -> KeyTable:
+    """The keys of the training pieces as written, and every key scoring considers: those moved
+    as far as augmentation moves a window (KEYS), in both modes."""
+    counts: dict[Key, int] = {}
+    for seq in train:
+        counts[piece_key(seq)] = counts.get(piece_key(seq), 0) + 1
+    return KeyTable(offset, tuple(sorted(counts.items())),
+                    hypotheses(counts, KEYS[0], KEYS[1], octaves))
 
 
 def windows(seqs: list[np.ndarray], length: int, stride: int, pad: bool = True) -> np.ndarray:
@@ -111,6 +140,7 @@ def inputs(win: np.ndarray) -> dict[str, np.ndarray]:
     x = {h: win[..., i] for i, h in enumerate((*HEADS, *CONTEXT))}
     x["profile"] = win[..., PROFILE]
     x.update({v: win[..., VOICES.start + i] for i, v in enumerate(CHORD_CONTEXT)})
+    x.update({v: win[..., KEY.start + i] for i, v in enumerate(KEY_CONTEXT)})
     return x
 
 
@@ -119,6 +149,9 @@ def xy(win: np.ndarray, objective: str) -> tuple[dict, dict, dict]:
     the `last` objective (the original project's) weighs only the final step."""
     x = inputs(win[:, :-1])
     y = {h: win[:, 1:, i] for i, h in enumerate(HEADS)}
+    # the pitch is predicted knowing whether its step joins a chord (duration +), which the
+    # duration head predicts: p(pitch, duration) = p(duration) p(pitch | joins)
+    x["joins"] = (y["duration"] == JOIN_ID).astype(np.int32)
     valid = (y["duration"] != BOS_ID).astype(np.float32)  # padding
     if objective == "last":
         valid[:, :-1] = 0

@@ -11,7 +11,7 @@ import numpy as np
 from playbach.stepmodel import HEADS, StepModel
 from playbach.vocab import Vocabulary
 from trainer.config import TrainConfig
-from trainer.dataset import inputs
+from trainer.dataset import inputs, piece_key
 from trainer.model import step_function
 
 
@@ -32,17 +32,23 @@ def to_tflite(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary) -> tuple[
 
 def check_parity(model: keras.Model, folder: Path, tokens: np.ndarray,
                  quantized: bool = False) -> dict[str, float]:
-    """Run ``tokens`` [T, WIDTH] (ids and context) through the Keras model at once and their ids
-    through the exported step model one step at a time; report the largest logit difference
-    and how often the top-1 agrees."""
-    ref = model(inputs(tokens[None]), training=False)
-    ref = {h: np.asarray(ref[h])[0] for h in HEADS}
+    """Run ``tokens`` [T, WIDTH] (ids and context, one key throughout) through the Keras model
+    at once and their ids through the exported step model one step at a time; report the
+    largest logit difference and how often the top-1 pitch agrees."""
     step = StepModel(folder, quantized=quantized)
-    state, diff, agree = step.initial_state(), 0.0, 0
+    x = inputs(tokens[None])
+    told = [{**x, "joins": np.full_like(x["pitch"], j)} for j in ((0, 1) if step.joins else (0,))]
+    outs = [model(t, training=False) for t in told]
+    ref = {h: np.asarray(outs[0][h])[0] for h in HEADS}
+    if step.joins:  # the step model's pitch rows: begins an event, joins the chord
+        ref["pitch"] = np.stack([np.asarray(o["pitch"])[0] for o in outs], 1)
+    state = step.initial_state(piece_key(tokens) if step.keys is not None else None)
+    diff, agree = 0.0, 0
     for t, ids in enumerate(tokens):
         logits, state = step.step(tuple(int(i) for i in ids[:len(HEADS)]), state)
         diff = max(diff, *(float(np.abs(lg - ref[h][t]).max())
                            for h, lg in zip(HEADS, logits, strict=True)))
-        agree += int(np.argmax(logits[0]) == np.argmax(ref["pitch"][t]))
+        agree += int(np.argmax(np.atleast_2d(logits[0])[0])
+                     == np.argmax(np.atleast_2d(ref["pitch"][t])[0]))
     return {"steps": len(tokens), "max_logit_diff": diff,
             "pitch_top1_agreement": agree / len(tokens)}

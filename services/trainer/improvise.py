@@ -34,11 +34,11 @@ def generate(folder: Path, out: Path, notes: int, temperature: float, instrument
     return events
 
 
-def corpus_pieces(folder: Path) -> list[list[Event]]:
-    """The model's training and validation pieces, as events (from its corpus.npz)."""
+def corpus_pieces(folder: Path, parts: tuple[str, ...] = ("train", "val")) -> list[list[Event]]:
+    """The model's pieces of ``parts`` (training, validation, test), as events (from its
+    corpus.npz)."""
     vocab = StepModel(folder).vocab
-    train, val = load_steps(folder)
-    return [vocab.decode_piece(seq) for seq in (*train, *val)]
+    return [vocab.decode_piece(seq) for part in load_steps(folder, parts) for seq in part]
 
 
 def default_length(pieces: list[list[Event]]) -> int:
@@ -51,7 +51,7 @@ def default_length(pieces: list[list[Event]]) -> int:
 def evaluate(folder: Path, pieces: int, notes: int | None = None, temperature: float = 1.0,
              seed: int = 0, top_p: float = 1.0) -> dict:
     """``pieces`` improvisations of ``notes`` sounding events against the corpus' excerpts of
-    the same length: each statistic's mean beside the corpus band."""
+    the same length: each statistic of the median improvised excerpt beside the corpus band."""
     corpus = corpus_pieces(folder)
     notes = notes or default_length(corpus)
     reference = musicstats.excerpts(corpus, notes)
@@ -62,9 +62,17 @@ def evaluate(folder: Path, pieces: int, notes: int | None = None, temperature: f
                  for i in range(pieces)]
     stats = musicstats.compare(generated, reference)
     judged = [s["inside"] for s in stats.values() if s["inside"] is not None]
-    return {"pieces": pieces, "notes": notes, "temperature": temperature, "top_p": top_p,
-            "seed": seed, "corpus_excerpts": len(reference), "band": list(musicstats.BAND),
-            "inside": sum(judged), "statistics_judged": len(judged), "statistics": stats}
+    result = {"pieces": pieces, "notes": notes, "temperature": temperature, "top_p": top_p,
+              "seed": seed, "corpus_excerpts": len(reference), "band": list(musicstats.BAND),
+              "inside": sum(judged), "statistics_judged": len(judged), "statistics": stats}
+    # the same judgement of Bach the model never read: what a perfect improviser would get
+    unseen = musicstats.excerpts(corpus_pieces(folder, ("test",)), notes)
+    if unseen:
+        bach = musicstats.compare(unseen, reference)
+        result["unseen_bach"] = {"excerpts": len(unseen), "inside": sum(
+            bool(s["inside"]) for s in bach.values()), "statistics": {
+            k: v["generated"] for k, v in bach.items()}}
+    return result
 
 
 def record(folder: Path, result: dict) -> None:
@@ -75,17 +83,27 @@ def record(folder: Path, result: dict) -> None:
 
 
 def report(result: dict) -> str:
+    bach = result.get("unseen_bach", {}).get("statistics", {})
     lines = [f"{result['pieces']} improvisations of {result['notes']} sounding events "
              f"(temperature {result['temperature']}, top-p {result['top_p']}) against "
              f"{result['corpus_excerpts']} corpus excerpts of the same length:",
-             f"  {'statistic':<22} {'improvised':>10}   corpus p{result['band'][0]}"
-             f"-p{result['band'][1]} (median)"]
+             f"  {'statistic':<22} {'improvised':>10} {'(mean)':>8} {'inside':>7}   corpus "
+             f"p{result['band'][0]}-p{result['band'][1]} (median)"
+             + ("   unseen Bach" if bach else "")]
     for name, s in result["statistics"].items():
         if s["generated"] is None:
             lines.append(f"  {name:<22} {'-':>10}")
             continue
-        mark = "inside" if s["inside"] else "OUTSIDE"
-        lines.append(f"  {name:<22} {s['generated']:>10.3f}   {s['low']:.3f} - {s['high']:.3f}"
-                     f" ({s['median']:.3f})  {mark}")
-    lines.append(f"  {result['inside']} of {result['statistics_judged']} inside the band")
+        mark = "inside " if s["inside"] else "OUTSIDE"
+        extra = f"   {bach[name]:>8.3f}" if bach.get(name) is not None else ""
+        lines.append(f"  {name:<22} {s['generated']:>10.3f} {s['mean']:>8.3f} "
+                     f"{s['share_inside']:>7.0%}   {s['low']:.3f} - {s['high']:.3f} "
+                     f"({s['median']:.3f})  {mark}{extra}")
+    lines.append(f"  {result['inside']} of {result['statistics_judged']} inside the band "
+                 "(improvised: the median excerpt; inside: the share of excerpts in the band)")
+    if "unseen_bach" in result:
+        u = result["unseen_bach"]
+        lines.append(f"  Bach's own unseen pieces ({u['excerpts']} excerpts of the model's test "
+                     f"pieces), judged the same way: {u['inside']} of "
+                     f"{result['statistics_judged']} inside")
     return "\n".join(lines)

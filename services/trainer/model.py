@@ -1,16 +1,25 @@
 """The network and its single-step twin for export, sharing the very same layers and weights.
 
 Per step it reads the three token ids and the context channels (``dataset.context``: the
-last note, the interval it made, the onset in the bar cycle, the place in the chord and the
-notes the next one moves from; the pitch-class profile with ``key_profile``):
+last note, the interval it made, the onset in the bar cycle, the place in the chord, the
+notes the next one moves from and the piece's key; the pitch-class profile with
+``key_profile``):
 
     tokens + context -> embeddings -> stacked LSTM -> heads
     pitch    = absolute logits + logits by interval from the last note      (relative)
                + logits by interval from the same voice a chord before and   (voices)
                  from this chord's lowest note
                mixed with notes copied from the last `copy_window` steps    (Pointer)
+               all of it given whether the step joins a chord                (joins)
+               + a logit by mode, place in the chord and the intervals of the (KeyPrior)
+                 last note and of this one from the key's tonic
     duration = logits, mixed with durations copied the same way             (Pointer)
     velocity = logits
+
+With ``joins`` the network predicts p(duration) and p(pitch | the step joins a chord or not),
+whose product is the joint of the two: a chord's next note and the next event's first note
+are different questions, and answered together they made single-note "chords". Scores of
+the pitch head alone are the marginal over both answers (``heldout``).
 
 The step twin carries everything that needs a past in one float state vector (see
 :func:`state_layout`), so the exported model stays "one invoke per step"."""
@@ -21,23 +30,78 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from playbach.keys import KEY_SLOTS
 from playbach.stepmodel import HEADS
 from playbach.vocab import JOIN_ID, MAX_CHORD, PITCH_OFFSET, Vocabulary
 from trainer.config import TrainConfig
-from trainer.dataset import CHORD_CONTEXT, CONTEXT, CYCLE, INTERVALS, duration_ticks
+from trainer.dataset import CHORD_CONTEXT, CONTEXT, CYCLE, INTERVALS, KEY_CONTEXT, duration_ticks
 
 SPAN = 2 * INTERVALS + 1  # intervals the relative head and the pointer tell apart
+TONIC_SPAN = 2 * 36 + 1  # intervals from the key's tonic the key prior tells apart: 3 octaves
 NEVER = -1e9  # a logit no softmax picks
 
 
 def by_interval(values, last, size: int):
-    """``values`` [..., SPAN] indexed by interval -> [..., size] indexed by pitch id: pitch id
-    ``i`` takes the value of its interval from ``last`` (MIDI, -1 for none); ``valid`` says
-    which ids are within reach (a note, with a last note, at most INTERVALS away)."""
+    """``values`` [..., span] indexed by interval (the middle one is 0) -> [..., size] indexed
+    by pitch id: pitch id ``i`` takes the value of its interval from ``last`` (MIDI, -1 for
+    none); ``valid`` says which ids are within reach (a note, with a last note, at most
+    span // 2 away)."""
+    span = values.shape[-1]
     notes = ops.arange(size) - PITCH_OFFSET
-    diff = notes - ops.expand_dims(last, -1) + INTERVALS
-    valid = (notes >= 0) & (ops.expand_dims(last, -1) >= 0) & (diff >= 0) & (diff < SPAN)
-    return ops.take_along_axis(values, ops.clip(diff, 0, SPAN - 1), axis=-1), valid
+    diff = notes - ops.expand_dims(last, -1) + span // 2
+    valid = (notes >= 0) & (ops.expand_dims(last, -1) >= 0) & (diff >= 0) & (diff < span)
+    return ops.take_along_axis(values, ops.clip(diff, 0, span - 1), axis=-1), valid
+
+
+@keras.saving.register_keras_serializable("playbach")
+class KeyPrior(layers.Layer):
+    """What the key says of the next note given the last one: a learned logit per mode, per
+    place in the chord the note takes, per interval of the last note from the tonic (the
+    anchor, see playbach.keys) and per interval of the next one from it. A bigram of pitches
+    relative to the tonic: the scale's degrees, how they follow one another (the leading note
+    rises) and the piece's register (high above the tonic, the line turns down), in any key.
+    It is added to the whole network's log-probabilities (a product of experts) and reads
+    nothing else of the music so far: told the key and the LSTM's state, a head learnt the
+    suites' 20 training movements by heart (in the key's terms a transposed window is the same
+    window, so augmentation no longer stopped it; held-out pitch fell from 41.6% to 25.6%)."""
+
+    def build(self, input_shape) -> None:
+        self.table = self.add_weight(shape=(2 * MAX_CHORD * (TONIC_SPAN + 1), TONIC_SPAN),
+                                     initializer="zeros", name="table")
+
+    def call(self, logits, anchor, mode, place, last):
+        anchor = ops.cast(anchor, "int32")
+        before = ops.clip(ops.cast(last, "int32") - anchor + TONIC_SPAN // 2, 0, TONIC_SPAN - 1)
+        before = ops.where(ops.cast(last, "int32") >= 0, before, TONIC_SPAN)  # none yet
+        row = (ops.cast(mode, "int32") * MAX_CHORD + ops.cast(place, "int32")) * (
+            TONIC_SPAN + 1) + before
+        rel, valid = by_interval(ops.take(self.table, row, axis=0), anchor, logits.shape[-1])
+        return logits + ops.where(valid, rel, 0.0)
+
+
+def next_place(cfg: TrainConfig, voice, joins):
+    """The row of KeyPrior for the step predicted: its place in its chord (one above this
+    step's if it joins, else the lowest, 0), or without voices whether it joins; without
+    ``joins`` (the network is not told) always 0."""
+    if not cfg.joins:
+        return ops.zeros_like(ops.cast(joins, "int32"))
+    joins = ops.cast(joins, "int32")
+    if not cfg.voices:
+        return joins
+    return ops.where(joins > 0, ops.minimum(ops.cast(voice, "int32") + 1, MAX_CHORD - 1), 0)
+
+
+@keras.saving.register_keras_serializable("playbach")
+class Joins(layers.Layer):
+    """x + a learned vector for "this step joins a chord" or "it begins an event": what the
+    pitch heads read (zero at first, so a network without it starts the same)."""
+
+    def build(self, input_shape) -> None:
+        self.shift = self.add_weight(shape=(2, input_shape[-1]), initializer="zeros",
+                                     name="shift")
+
+    def call(self, x, joins):
+        return x + ops.take(self.shift, ops.cast(joins, "int32"), axis=0)
 
 
 PROFILE_FEATURES = 13
@@ -154,13 +218,16 @@ class Pointer(layers.Layer):
         ok = (pitch >= PITCH_OFFSET) & (last >= 0) & (interval >= 0) & (interval < SPAN)
         return pitch, ops.where(ok, interval, -1), duration
 
-    def mix(self, x, keys, targets, allowed, last, logits, back=None) -> list:
+    def mix(self, x, keys, targets, allowed, last, logits, back=None, pitch_x=None) -> list:
         """Each head's log-probabilities: the gate's share for the head's own softmax, the rest
         spread over the copies. ``keys`` and ``targets`` per kind [B, S, dim] and [B, S];
         ``allowed`` [B, T, S] (earlier steps in the window); ``last`` [B, T]; ``back`` [T, S]
-        how many steps back each step lies (with ``recency``)."""
+        how many steps back each step lies (with ``recency``); ``pitch_x``, what the pitch's
+        queries and gate read instead of ``x`` (the step's state told whether it joins)."""
         scale = 1.0 / np.sqrt(self.dim)
-        scores = {k: ops.einsum("btd,bsd->bts", q(x), keys[k]) * scale
+        pitch_x = x if pitch_x is None else pitch_x
+        reads = {"pitch": pitch_x, "interval": pitch_x, "duration": x}
+        scores = {k: ops.einsum("btd,bsd->bts", q(reads[k]), keys[k]) * scale
                   for k, q in zip(self.kinds, self.queries, strict=True)}
         if self.recency:
             index = ops.clip(back - 1, 0, self.window - 1)
@@ -172,7 +239,7 @@ class Pointer(layers.Layer):
             size = own.shape[-1]
             masked = [ops.where(allowed & ops.expand_dims(targets[k] >= 0, 1), scores[k], NEVER)
                       for k in kinds]
-            weights = ops.softmax(ops.concatenate([gate(x), *masked], -1), -1)
+            weights = ops.softmax(ops.concatenate([gate(reads[head]), *masked], -1), -1)
             p = weights[..., :1] * ops.softmax(own, -1)
             for k, w in zip(kinds, ops.split(weights[..., 1:], len(kinds), axis=-1),
                             strict=True):
@@ -186,9 +253,10 @@ class Pointer(layers.Layer):
             out.append(ops.log(p / ops.sum(p, -1, keepdims=True) + 1e-9))
         return out
 
-    def step(self, x, pitch, duration, last, memory: dict, logits) -> tuple[list, dict]:
-        """One step (batch 1): ``memory`` holds per kind the keys and targets of the last
-        ``window`` steps, and the keys of the step before, which this step's tokens complete."""
+    def advance(self, x, pitch, duration, last, memory: dict) -> tuple[dict, dict, dict]:
+        """One step (batch 1) into ``memory``, which holds per kind the keys and targets of the
+        last ``window`` steps, and the keys of the step before, which this step's tokens
+        complete: (the new memory, the keys and the targets to copy from now)."""
         p, iv, d = self.targets(pitch, duration, memory["pending_last"])
         done = {"pitch": p, "interval": iv, "duration": d}
         new = {}
@@ -200,18 +268,24 @@ class Pointer(layers.Layer):
         new["valid"] = ops.concatenate([memory["valid"][:, 1:], memory["pending"][:, None]], 1)
         keys = {k: new[f"keys_{k}"] for k in self.kinds}
         targets = {k: ops.where(new["valid"], new[f"targets_{k}"], -1) for k in self.kinds}
-        back = ops.arange(self.window, 0, -1)[None]  # the memory's newest step is 1 back
-        out = self.mix(x[:, None], keys, targets, new["valid"][:, None], last[:, None],
-                       [lg[:, None] for lg in logits], back)
         for k, key in self.key(x).items():
             new[f"pending_{k}"] = key
         new["pending_last"], new["pending"] = last, ops.ones_like(memory["pending"])
-        return [o[:, 0] for o in out], new
+        return new, keys, targets
+
+    def mix_step(self, x, new: dict, keys: dict, targets: dict, last, logits,
+                 pitch_x=None) -> list:
+        """The heads' log-probabilities of one step (batch 1), from :meth:`advance`'s memory."""
+        back = ops.arange(self.window, 0, -1)[None]  # the memory's newest step is 1 back
+        out = self.mix(x[:, None], keys, targets, new["valid"][:, None], last[:, None],
+                       [lg[:, None] for lg in logits], back,
+                       None if pitch_x is None else pitch_x[:, None])
+        return [o[:, 0] for o in out]
 
     def key(self, x) -> dict:
         return {k: layer(x) for k, layer in zip(self.kinds, self.keys, strict=True)}
 
-    def call(self, x, pitch, duration, last, logits):
+    def call(self, x, pitch, duration, last, logits, pitch_x=None):
         """Whole sequences: step ``t`` copies from steps ``t - window`` .. ``t - 1``."""
         t = ops.shape(x)[1]
         nxt = [ops.concatenate([v[:, 1:], ops.zeros_like(v[:, :1])], 1) for v in (pitch, duration)]
@@ -220,7 +294,7 @@ class Pointer(layers.Layer):
         targets = {"pitch": p, "interval": iv, "duration": d}
         i, j = ops.arange(t)[:, None], ops.arange(t)[None, :]
         allowed = ((j < i) & (i - j <= self.window))[None]
-        return self.mix(x, self.key(x), targets, allowed, last, logits, i - j)
+        return self.mix(x, self.key(x), targets, allowed, last, logits, i - j, pitch_x)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "window": self.window, "dim": self.dim,
@@ -247,7 +321,8 @@ class Heads(layers.Layer):
     intervals in any key), or a shared logit for notes out of an interval's reach. With
     ``voices``, also one for its interval from each of two notes of the chords (see
     ``dataset.voices``): in four parts a voice moves from its own last note, which is
-    three or four steps back, not the one just sounded."""
+    three or four steps back, not the one just sounded. ``key`` is the pitch-class
+    profile's bias (``key_profile``)."""
 
     def __init__(self, sizes, relative: bool, key: bool = False, voices: bool = False,
                  **kwargs) -> None:
@@ -275,14 +350,17 @@ class Heads(layers.Layer):
         if self.key:
             self.key_logits.build((*input_shape[:-1], PROFILE_FEATURES))
 
-    def call(self, x, last, profile=None, join=None, bass=None) -> list:
-        pitch, duration, velocity = (layer(x) for layer in self.outs)
+    def call(self, x, last, profile=None, join=None, bass=None, pitch_x=None) -> list:
+        """``pitch_x``: what the pitch logits read instead of ``x`` (told whether it joins)."""
+        px = x if pitch_x is None else pitch_x
+        pitch = self.outs[0](px)
+        duration, velocity = (layer(x) for layer in self.outs[1:])
         if self.relative:
-            rel, valid = by_interval(self.interval_logits(x), last, self.sizes[0])
-            pitch = pitch + ops.where(valid, rel, self.out_of_reach(x))
+            rel, valid = by_interval(self.interval_logits(px), last, self.sizes[0])
+            pitch = pitch + ops.where(valid, rel, self.out_of_reach(px))
         if self.voices:
             for layer, ref in zip(self.voice_logits, (join, bass), strict=True):
-                rel, valid = by_interval(layer(x), ref, self.sizes[0])
+                rel, valid = by_interval(layer(px), ref, self.sizes[0])
                 pitch = pitch + ops.where(valid, rel, 0.0)
         if self.key:  # each note raised or lowered by how its class fits the key
             fit = ops.take(self.key_logits(profile), self.class_of, axis=-1)
@@ -300,7 +378,8 @@ def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
     sizes = vocab.sizes
     inputs = {n: keras.Input((None,), dtype="int32", name=n) for n in (*HEADS, *CONTEXT)}
     inputs["profile"] = keras.Input((None, 12), dtype="int32", name="profile")
-    inputs.update({v: keras.Input((None,), dtype="int32", name=v) for v in CHORD_CONTEXT})
+    names = (*CHORD_CONTEXT, *KEY_CONTEXT, "joins")
+    inputs.update({v: keras.Input((None,), dtype="int32", name=v) for v in names})
     embed = Inputs(sizes, (cfg.embed_pitch, cfg.embed_duration, cfg.embed_velocity),
                    cfg.note_features, cfg.context, cfg.voices, name="inputs")
     profile = KeyProfile(name="key")(inputs["profile"]) if cfg.key_profile else None
@@ -309,14 +388,19 @@ def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
     for i in range(cfg.layers):
         x = layers.LSTM(cfg.units, return_sequences=True, dropout=cfg.dropout, name=f"lstm{i}")(x)
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
+    pitch_x = Joins(name="join_shift")(x, inputs["joins"]) if cfg.joins else None
     logits = Heads(sizes, cfg.relative, cfg.key_profile, cfg.voices, name="heads")(
-        x, inputs["last"], profile, inputs["join"], inputs["bass"])
+        x, inputs["last"], profile, inputs["join"], inputs["bass"], pitch_x)
     if cfg.copy:
         pointer = Pointer(cfg.copy_window, cfg.copy_dim, cfg.copy_duration, cfg.copy_recency,
                           name="pointer")
         copied = pointer(x, inputs["pitch"], inputs["duration"], inputs["last"],
-                         logits[:len(pointer.heads)])
+                         logits[:len(pointer.heads)], pitch_x)
         logits = [*copied, *logits[len(copied):]]
+    if cfg.key:
+        logits[0] = KeyPrior(name="key_prior")(logits[0], inputs["anchor"], inputs["mode"],
+                                               next_place(cfg, inputs["voice"], inputs["joins"]),
+                                               inputs["last"])
     outputs = {h: layers.Identity(name=f"{h}_logits")(lg)
                for h, lg in zip(HEADS, logits, strict=True)}
     model = keras.Model(inputs, outputs, name="playbach")
@@ -331,10 +415,14 @@ def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
 
 
 def state_layout(cfg: TrainConfig) -> list[tuple[str, int]]:
-    """The step model's state vector, in order: (name, floats). All zeros is the start:
-    ``last`` holds the last note + 1 (0: none yet), ``onset`` the next step's onset."""
+    """The step model's state vector, in order: (name, floats). All zeros is the start, but
+    for ``key`` (the key's anchor and mode, set by whoever starts the music and never changed
+    by a step): ``last`` holds the last note + 1 (0: none yet), ``onset`` the next step's
+    onset."""
     parts = [(f"{hc}{i}", cfg.units) for i in range(cfg.layers) for hc in "hc"]
     parts += [("last", 1), ("onset", 1)]
+    if cfg.key:
+        parts.append(("key", KEY_SLOTS))
     if cfg.key_profile:
         parts.append(("profile", 12))
     if cfg.voices:  # this chord's notes and the chord before's (MIDI + 1, 0: none), the place
@@ -353,12 +441,26 @@ def state_size(cfg: TrainConfig) -> int:
     return sum(n for _, n in state_layout(cfg))
 
 
+def state_offset(cfg: TrainConfig, name: str) -> int:
+    """Where ``name`` begins in the state vector."""
+    at = 0
+    for part, n in state_layout(cfg):
+        if part == name:
+            return at
+        at += n
+    raise KeyError(name)
+
+
 def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
     """A tf.function computing one step of ``model``: (ids, state) -> (logits, next state).
-    It derives the context channels itself, as ``dataset.context`` does for whole pieces."""
+    It derives the context channels itself, as ``dataset.context`` does for whole pieces.
+    With ``joins`` the pitch logits are [1, 2, size]: row 0 for a step that begins an event,
+    row 1 for one that joins the chord (the duration logits say how likely each is)."""
     import tensorflow as tf
 
     embed, heads = model.get_layer("inputs"), model.get_layer("heads")
+    shift = model.get_layer("join_shift") if cfg.joins else None
+    prior = model.get_layer("key_prior") if cfg.key else None
     key = model.get_layer("key") if cfg.key_profile else None
     lstms = [model.get_layer(f"lstm{i}") for i in range(cfg.layers)]
     pointer = model.get_layer("pointer") if cfg.copy else None
@@ -395,7 +497,9 @@ def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
         for i, lstm in enumerate(lstms):
             x, (new[f"h{i}"], new[f"c{i}"]) = lstm.cell(x, [s[f"h{i}"], s[f"c{i}"]],
                                                         training=False)
-        logits = heads(x, last, profile, *refs)
+        # the pitch told "begins an event" and "joins the chord"; or once, told nothing
+        pitch_xs = [shift(x, tf.fill([1], j)) for j in (0, 1)] if shift is not None else [None]
+        per = [heads(x, last, profile, *refs, px) for px in pitch_xs]
         new["last"] = tf.cast(last + 1, tf.float32)[:, None]
         new["onset"] = tf.cast(onset, tf.float32)[:, None]
         if pointer is not None:
@@ -407,9 +511,10 @@ def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
             memory["valid"] = memory["valid"] > 0.5
             memory["pending"] = memory["pending"][:, 0] > 0.5
             memory["pending_last"] = tf.cast(memory["pending_last"][:, 0], tf.int32) - 1
-            copied, mem = pointer.step(x, pitch, duration, last, memory,
-                                       logits[:len(pointer.heads)])
-            logits = [*copied, *logits[len(copied):]]
+            mem, keys, targets = pointer.advance(x, pitch, duration, last, memory)
+            n = len(pointer.heads)
+            per = [[*pointer.mix_step(x, mem, keys, targets, last, lg[:n], px), *lg[n:]]
+                   for lg, px in zip(per, pitch_xs, strict=True)]
             for k in pointer.kinds:
                 new[f"keys_{k}"] = tf.reshape(mem[f"keys_{k}"], [1, w * dim])
                 new[f"targets_{k}"] = tf.cast(mem[f"targets_{k}"], tf.float32)
@@ -417,6 +522,13 @@ def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
             new["valid"] = tf.cast(mem["valid"], tf.float32)
             new["pending_last"] = tf.cast(mem["pending_last"] + 1, tf.float32)[:, None]
             new["pending"] = tf.cast(mem["pending"], tf.float32)[:, None]
+        if prior is not None:  # the key: in the state, as whoever started the music set it
+            new["key"] = s["key"]
+            anchor, mode = (tf.cast(s["key"][:, i], tf.int32) for i in range(KEY_SLOTS))
+            here = voice if voice is not None else tf.zeros_like(pitch)
+            for j, lg in enumerate(per):
+                lg[0] = prior(lg[0], anchor, mode, next_place(cfg, here, tf.fill([1], j)), last)
+        logits = per[0] if shift is None else [tf.stack([per[0][0], per[1][0]], 1), *per[0][1:]]
         out = dict(zip(HEADS, logits, strict=True))
         out["state"] = tf.concat([new[name] for name, _ in layout], -1)
         return out

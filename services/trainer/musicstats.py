@@ -134,19 +134,23 @@ def table(excerpts_: Sequence[Sequence[Event]]) -> dict[str, np.ndarray]:
 
 def compare(generated: Sequence[Sequence[Event]], corpus: Sequence[Sequence[Event]]
             ) -> dict[str, dict[str, float | bool | None]]:
-    """Per statistic: the improvisations' mean and the corpus excerpts' band, and whether the
-    mean lies inside it."""
+    """Per statistic: the improvisations' median (a typical improvised excerpt, what the band
+    of single corpus excerpts describes) beside the corpus excerpts' band, whether it lies
+    inside, the improvisations' mean and the share of them inside the band. (Judged by the
+    mean, Bach's own unseen chorales would fail: 6% of chorale excerpts hold a single note,
+    so the chord rate's band is exactly 1.0 while its mean is 0.997.)"""
     gen, ref = table(generated), table(corpus)
     out: dict[str, dict[str, float | bool | None]] = {}
     for name in STATISTICS:
         g, r = gen[name][~np.isnan(gen[name])], ref[name][~np.isnan(ref[name])]
         if not len(g) or not len(r):
-            out[name] = {"generated": None, "low": None, "median": None, "high": None,
-                         "inside": None}
+            out[name] = {"generated": None, "mean": None, "share_inside": None, "low": None,
+                         "median": None, "high": None, "inside": None}
             continue
         low, median, high = np.percentile(r, [BAND[0], 50, BAND[1]])
-        mean = float(g.mean())
-        out[name] = {"generated": round(mean, 3), "low": round(float(low), 3),
-                     "median": round(float(median), 3), "high": round(float(high), 3),
-                     "inside": bool(low <= mean <= high)}
+        typical, low, high = (round(float(v), 3) for v in (np.median(g), low, high))
+        out[name] = {"generated": typical, "mean": round(float(g.mean()), 3),
+                     "share_inside": round(float(np.mean((g >= low) & (g <= high))), 3),
+                     "low": low, "median": round(float(median), 3), "high": high,
+                     "inside": bool(low <= typical <= high)}
     return out

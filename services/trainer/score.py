@@ -9,30 +9,34 @@ from pathlib import Path
 import numpy as np
 
 from playbach.modeldir import ModelError
-from playbach.stepmodel import HEADS, StepModel
-from playbach.vocab import PITCH_OFFSET
+from playbach.stepmodel import HEADS, StepModel, log_softmax, pitch_log_probs
+from playbach.vocab import JOIN_ID, PITCH_OFFSET
 from trainer import heldout
+from trainer.heldout import PRUNE
 from trainer.ngram import summary
 
 CORPUS_FILE = "corpus.npz"  # the model's training and validation steps, for its baselines
 
 
-def save_steps(path: Path, train: list[np.ndarray], val: list[np.ndarray]) -> None:
-    """The token steps (not the context channels) of the training and validation pieces."""
+def save_steps(path: Path, train: list[np.ndarray], val: list[np.ndarray],
+               test: list[np.ndarray]) -> None:
+    """The token steps (not the context channels) of the training, validation and test
+    pieces (the test pieces: Bach the model never read, for ``evaluate`` to judge too)."""
     arrays = {}
-    for name, seqs in (("train", train), ("val", val)):
+    for name, seqs in (("train", train), ("val", val), ("test", test)):
         arrays[name] = np.concatenate([s[:, :len(HEADS)] for s in seqs]).astype(np.int16)
         arrays[f"{name}_lengths"] = np.array([len(s) for s in seqs], np.int32)
     np.savez_compressed(path, **arrays)
 
 
-def load_steps(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def load_steps(folder: Path, parts: tuple[str, ...] = ("train", "val")
+               ) -> tuple[list[np.ndarray], ...]:
     path = folder / CORPUS_FILE
     try:
         with np.load(path) as data:
-            return tuple(  # type: ignore[return-value]
+            return tuple(
                 np.split(data[name].astype(np.int32), np.cumsum(data[f"{name}_lengths"])[:-1])
-                for name in ("train", "val"))
+                if name in data or name != "test" else [] for name in parts)
     except FileNotFoundError:
         raise ModelError(f"{folder.name} has no {CORPUS_FILE} (trained before scoring "
                          "existed): retrain it to score it") from None
@@ -40,21 +44,49 @@ def load_steps(folder: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
         raise ModelError(f"{path} is unreadable: {exc}") from None
 
 
+def step_log_probs(model: StepModel, seq: np.ndarray) -> dict[str, np.ndarray]:
+    """``heldout.piece_log_probs`` through the step model: every key it knows run in lockstep
+    from a fresh state, mixed by its posterior; a key PRUNE nats behind the likeliest leaves
+    the mixture and is no longer run (the same rule as heldout's)."""
+    keys = model.keys.hypotheses if model.keys is not None else (None,)
+    states = {k: model.initial_state(k) for k in keys}
+    told = dict.fromkeys(keys, 0.0)  # log-likelihood of the steps so far, per key
+    out = {h: np.zeros((len(seq) - 1, size)) for h, size in zip(HEADS, model.vocab.sizes,
+                                                               strict=True)}
+    for t in range(len(seq) - 1):
+        ids = tuple(int(i) for i in seq[t, :len(HEADS)])
+        target = seq[t + 1, :len(HEADS)]
+        best = max(told.values())
+        alive = [k for k in states if told[k] >= best - PRUNE]
+        norm = np.logaddexp.reduce([told[k] for k in alive])
+        mixed = {h: [] for h in HEADS}
+        for k in alive:
+            (p, d, v), states[k] = model.step(ids, states[k])
+            heads = (pitch_log_probs(p, d, model.joins), log_softmax(d), log_softmax(v))
+            given = log_softmax(p[int(target[1] == JOIN_ID)]) if model.joins else heads[0]
+            weight = told[k] - norm
+            for h, lp in zip(HEADS, heads, strict=True):
+                mixed[h].append(weight + lp)
+            told[k] += float(given[target[0]] + heads[1][target[1]] + heads[2][target[2]])
+        for h in HEADS:
+            out[h][t] = np.logaddexp.reduce(mixed[h], axis=0)
+        for k in set(states) - set(alive):
+            del states[k], told[k]
+    return out
+
+
 def step_scores(model: StepModel, seqs: list[np.ndarray]) -> dict[str, dict[str, float]]:
-    """Every step of every piece through the step model, from a fresh state per piece."""
+    """Every step of every piece through the step model (see step_log_probs)."""
     nll = dict.fromkeys(HEADS, 0.0)
     correct = dict.fromkeys(HEADS, 0)
     n = 0
     for seq in seqs:
-        state = model.initial_state()
-        for t in range(len(seq) - 1):
-            logits, state = model.step(tuple(int(i) for i in seq[t, :len(HEADS)]), state)
-            for h, lg in zip(HEADS, logits, strict=True):
-                logp = heldout.log_softmax(lg)
-                target = int(seq[t + 1, HEADS.index(h)])
-                nll[h] -= float(logp[target])
-                correct[h] += int(np.argmax(logp) == target)
-            n += 1
+        logp = step_log_probs(model, seq)
+        for j, h in enumerate(HEADS):
+            target = seq[1:, j]
+            nll[h] -= float(np.take_along_axis(logp[h], target[:, None], -1).sum())
+            correct[h] += int((logp[h].argmax(-1) == target).sum())
+        n += len(seq) - 1
     return {h: summary(correct[h], nll[h], n) for h in HEADS}
 
 

@@ -19,10 +19,10 @@ from playbach.vocab import EncodingOptions, Vocabulary
 from trainer import heldout, improvise
 from trainer.config import TrainConfig
 from trainer.corpus import Corpus, check_size
-from trainer.dataset import context, duration_ticks, encode, split_pieces
+from trainer.dataset import context, duration_ticks, encode, key_table, piece_key, split_pieces
 from trainer.export import check_parity, to_tflite
 from trainer.fit import fit, identity, plot
-from trainer.model import state_size
+from trainer.model import state_offset, state_size
 from trainer.score import CORPUS_FILE, save_steps
 
 log = logging.getLogger("trainer")
@@ -60,9 +60,11 @@ def train(job: Job) -> Path:
     model, history, _ = fit(cfg, vocab, tr, va, run_dir, ident, job.resume,
                             init=cfg.init_weights(job.models_dir), extra_callbacks=job.callbacks)
     train_seconds = time.time() - started
+    keys = key_table(tr, state_offset(cfg, "key"), vocab.options.octaves) if cfg.key else None
+    hidden = heldout.Hidden.of(cfg, keys)
     metrics = {
-        "network": {"val": heldout.network_scores(model, va),
-                    "test": heldout.network_scores(model, te)},
+        "network": {"val": heldout.network_scores(model, va, hidden),
+                    "test": heldout.network_scores(model, te, hidden)},
         **heldout.baseline_scores(tr, va, {"val": va, "test": te}, vocab.sizes),
     }
     if cfg.original_protocol:
@@ -72,7 +74,9 @@ def train(job: Job) -> Path:
     try:
         meta = build_meta(job, corpus, (train_p, val_p, test_p), vocab, model, history, metrics,
                           train_seconds)
-        save_steps(staging / CORPUS_FILE, tr, va)
+        if keys is not None:
+            meta["keys"] = keys.to_meta()
+        save_steps(staging / CORPUS_FILE, tr, va, te)
         export(model, cfg, vocab, meta, staging, te)
         plot(history, staging / "training.png", f"{job.name}: {corpus.source}",
              metrics["ngram"]["val"]["pitch"]["accuracy"],
@@ -140,7 +144,7 @@ def export(model, cfg: TrainConfig, vocab: Vocabulary, meta: dict, folder: Path,
     modeldir.write_json(folder / "meta.json", meta)
     # one stream, its context counted through it as the step model counts it
     tokens = context(np.concatenate([t[:, :len(HEADS)] for t in test])[:PARITY_STEPS],
-                     duration_ticks(vocab))
+                     duration_ticks(vocab), piece_key(test[0]))
     meta["export"] = {
         "float": check_parity(model, folder, tokens),
         "int8": check_parity(model, folder, tokens, quantized=True),
@@ -184,6 +188,9 @@ def print_report(meta: dict) -> None:
             + f" {net[head]['tokens']:>7}")
     lines.append("  n-gram orders chosen on the validation pieces: " + ", ".join(
         f"{h} {o}" for h, o in m["ngram_order"].items()))
+    if "keys" in meta:
+        lines.append(f"  the network is never told a piece's key: it weighs all "
+                     f"{len(meta['keys']['hypotheses'])} keys it knows by the notes so far")
     if "original_protocol" in m:
         o = m["original_protocol"]
         lines.append(f"  original protocol (random window split, leaky): pitch accuracy "

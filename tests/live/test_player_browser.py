@@ -56,6 +56,7 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
             codec: window.playbach.codec, decoder: window.playbach.decoderKind,
             frames: window.playbach.frames, model: document.getElementById('p-model').textContent,
             instrument: document.getElementById('p-instrument').textContent,
+            key: document.getElementById('p-key').textContent,
             channel: document.getElementById('channel').selectedOptions[0].textContent,
             status: document.getElementById('status').textContent})""")
         if first:  # what a listener is told: octaves on the roll, help, the buffer's aim
@@ -83,6 +84,7 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
     assert state["consumed"] > 2 * 44100 and state["frames"] > 20
     assert state["status"] == "playing" and state["model"] == DEFAULT_MODEL
     assert state["instrument"] == "Cello"  # the SoundFont's own name
+    assert re.fullmatch(r"[A-G]#? (major|minor)", state["key"]), state["key"]  # as it sounds
     assert state["channel"] == "Radio"  # the channel's name, not its id
     assert drawn > 50, "the piano roll drew no notes"
     assert state["splices"] >= 1 and state["underruns"] == 0, state

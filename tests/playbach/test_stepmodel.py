@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from playbach.schemas import DEFAULT_MODEL
 from playbach.stepmodel import Improviser, StepModel, sample
@@ -56,3 +57,38 @@ def test_a_note_joins_a_chord_only_above_the_note_before():
     list(Improviser(model, 1.0, seed=0).notes(150))
     joins = [(a, b) for a, b in itertools.pairwise(model.fed) if b[1] == JOIN_ID]
     assert len(joins) > 100 and all(b[0] > a[0] for a, b in joins)
+
+
+class Fixed:
+    """A stand-in step model with fixed logits: a new event's pitch is mostly id 50, a joined
+    note's mostly id 70, and p(+) is one half. Only the sampler's arithmetic is under test."""
+
+    def __init__(self) -> None:
+        from playbach.vocab import Vocabulary
+
+        self.vocab, self.keys = Vocabulary(), None
+        rows = np.full((2, 130), -20.0)
+        rows[0, 50], rows[1, 70], rows[1, 40] = 0.0, 0.0, -1.0  # a joined note below: banned
+        duration = np.full(16, -20.0)
+        duration[JOIN_ID] = duration[10] = 0.0
+        self.logits = (rows, duration, np.zeros(9))
+
+    def initial_state(self, key=None):
+        return np.zeros((1, 1), np.float32)
+
+    def step(self, ids, state):
+        return self.logits, state
+
+
+def test_joining_is_drawn_from_both_heads_before_the_pitch():
+    imp = Improviser(Fixed(), 1.0, seed=0)
+    draws = [imp._draw(True, join_above=60) for _ in range(4000)]
+    joined = [p for p, d, _ in draws if d == JOIN_ID]
+    # p(+) times the joined row's mass above 60 (1 / (1 + e^-1), id 40 is below), against
+    # 1 - p(+): the model's joint restricted to what the grammar allows
+    above = 1 / (1 + np.exp(-1))
+    assert len(joined) / len(draws) == pytest.approx(above / (above + 1), abs=0.025)
+    assert set(joined) == {70}  # the joined row, and only notes above the chord's last
+    assert {p for p, d, _ in draws if d != JOIN_ID} == {50}  # a new event: its own row
+    alone = {imp._draw(True, join_above=None)[1] for _ in range(200)}
+    assert alone == {10}  # nothing to join: never +

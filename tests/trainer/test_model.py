@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from playbach.keys import Key, KeyTable, hypotheses
 from playbach.modeldir import FORMAT_VERSION
 from playbach.vocab import EncodingOptions, Vocabulary
 from trainer.config import UserError, make_config
+from trainer.dataset import piece_key
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +42,44 @@ def test_step_model_sees_the_distances_the_sequence_model_sees(vocab, cello_dir,
     plain, _ = to_tflite(model, cfg, vocab)
     (tmp_path / "step.tflite").write_bytes(plain)
     (tmp_path / "vocab.json").write_text(vocab.to_json())
-    (tmp_path / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION}))
-    report = check_parity(model, tmp_path, _tokens(vocab, cello_dir, dirs))
+    tokens = _tokens(vocab, cello_dir, dirs)
+    _meta(tmp_path, cfg, piece_key(tokens))
+    report = check_parity(model, tmp_path, tokens)
     assert report["max_logit_diff"] < 1e-4 and report["pitch_top1_agreement"] == 1.0
+
+
+def _meta(folder: Path, cfg, key: Key) -> None:
+    from trainer.model import state_offset
+
+    table = KeyTable(state_offset(cfg, "key"), ((key, 1),), hypotheses([key], -6, 5))
+    (folder / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
+                                                  "keys": table.to_meta()}))
+
+
+def test_the_step_model_reads_its_key_and_answers_both_joinings(vocab, cello_dir, dirs,
+                                                                 tmp_path):
+    from playbach.stepmodel import StepModel
+    from trainer.export import check_parity, to_tflite
+    from trainer.model import build_model
+
+    cfg = make_config("tiny", [])
+    model = build_model(vocab, cfg)
+    for w in model.weights:  # a trained network's differences, not a fresh one's zeros
+        if w.path in ("join_shift/shift", "key_prior/table"):
+            w.assign(np.random.default_rng(1).normal(0, 1, w.shape).astype("float32"))
+    (tmp_path / "step.tflite").write_bytes(to_tflite(model, cfg, vocab)[0])
+    (tmp_path / "vocab.json").write_text(vocab.to_json())
+    tokens = _tokens(vocab, cello_dir, dirs)
+    _meta(tmp_path, cfg, piece_key(tokens))
+    assert check_parity(model, tmp_path, tokens)["max_logit_diff"] < 1e-4  # in G major
+    step = StepModel(tmp_path)
+    assert step.joins and step.keys.commonest == piece_key(tokens)
+    ids = tuple(int(i) for i in tokens[1, :3])
+    (g_major, _, _), _ = step.step(ids, step.initial_state())
+    (d_minor, _, _), _ = step.step(ids, step.initial_state(Key(50, 1)))
+    assert g_major.shape == (2, vocab.sizes[0])  # a new event's pitch, a joined note's
+    assert np.abs(g_major[0] - g_major[1]).max() > 0.1
+    assert np.abs(g_major - d_minor).max() > 0.1  # the key is read from the state
 
 
 def test_init_leaves_only_the_distance_bias_to_training(vocab, tmp_path):

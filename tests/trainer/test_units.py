@@ -5,15 +5,18 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from playbach.keys import Key
 from playbach.vocab import REST, Event, Vocabulary
 from trainer import musicstats
 from trainer.config import TrainConfig, UserError, make_config
 from trainer.corpus import Piece
-from trainer.crossval import fold_indices, summarise
+from trainer.crossval import evenness, fold_indices, summarise
 from trainer.dataset import (
     INTERVALS,
+    KEY,
     PROFILE,
     VOICES,
+    WIDTH,
     context,
     duration_ticks,
     split_pieces,
@@ -22,6 +25,8 @@ from trainer.dataset import (
     xy,
 )
 from trainer.ngram import NGram, RepeatPrevious, Unigram, best_ngram
+
+C_MAJOR = Key(60, 0)
 
 
 def test_ngram_is_a_distribution_and_learns_a_cycle():
@@ -51,7 +56,7 @@ def test_musical_statistics():
     assert musicstats.longest_exact_repeat([*c_major[:3], *c_major[:3]]) == 3
 
 
-def test_excerpts_have_equal_sounding_length_and_bands_judge_means():
+def test_excerpts_have_equal_sounding_length_and_bands_judge_the_typical_excerpt():
     piece = [Event("C4", 1), Event(REST, 1), Event("D4", 1), Event("E4", 1), Event("F4", 1)]
     parts = musicstats.excerpts([piece, piece[:2]], 2)
     assert parts == [piece[:3], piece[3:5]]  # rests come on top; the short remainder dropped
@@ -62,6 +67,9 @@ def test_excerpts_have_equal_sounding_length_and_bands_judge_means():
     far = musicstats.compare(wild, corpus)
     assert not far["highest_note"]["inside"] and not far["mean_duration"]["inside"]
     assert far["highest_note"]["generated"] == 127 and far["highest_note"]["high"] == 72
+    # the median excerpt is judged: one wild excerpt in five moves the mean out, not it
+    some = musicstats.compare([*corpus[:4], wild[0]], corpus)["highest_note"]
+    assert some["inside"] and some["mean"] > 72 and some["share_inside"] == 0.8
 
 
 def test_splits_are_by_whole_pieces():
@@ -84,12 +92,13 @@ def test_windows_cover_the_tail_and_pad_short_pieces():
 
 def test_every_step_is_a_target_but_padding():
     def steps(*ids):  # tokens, context channels zero
-        return np.array([[[*i, *[0] * 18] for i in ids]])
+        return np.array([[[*i, *[0] * (WIDTH - 3)] for i in ids]])
 
     x, _, w = xy(steps((0, 0, 0), (5, 3, 2), (1, 4, 2), (0, 0, 0)), "seq2seq")
     assert w["pitch"].tolist() == [[1, 1, 0]] and w["duration"].tolist() == [[1, 1, 0]]
     assert set(x) == {"pitch", "duration", "velocity", "last", "interval", "onset", "profile",
-                      "voice", "join", "bass"}
+                      "voice", "join", "bass", "anchor", "mode", "joins"}
+    assert x["joins"].tolist() == [[0, 0, 0]]  # whether each target step joins a chord
     assert x["profile"].shape == (1, 3, 12)
     _, _, last = xy(steps((0, 0, 0), (5, 3, 2), (6, 4, 2)), "last")
     assert last["pitch"].tolist() == [[0, 1]]
@@ -99,12 +108,12 @@ def test_context_channels_count_last_note_interval_and_onset():
     vocab = Vocabulary()
     piece = [Event("C4", Fraction(1)), Event("E3.G3", Fraction(1, 2)), Event(REST, Fraction(1)),
              Event("C5", Fraction(1, 4))]
-    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab))
+    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab), C_MAJOR)
     assert seq[:, 3].tolist() == [-1, 60, 52, 55, 55, 72]  # the last note sounded
     assert seq[:, 4].tolist() == [0, 0, 25 - 8, 25 + 3, 0, 25 + 17]  # 0: none (first, rest)
     assert seq[:, 5].tolist() == [0, 24, 36, 36, 60, 66]  # where the next step begins
     far = context(np.array(vocab.encode_piece([Event("C2", 1), Event("C6", 1)])),
-                  duration_ticks(vocab))
+                  duration_ticks(vocab), C_MAJOR)
     assert far[2, 4] == 25 + INTERVALS  # wider than two octaves: clipped
 
 
@@ -112,7 +121,7 @@ def test_voices_place_each_note_in_its_chord_and_find_where_the_next_moves_from(
     vocab = Vocabulary()
     piece = [Event("C3.E3.G3", Fraction(1)), Event("D3.F3.B3", Fraction(1)),
              Event(REST, Fraction(1)), Event("C4", Fraction(1))]
-    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab))
+    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab), C_MAJOR)
     voice, join, bass = (seq[:, VOICES.start + i] for i in range(3))
     # steps: <s> C3 E3+ G3+ D3 F3+ B3+ R C4
     assert voice.tolist() == [0, 0, 1, 2, 0, 1, 2, 0, 0]
@@ -128,13 +137,16 @@ def test_voices_place_each_note_in_its_chord_and_find_where_the_next_moves_from(
 def test_transposition_moves_notes_and_last_note_within_range():
     vocab = Vocabulary()
     piece = [Event(n, Fraction(1)) for n in ("C3", "G3", "E4", "C4")]
-    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab))
+    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab), C_MAJOR)
     win = np.stack([seq] * 200)
     moved = transpose(win, np.random.default_rng(0), low=36, high=84)
     shift = moved[:, 1, 0] - win[:, 1, 0]
     assert set(shift.tolist()) == set(range(-6, 6))  # every key that fits C2-C6
     assert (moved[:, 1:, 3] - win[:, 1:, 3] == shift[:, None]).all()  # last note moves along
-    assert (moved[:, :, 4:6] == win[:, :, 4:6]).all() and (moved[:, 0] == win[:, 0]).all()
+    assert (moved[:, :, KEY.start] - 60 == shift[:, None]).all()  # so does the key's tonic
+    assert (moved[:, :, KEY.start + 1] == 0).all()  # in the same mode
+    assert (moved[:, :, 4:6] == win[:, :, 4:6]).all()
+    assert (moved[:, 0, :KEY.start] == win[:, 0, :KEY.start]).all()  # the start step stays
     tight = transpose(win, np.random.default_rng(0), low=48, high=65)
     assert set((tight[:, 1, 0] - win[:, 1, 0]).tolist()) == {0, 1}  # C3..E4 fits C3..F4 only
 
@@ -145,7 +157,7 @@ def test_augment_share_is_the_share_of_windows_moved(share):
 
     vocab = Vocabulary()
     piece = [Event(n, Fraction(1)) for n in ("C3", "G3", "E4", "C4")]
-    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab))
+    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab), C_MAJOR)
     epoch = Augmented(np.stack([seq] * 2000), TrainConfig(augment_share=share), True).epoch
     moved = (epoch[:, 1, 0] != seq[1, 0]).mean()
     assert moved == pytest.approx(share * 11 / 12, abs=0.04)  # a twelfth moves by 0
@@ -173,6 +185,15 @@ def test_cross_validation_folds_test_every_piece_once():
         assert not set(train) & set(test) and not set(val) & set(test)
     with pytest.raises(UserError, match="--folds"):
         fold_indices(4, 5, seed=1, val_fraction=0.1)
+    # stratified: each fold one piece of every run of 6 ranks (here the index is the rank)
+    strata = [float(i) for i in range(24)]
+    folds = fold_indices(24, 6, seed=1, val_fraction=0.1, strata=strata)
+    assert sorted(i for _, _, test in folds for i in test) == list(range(24))
+    for _, _, test in folds:
+        assert sorted(i // 6 for i in test) == [0, 1, 2, 3]
+    assert fold_indices(24, 6, 1, 0.1, strata) == folds  # seeded
+    assert evenness(np.array([[0, 0, 0], [60, 10, 5], [62, 10, 5], [64, 8, 5],
+                              [67, 1, 5]])) == pytest.approx(2 / 3)  # + is no duration
 
 
 def test_cross_validation_gap_is_against_the_best_rival_per_fold():
@@ -225,7 +246,7 @@ def test_key_profile_counts_the_pieces_pitch_classes_and_turns_with_it():
 
     vocab = Vocabulary()
     piece = [Event(n, Fraction(1)) for n in ("C4", "E4", REST, "C5", "G4")]
-    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab))
+    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab), C_MAJOR)
     counts = seq[:, PROFILE]
     assert counts[0].sum() == 0 and counts[1].tolist() == [1] + [0] * 11  # the start; C4
     assert counts[-1, [0, 4, 7]].tolist() == [2, 1, 1] and counts[-1].sum() == 4  # no rest
@@ -236,3 +257,29 @@ def test_key_profile_counts_the_pieces_pitch_classes_and_turns_with_it():
     for win in moved:
         shift = int(win[1, 0] - seq[1, 0])
         assert (win[:, PROFILE] == np.roll(counts, shift, axis=1)).all()
+
+
+def test_scoring_infers_the_key_from_the_steps_before_never_from_the_future():
+    from trainer.heldout import Hidden, piece_log_probs
+
+    def model(x, training=False):  # a stand-in network sure of one note: its key's tonic
+        pitch = np.full((*x["anchor"].shape, 130), -5.0)
+        np.put_along_axis(pitch, x["anchor"][..., None] + 2, 5.0, -1)
+        return {"pitch": pitch, "duration": np.zeros((*x["anchor"].shape, 16)),
+                "velocity": np.zeros((*x["anchor"].shape, 9))}
+
+    vocab = Vocabulary()
+    piece = [Event("A3", Fraction(1))] * 6  # MIDI 57, over and over
+    seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab), C_MAJOR)
+    keys = tuple(Key(a, m) for a in range(55, 61) for m in (0, 1))
+    logp = piece_log_probs(model, seq, Hidden(keys))
+    assert np.allclose(np.logaddexp.reduce(logp["pitch"], -1), 0)  # distributions
+    sure = 10 - np.log(np.exp(10) + 129)  # log p of the tonic under its own key
+    first = np.log(np.mean([np.exp(sure if k.anchor == 57 else -np.log(np.exp(10) + 129))
+                            for k in keys]))
+    assert logp["pitch"][0, 59] == pytest.approx(first)  # before any note: the prior
+    assert logp["pitch"][-1, 59] == pytest.approx(sure, abs=1e-6)  # then the posterior
+    # the key written into the steps is never read: scoring is told none
+    told = seq.copy()
+    told[:, KEY] = [57, 0]
+    assert np.allclose(piece_log_probs(model, told, Hidden(keys))["pitch"], logp["pitch"])

@@ -270,6 +270,7 @@ function draw() {
     for (const n of state.notes) {
       const x0 = xOf(n.pos), x1 = xOf(n.pos + n.duration * state.rate);
       const sounding = n.pos <= state.playhead && state.playhead < n.pos + n.duration * state.rate;
+      if (sounding && n.key && $('p-key').textContent !== n.key) $('p-key').textContent = n.key;
       g.fillStyle = sounding ? '#ffd27a' : (x0 > nowX ? '#5a6b85' : '#b08a3e');
       for (const m of n.midi) g.fillRect(x0, h - ((m - low) / (high - low)) * h - bar / 2, Math.max(2, x1 - x0 - 1), bar);
     }
