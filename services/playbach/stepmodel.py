@@ -220,18 +220,17 @@ class Improviser:
         never = (BOS_ID,)  # the start token is input only
         banned = never if allow_rest else (*never, REST_ID)
         rows = np.atleast_2d(p_logits)  # [new event, joins] (one row: the same for both)
-        dur_p = distribution(d_logits, t, never, top)
+        p_join = distribution(d_logits, t, never, top)[JOIN_ID]
         above = np.zeros(rows.shape[-1])
         if join_above is not None:
             low = max(join_above, REST_ID) + 1
             above[low:] = distribution(rows[-1], t, banned, top)[low:]
-        joins = dur_p[JOIN_ID] * above.sum()
-        if self.rng.random() * (joins + 1.0 - dur_p[JOIN_ID]) < joins:
+        joins = p_join * above.sum()
+        if self.rng.random() * (joins + 1.0 - p_join) < joins:
             pitch, duration = draw(above, self.rng), JOIN_ID
-        else:
-            dur_p[JOIN_ID] = 0.0
+        else:  # the duration of a new event: top-p among those (it may have cut all but +)
             pitch = draw(distribution(rows[0], t, banned, top), self.rng)
-            duration = draw(dur_p, self.rng)
+            duration = draw(distribution(d_logits, t, (*never, JOIN_ID), top), self.rng)
         step = (pitch, duration, sample(v_logits, t, self.rng, never, top))
         self._logits, self._state = self.model.step(step, self._state)
         return step

@@ -122,7 +122,8 @@ def run(model, jobs: list[tuple[np.ndarray, Key | None]], joins: bool
 def run_batch(model, win: np.ndarray, joins: bool) -> list[tuple[dict, np.ndarray]]:
     x, y, _ = xy(win, "seq2seq")
     told = [{**x, "joins": np.full_like(x["joins"], j)} for j in (0, 1)] if joins else [x]
-    outs = [model(t, training=False) for t in told]
+    # compiled, not eager: an eager LSTM runs its time loop in Python (10x slower)
+    outs = [model.predict_on_batch(t) for t in told]
     dur, vel = log_softmax(outs[0]["duration"]), log_softmax(outs[0]["velocity"])
     if joins:
         rows = np.stack([log_softmax(o["pitch"]) for o in outs], -2)
@@ -197,7 +198,7 @@ def window_scores(model, seqs: list[np.ndarray], length: int, batch: int = 256
 
     def score(win: np.ndarray) -> None:
         x, y, _ = xy(win, "last")
-        out = model(x, training=False)
+        out = model.predict_on_batch(x)
         for h in HEADS:
             logp = log_softmax(np.asarray(out[h])[:, -1])
             target = y[h][:, -1]
@@ -218,7 +219,7 @@ def end_accuracy(model, x: dict, y: dict, w: dict, batch: int = 256) -> float:
     """Pitch accuracy at the last step of each window (where its weight is not zero)."""
     hits, n = 0, 0
     for i in range(0, len(y["pitch"]), batch):
-        logits = model({h: v[i:i + batch] for h, v in x.items()}, training=False)
+        logits = model.predict_on_batch({h: v[i:i + batch] for h, v in x.items()})
         pred = np.asarray(logits["pitch"])[:, -1].argmax(-1)
         keep = w["pitch"][i:i + batch, -1] > 0
         hits += int((pred == y["pitch"][i:i + batch, -1])[keep].sum())

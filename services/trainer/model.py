@@ -67,16 +67,31 @@ class KeyPrior(layers.Layer):
 
     def build(self, input_shape) -> None:
         self.table = self.add_weight(shape=(2 * MAX_CHORD * (TONIC_SPAN + 1), TONIC_SPAN),
-                                     initializer="zeros", name="table")
+                                     initializer=Distant(), name="table")
 
     def call(self, logits, anchor, mode, place, last):
-        anchor = ops.cast(anchor, "int32")
-        before = ops.clip(ops.cast(last, "int32") - anchor + TONIC_SPAN // 2, 0, TONIC_SPAN - 1)
-        before = ops.where(ops.cast(last, "int32") >= 0, before, TONIC_SPAN)  # none yet
+        anchor, last = ops.cast(anchor, "int32"), ops.cast(last, "int32")
+        half = TONIC_SPAN // 2
+        before = ops.where(last >= 0, ops.clip(last - anchor + half, 0, TONIC_SPAN - 1),
+                           TONIC_SPAN)  # TONIC_SPAN: no note yet
         row = (ops.cast(mode, "int32") * MAX_CHORD + ops.cast(place, "int32")) * (
             TONIC_SPAN + 1) + before
-        rel, valid = by_interval(ops.take(self.table, row, axis=0), anchor, logits.shape[-1])
-        return logits + ops.where(valid, rel, 0.0)
+        notes = ops.arange(logits.shape[-1]) - PITCH_OFFSET
+        at = ops.clip(notes - ops.expand_dims(anchor, -1) + half, 0, TONIC_SPAN - 1)
+        rel = ops.take_along_axis(ops.take(self.table, row, axis=0), at, axis=-1)
+        return logits + ops.where(notes >= 0, rel, 0.0)  # a note further off: the edge's
+
+
+@keras.saving.register_keras_serializable("playbach")
+class Distant(keras.initializers.Initializer):
+    """KeyPrior's start: a note is less likely the further it lies from the tonic (-0.5 at an
+    octave, -4.5 at three and beyond). Training moves what the music shows; a register it
+    never reached keeps the doubt (from zeros, a sampled run climbed three octaves)."""
+
+    def __call__(self, shape, dtype=None):
+        half = shape[-1] // 2
+        row = -0.5 * (np.arange(-half, half + 1) / 12.0) ** 2
+        return ops.convert_to_tensor(np.broadcast_to(row, shape), dtype=dtype or "float32")
 
 
 def next_place(cfg: TrainConfig, voice, joins):

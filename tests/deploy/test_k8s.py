@@ -163,7 +163,7 @@ def make_train_commands() -> list[list[str]]:
     recipe = re.search(r"^train: .*\n((?:\t.*\n)+)", text, re.MULTILINE).group(1)
     commands = []
     for line in recipe.splitlines():
-        for _ in range(5):  # a variable may name another (RECENCY_CONFIG holds VOICES_CONFIG)
+        for _ in range(5):  # a variable may name another (a config built of others)
             line = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), m.group(0)),
                           line)
         assert "$(" not in line, f"a Makefile variable left unfilled: {line}"

@@ -92,3 +92,8 @@ def test_joining_is_drawn_from_both_heads_before_the_pitch():
     assert {p for p, d, _ in draws if d != JOIN_ID} == {50}  # a new event: its own row
     alone = {imp._draw(True, join_above=None)[1] for _ in range(200)}
     assert alone == {10}  # nothing to join: never +
+    # top-p keeping only + (p(+) 0.99): a new event still gets a duration, never an index past
+    # the table (the step model's gather failed on one, killing the channel's sampling)
+    imp.model.logits[1][JOIN_ID] = 5.0
+    imp.top_p = 0.5
+    assert {imp._draw(True, join_above=None)[1] for _ in range(200)} == {10}
