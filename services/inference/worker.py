@@ -32,7 +32,7 @@ from playbach.schemas import (
     NoteEvent,
     SynthPosition,
 )
-from playbach.stepmodel import HISTORY, Improviser
+from playbach.stepmodel import HISTORY, PRIME_ON_CHANGE, Improviser
 from playbach.worker import ChannelWorker
 
 log = logging.getLogger("inference")
@@ -128,7 +128,7 @@ class InferenceWorker(ChannelWorker[Owned]):
         if new.model != old.model:
             model, new = await self.usable_model(owned.cid, new, fallback=old.model)
             if model is not None and new.model != old.model:
-                owned.improviser.use(model)
+                owned.improviser.use(model, prime=PRIME_ON_CHANGE)
                 owned.fallback = old.model
                 log.info("channel %s: model %s -> %s", owned.cid, old.model, new.model)
         owned.improviser.temperature, owned.improviser.top_p = new.temperature, new.top_p

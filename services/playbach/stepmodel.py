@@ -24,6 +24,9 @@ from playbach.vocab import BOS_ID, JOIN_ID, MAX_CHORD, REST_ID, Event, Step, Voc
 
 HEADS = ("pitch", "duration", "velocity")
 HISTORY = 64  # events kept to re-prime a new model (model change, takeover)
+# events a model swapped in while a channel plays is primed with: a listener waits for them
+# (64 events of the suites' model take ~130 ms, most of a change's budget); the key goes on
+PRIME_ON_CHANGE = 16
 
 
 def _interpreter(content: bytes, threads: int):  # -> ai_edge_litert Interpreter
@@ -172,9 +175,10 @@ class Improviser:
         self.key = key
         self.use(model, list(history))
 
-    def use(self, model: StepModel, history: Iterable[Event] | None = None) -> None:
-        """Switch to ``model``, priming it with the recent events so the music goes on (in the
-        same key, if both know keys)."""
+    def use(self, model: StepModel, history: Iterable[Event] | None = None,
+            prime: int = HISTORY) -> None:
+        """Switch to ``model``, priming it with the last ``prime`` of the recent events so the
+        music goes on (in the same key, if both know keys)."""
         events = list(self.history if history is None else history)
         # the step already drawn for the next event goes on too (a swap changes no note)
         pending = getattr(self, "_pending", None) if history is None else None
@@ -186,10 +190,11 @@ class Improviser:
         self._state = model.initial_state(self.key)
         self._logits, self._state = model.step((0, 0, 0), self._state)
         self._pending: Step | None = None  # a drawn step that begins the next event
-        for ev in events:
+        for i, ev in enumerate(events):
             self.history.append(ev)
-            for step in model.vocab.steps(ev):
-                self._logits, self._state = model.step(step, self._state)
+            if i >= len(events) - prime:
+                for step in model.vocab.steps(ev):
+                    self._logits, self._state = model.step(step, self._state)
         if pending is not None:
             self._logits, self._state = model.step(pending, self._state)
             self._pending = pending

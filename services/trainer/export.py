@@ -30,18 +30,27 @@ def to_tflite(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary) -> tuple[
         return plain, converter.convert()
 
 
-def check_parity(model: keras.Model, folder: Path, tokens: np.ndarray,
-                 quantized: bool = False) -> dict[str, float]:
-    """Run ``tokens`` [T, WIDTH] (ids and context, one key throughout) through the Keras model
-    at once and their ids through the exported step model one step at a time; report the
-    largest logit difference and how often the top-1 pitch agrees."""
-    step = StepModel(folder, quantized=quantized)
+def reference(model: keras.Model, tokens: np.ndarray, joins: bool) -> dict[str, np.ndarray]:
+    """The Keras model's logits for ``tokens`` [T, WIDTH] (ids and context), all at once; with
+    ``joins`` the pitch's as the step model gives them, a row per answer [T, 2, size]."""
     x = inputs(tokens[None])
-    told = [{**x, "joins": np.full_like(x["pitch"], j)} for j in ((0, 1) if step.joins else (0,))]
+    told = [{**x, "joins": np.full_like(x["pitch"], j)} for j in ((0, 1) if joins else (0,))]
     outs = [model(t, training=False) for t in told]
     ref = {h: np.asarray(outs[0][h])[0] for h in HEADS}
-    if step.joins:  # the step model's pitch rows: begins an event, joins the chord
+    if joins:  # the step model's pitch rows: begins an event, joins the chord
         ref["pitch"] = np.stack([np.asarray(o["pitch"])[0] for o in outs], 1)
+    return ref
+
+
+def check_parity(model: keras.Model, folder: Path, tokens: np.ndarray,
+                 quantized: bool = False, ref: dict[str, np.ndarray] | None = None
+                 ) -> dict[str, float]:
+    """Run ``tokens`` [T, WIDTH] (ids and context, one key throughout) through the Keras model
+    at once (or take its logits, ``ref``: an eager run costs seconds) and their ids through
+    the exported step model one step at a time; report the largest logit difference and how
+    often the top-1 pitch agrees."""
+    step = StepModel(folder, quantized=quantized)
+    ref = ref if ref is not None else reference(model, tokens, step.joins)
     state = step.initial_state(piece_key(tokens) if step.keys is not None else None)
     diff, agree = 0.0, 0
     for t, ids in enumerate(tokens):

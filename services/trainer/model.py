@@ -233,12 +233,15 @@ class Pointer(layers.Layer):
         ok = (pitch >= PITCH_OFFSET) & (last >= 0) & (interval >= 0) & (interval < SPAN)
         return pitch, ops.where(ok, interval, -1), duration
 
-    def mix(self, x, keys, targets, allowed, last, logits, back=None, pitch_x=None) -> list:
+    def mix(self, x, keys, targets, allowed, last, logits, back=None, pitch_x=None,
+            one_step: bool = False) -> list:
         """Each head's log-probabilities: the gate's share for the head's own softmax, the rest
         spread over the copies. ``keys`` and ``targets`` per kind [B, S, dim] and [B, S];
         ``allowed`` [B, T, S] (earlier steps in the window); ``last`` [B, T]; ``back`` [T, S]
         how many steps back each step lies (with ``recency``); ``pitch_x``, what the pitch's
-        queries and gate read instead of ``x`` (the step's state told whether it joins)."""
+        queries and gate read instead of ``x`` (the step's state told whether it joins);
+        ``one_step``: batch 1, one step (the step model), where the copies are summed by
+        target (a segment sum over the window) instead of through one-hot tables."""
         scale = 1.0 / np.sqrt(self.dim)
         pitch_x = x if pitch_x is None else pitch_x
         reads = {"pitch": pitch_x, "interval": pitch_x, "duration": x}
@@ -258,8 +261,7 @@ class Pointer(layers.Layer):
             p = weights[..., :1] * ops.softmax(own, -1)
             for k, w in zip(kinds, ops.split(weights[..., 1:], len(kinds), axis=-1),
                             strict=True):
-                hot = ops.one_hot(ops.maximum(targets[k], 0), SPAN if k == "interval" else size)
-                copied = ops.einsum("bts,bsv->btv", w, hot)
+                copied = copies(w, targets[k], SPAN if k == "interval" else size, one_step)
                 if k == "interval":
                     copied, valid = by_interval(copied, last, size)
                     copied = ops.where(valid, copied, 0.0)
@@ -294,7 +296,7 @@ class Pointer(layers.Layer):
         back = ops.arange(self.window, 0, -1)[None]  # the memory's newest step is 1 back
         out = self.mix(x[:, None], keys, targets, new["valid"][:, None], last[:, None],
                        [lg[:, None] for lg in logits], back,
-                       None if pitch_x is None else pitch_x[:, None])
+                       None if pitch_x is None else pitch_x[:, None], one_step=True)
         return [o[:, 0] for o in out]
 
     def key(self, x) -> dict:
@@ -314,6 +316,17 @@ class Pointer(layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "window": self.window, "dim": self.dim,
                 "durations": self.durations, "recency": self.recency}
+
+
+def copies(weights, targets, size: int, one_step: bool):
+    """The probability each of ``size`` values gets from copying: ``weights`` [B, T, S] on the
+    steps of the window, ``targets`` [B, S] what each proposes (-1: nothing; its weight is ~0
+    already). One step summed by target: a window of 512 costs 512 additions, not 512 x size
+    multiplications through a one-hot table (4x the step model's time)."""
+    ids = ops.maximum(targets, 0)
+    if one_step:
+        return ops.reshape(ops.segment_sum(weights[0, 0], ids[0], size), (1, 1, size))
+    return ops.einsum("bts,bsv->btv", weights, ops.one_hot(ids, size))
 
 
 def note_features(size: int) -> np.ndarray:

@@ -76,22 +76,17 @@ def mean_duration(piece: Sequence[Event]) -> float:
 
 
 def longest_repeat(tokens: Sequence) -> int:
-    """Length of the longest run of tokens that occurs twice (overlaps allowed)."""
-
-    def repeats(n: int) -> bool:
-        seen: set[tuple] = set()
-        for i in range(len(tokens) - n + 1):
-            gram = tuple(tokens[i:i + n])
-            if gram in seen:
-                return True
-            seen.add(gram)
-        return False
-
-    lo, hi = 0, max(len(tokens) - 1, 0)
-    while lo < hi:  # repeats(n) implies repeats(n - 1): binary search the largest n
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if repeats(mid) else (lo, mid - 1)
-    return lo
+    """Length of the longest run of tokens that occurs twice (overlaps allowed): for each
+    distance d, the longest run of positions where the sequence agrees with itself d later."""
+    ids = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    a = np.array([ids[t] for t in tokens], np.int64)
+    best = 0
+    for d in range(1, len(a) - best):  # a run at distance d is at most len - d long
+        same = np.concatenate([[0], (a[:-d] == a[d:]).astype(np.int8), [0]])
+        edges = np.flatnonzero(np.diff(same))  # starts and ends of runs of agreement
+        if len(edges):
+            best = max(best, int((edges[1::2] - edges[::2]).max()))
+    return best
 
 
 def longest_exact_repeat(piece: Sequence[Event]) -> float:

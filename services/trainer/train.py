@@ -20,7 +20,7 @@ from trainer import heldout, improvise
 from trainer.config import TrainConfig
 from trainer.corpus import Corpus, check_size
 from trainer.dataset import context, duration_ticks, encode, key_table, piece_key, split_pieces
-from trainer.export import check_parity, to_tflite
+from trainer.export import check_parity, reference, to_tflite
 from trainer.fit import fit, identity, plot
 from trainer.model import state_offset, state_size
 from trainer.score import CORPUS_FILE, save_steps
@@ -145,9 +145,10 @@ def export(model, cfg: TrainConfig, vocab: Vocabulary, meta: dict, folder: Path,
     # one stream, its context counted through it as the step model counts it
     tokens = context(np.concatenate([t[:, :len(HEADS)] for t in test])[:PARITY_STEPS],
                      duration_ticks(vocab), piece_key(test[0]))
+    ref = reference(model, tokens, cfg.joins)
     meta["export"] = {
-        "float": check_parity(model, folder, tokens),
-        "int8": check_parity(model, folder, tokens, quantized=True),
+        "float": check_parity(model, folder, tokens, ref=ref),
+        "int8": check_parity(model, folder, tokens, quantized=True, ref=ref),
         "bytes": {f.name: f.stat().st_size for f in sorted(folder.iterdir())},
     }
     meta["model"]["state_size"] = state_size(cfg)

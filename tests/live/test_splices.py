@@ -16,7 +16,9 @@ from tests.live import timing
 from tests.live.client import Heard
 
 TRIALS = 6  # kills per role (the bench makes 10)
-CONTROL_TRIALS = 5  # changes per control (the bench makes 20)
+# changes per control (the bench makes 20): of 5, the p95 was the slowest one, and on a
+# busy machine one change in ~30 is heard a write (93 ms) or two later than the rest
+CONTROL_TRIALS = 8
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_every_control_is_heard_within_0_3_s(live):
     url, auth, slow = live.gateway_url, login(live.gateway_url), {}
     for control in timing.CONTROLS:
         latencies = run(timing.control_latencies(url, auth, control, CONTROL_TRIALS,
-                                                 pause=0.4))
+                                                 pause=0.3))
         print(f"\n{control}: {[round(x * 1000) for x in latencies]} ms", end="")
         if np.percentile(latencies, 95) > 0.3:
             slow[control] = latencies

@@ -20,6 +20,11 @@ from tests.conftest import CELLO, login, own_models, run
 MOVEMENTS = ("cs1-1pre.mid", "cs1-2all.mid", "cs2-1pre.mid")
 CORRUPT = b"MThd\x00\x00\x00\x06" + b"garbage" * 8
 
+# A cancel lands at the next batch, and the first one builds TensorFlow's graph: 20 s on an
+# idle machine, more on a busy one. The grace before a forced stop must not decide how a
+# cancel ends here.
+WORKER_ENV = {"CANCEL_GRACE_S": "180"}
+
 
 def upload(extra: list[tuple[str, bytes]] = ()) -> list[tuple[str, tuple[str, bytes, str]]]:
     parts = [(n, (CELLO / n).read_bytes()) for n in MOVEMENTS] + [("broken.mid", CORRUPT)]
@@ -31,7 +36,7 @@ def trained(services, tmp_path) -> tuple[str, dict, dict[str, str]]:
     """A gateway and a trainer worker on a models folder of their own."""
     env = own_models(services, tmp_path)
     url = services.gateway()
-    services.start("trainer-1", "trainer", "worker")
+    services.start("trainer-1", "trainer", "worker", **WORKER_ENV)
     return url, login(url), env
 
 
@@ -77,7 +82,7 @@ def test_a_lost_job_fails_with_why_and_a_cancel_stops_training(trained, services
     wait_for(lambda: job_processes("trainer-1") - {worker}, 30, "the training process")
     services.kill("trainer-1")
     wait_for(lambda: not job_processes("trainer-1"), 10, "the training process to end too")
-    services.start("trainer-1", "trainer", "worker")
+    services.start("trainer-1", "trainer", "worker", **WORKER_ENV)
     failed = wait_for(lambda: (j := job(url, auth, lost["id"])["job"])["state"] == "failed"
                       and j, 30, "the lost job to fail")
     assert "trainer-1 restarted while training it" in failed["reason"]

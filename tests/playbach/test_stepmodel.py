@@ -41,6 +41,11 @@ def test_improviser_is_reproducible_and_continues_after_a_model_swap():
     assert [a.next() for _ in range(10)] == [b.next() for _ in range(10)]
     fresh = Improviser(other, 1.0, seed=7, history=first)
     assert list(fresh.history) == first
+    # a swap while playing primes with the last few events only, and keeps the whole history
+    fed = Recording(SHIPPED / DEFAULT_MODEL)
+    fresh.use(fed, prime=4)
+    assert list(fresh.history) == first
+    assert fed.fed[1:] == [s for ev in first[-4:] for s in fed.vocab.steps(ev)]
 
 
 class Recording(StepModel):
