@@ -20,7 +20,16 @@ import numpy as np
 
 from playbach.keys import KEY_SLOTS, Key, KeyTable, key_of
 from playbach.modeldir import ModelError, read_meta, read_vocab
-from playbach.vocab import BOS_ID, JOIN_ID, MAX_CHORD, REST_ID, Event, Step, Vocabulary
+from playbach.vocab import (
+    BOS_ID,
+    JOIN_ID,
+    MAX_CHORD,
+    PITCH_OFFSET,
+    REST_ID,
+    Event,
+    Step,
+    Vocabulary,
+)
 
 HEADS = ("pitch", "duration", "velocity")
 HISTORY = 64  # events kept to re-prime a new model (model change, takeover)
@@ -72,8 +81,29 @@ class StepModel:
             raise ModelError(f"{self.path}: {exc}") from None
         if self.keys and not 0 <= self.keys.offset <= self.state_size - KEY_SLOTS:
             raise ModelError(f"{self.path}: its key lies outside its state")
+        self.range = self._range()
+        low, high = (0, 127) if self.range is None else self.range
+        # pitch ids of the notes the improviser never draws: outside the corpus' range
+        self.outside = tuple(i for i in range(PITCH_OFFSET, self.vocab.sizes[0])
+                             if not low <= i - PITCH_OFFSET <= high)
         self._in = {k: v["index"] for k, v in inputs.items()}
         self._out = {k: v["index"] for k, v in outputs.items()}
+
+    def _range(self) -> tuple[int, int] | None:
+        """The lowest and highest note of the training pieces as written (``meta.json`` →
+        ``range``; None in older models): what the improviser keeps to. The network knows
+        more (training moved windows into other keys, and scoring may meet any note), and
+        sampled from it would take the suites below the cello's C2 and above any note of
+        theirs."""
+        found = self.meta.get("range")
+        if found is None:
+            return None
+        if (not isinstance(found, list) or len(found) != 2
+                or not all(isinstance(n, int) and 0 <= n <= 127 for n in found)
+                or found[0] > found[1]):
+            raise ModelError(f"{self.path}: meta.json range {found!r} is not [lowest, highest] "
+                             "MIDI notes")
+        return found[0], found[1]
 
     def probe(self, steps: int = 8) -> None:
         """A few greedy steps from the start: every logit and state value must be finite, or
@@ -223,7 +253,7 @@ class Improviser:
         p_logits, d_logits, v_logits = self._logits
         t, top = self.temperature, self.top_p
         never = (BOS_ID,)  # the start token is input only
-        banned = never if allow_rest else (*never, REST_ID)
+        banned = (*never, *self.model.outside, *(() if allow_rest else (REST_ID,)))
         rows = np.atleast_2d(p_logits)  # [new event, joins] (one row: the same for both)
         p_join = distribution(d_logits, t, never, top)[JOIN_ID]
         above = np.zeros(rows.shape[-1])

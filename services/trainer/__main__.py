@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playbach import settings as settings_mod
 from playbach.modeldir import ModelError, check_name, model_dir
-from playbach.schemas import DEFAULT_MODEL, TOP_P
+from playbach.schemas import DEFAULT_MODEL, DEFAULT_TOP_P, TOP_P
 from playbach.stepmodel import StepModel
 from playbach.training import CORPORA
 from playbach.vocab import PARTS_HELP, EncodingOptions, VocabError
@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=DEFAULT_MODEL)
     g.add_argument("--notes", type=int, default=128, help="sounding events (rests extra)")
     g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float, default=DEFAULT_TOP_P,
+                   help=f"nucleus sampling (default {DEFAULT_TOP_P}, as a channel plays)")
     g.add_argument("--instrument", default="Acoustic Grand Piano", help="GM name or 0-127")
     g.add_argument("--bpm", type=float, default=90)
     g.add_argument("--seed", type=int)
@@ -76,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--notes", type=int, help="sounding events per excerpt, on both sides "
                                              "(default: a typical training piece's, at most 256)")
     e.add_argument("--temperature", type=float, default=1.0)
-    e.add_argument("--top-p", type=float, default=1.0)
+    e.add_argument("--top-p", type=float, default=DEFAULT_TOP_P,
+                   help=f"nucleus sampling (default {DEFAULT_TOP_P}, as a channel plays)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--record", action="store_true", help="also write the result into the "
                                                          "model's meta.json")
@@ -267,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
 
             _check_generation(args)
             events = generate(model_dir(models_dir, args.model), args.out, args.notes,
-                              args.temperature, args.instrument, args.bpm, args.seed, args.int8)
+                              args.temperature, args.instrument, args.bpm, args.seed, args.int8,
+                              args.top_p)
             print(f"wrote {args.out}: {len(events)} events "
                   f"({sum(not e.is_rest for e in events)} sounding)")
         else:

@@ -104,6 +104,13 @@ def encode(pieces: list[Piece], vocab: Vocabulary) -> list[np.ndarray]:
                     key_of(p.events, octaves)) for p in pieces]
 
 
+def note_range(seqs: list[np.ndarray]) -> list[int]:
+    """The lowest and highest MIDI note of ``seqs`` as written (``meta.json`` → ``range``)."""
+    pitch = np.concatenate([s[:, 0] for s in seqs])
+    notes = pitch[pitch >= PITCH_OFFSET] - PITCH_OFFSET
+    return [int(notes.min()), int(notes.max())]
+
+
 def piece_key(seq: np.ndarray) -> Key:
     return Key(*(int(v) for v in seq[0, KEY]))
 

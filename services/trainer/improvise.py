@@ -9,6 +9,7 @@ import numpy as np
 from playbach.gm import program_number
 from playbach.midifile import to_midi
 from playbach.modeldir import ModelError, read_meta, write_json
+from playbach.schemas import DEFAULT_TOP_P
 from playbach.stepmodel import Improviser, StepModel
 from playbach.vocab import Event
 from trainer import musicstats
@@ -19,16 +20,17 @@ MIN_EXCERPTS = 5  # corpus excerpts a percentile band needs at least
 
 
 def improvise(folder: Path, notes: int, temperature: float = 1.0, seed: int | None = None,
-              quantized: bool = False, top_p: float = 1.0) -> list[Event]:
+              quantized: bool = False, top_p: float = DEFAULT_TOP_P) -> list[Event]:
     """``notes`` sounding events (rests come on top), from the start token."""
     model = StepModel(folder, quantized=quantized)
     return list(Improviser(model, temperature, seed, top_p=top_p).notes(notes))
 
 
 def generate(folder: Path, out: Path, notes: int, temperature: float, instrument: str,
-             bpm: float, seed: int | None, quantized: bool = False) -> list[Event]:
+             bpm: float, seed: int | None, quantized: bool = False,
+             top_p: float = DEFAULT_TOP_P) -> list[Event]:
     program = program_number(instrument)  # a bad name fails before any work
-    events = improvise(folder, notes, temperature, seed, quantized)
+    events = improvise(folder, notes, temperature, seed, quantized, top_p)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(to_midi(events, bpm, program))
     return events
@@ -49,7 +51,7 @@ def default_length(pieces: list[list[Event]]) -> int:
 
 
 def evaluate(folder: Path, pieces: int, notes: int | None = None, temperature: float = 1.0,
-             seed: int = 0, top_p: float = 1.0) -> dict:
+             seed: int = 0, top_p: float = DEFAULT_TOP_P) -> dict:
     """``pieces`` improvisations of ``notes`` sounding events against the corpus' excerpts of
     the same length: each statistic of the median improvised excerpt beside the corpus band."""
     corpus = corpus_pieces(folder)

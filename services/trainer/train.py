@@ -19,7 +19,15 @@ from playbach.vocab import EncodingOptions, Vocabulary
 from trainer import heldout, improvise
 from trainer.config import TrainConfig
 from trainer.corpus import Corpus, check_size
-from trainer.dataset import context, duration_ticks, encode, key_table, piece_key, split_pieces
+from trainer.dataset import (
+    context,
+    duration_ticks,
+    encode,
+    key_table,
+    note_range,
+    piece_key,
+    split_pieces,
+)
 from trainer.export import check_parity, reference, to_tflite
 from trainer.fit import fit, identity, plot
 from trainer.model import state_offset, state_size
@@ -76,6 +84,7 @@ def train(job: Job) -> Path:
                           train_seconds)
         if keys is not None:
             meta["keys"] = keys.to_meta()
+        meta["range"] = note_range(tr)
         save_steps(staging / CORPUS_FILE, tr, va, te)
         export(model, cfg, vocab, meta, staging, te)
         plot(history, staging / "training.png", f"{job.name}: {corpus.source}",

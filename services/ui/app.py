@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 
+from playbach.schemas import BPM, DEFAULT_TOP_P, TEMPERATURE, TOP_P
 from playbach.settings import describe
 from ui import train
 from ui.client import Gateway, GatewayError
@@ -116,7 +117,7 @@ def describe_params(p: dict) -> str:
     """A channel's settings as a listener says them: names, not numbers."""
     said = [f"model {p['model']}", instrument_names.get(p["instrument"], str(p["instrument"])),
             f"{p['bpm']:g} BPM", f"temperature {p['temperature']:g}",
-            f"top-p {p.get('top_p', 1.0):g}"]
+            f"top-p {p.get('top_p', DEFAULT_TOP_P):g}"]
     return ", ".join(said + ([f"seed {p['seed']}"] if p.get("seed") is not None else []))
 
 
@@ -196,18 +197,19 @@ with listen:
                  args=("instrument", f"instrument-{cid}", lambda v: int(v.split(":")[0])),
                  disabled=readonly)
     c1, c2 = st.columns(2)
-    c1.slider("BPM", 40, 240, int(params["bpm"]), key=f"bpm-{cid}", on_change=change,
+    c1.slider("BPM", *BPM, int(params["bpm"]), key=f"bpm-{cid}", on_change=change,
               args=("bpm", f"bpm-{cid}"), disabled=readonly)
-    c2.slider("Temperature", 0.1, 3.0, float(params["temperature"]), step=0.05,
+    c2.slider("Temperature", *TEMPERATURE, float(params["temperature"]), step=0.05,
               key=f"temperature-{cid}", on_change=change, args=("temperature",
                                                                  f"temperature-{cid}"),
               help="low: safe, repetitive choices; 1: as learned; high: adventurous",
               disabled=readonly)
     c1, c2 = st.columns(2)
-    c1.slider("Top-p", 0.05, 1.0, float(params.get("top_p", 1.0)), step=0.05,
+    c1.slider("Top-p", *TOP_P, float(params.get("top_p", DEFAULT_TOP_P)), step=0.05,
               key=f"top_p-{cid}", on_change=change, args=("top_p", f"top_p-{cid}"),
               help="draw only from the likeliest choices that together make up this share: "
-                   "lower cuts the unlikely tail; 1: every choice may come", disabled=readonly)
+                   f"lower cuts the unlikely tail; 1: every choice may come ({DEFAULT_TOP_P}: "
+                   "keeps the music in key)", disabled=readonly)
     seed_col, apply_col = c2.columns([3, 1], vertical_alignment="bottom")
     seed_col.text_input("Seed (optional)", value="" if params["seed"] is None
                         else str(params["seed"]), key=f"seed-{cid}",

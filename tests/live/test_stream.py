@@ -14,6 +14,7 @@ import numpy as np
 import websockets
 
 from playbach import streams
+from playbach.schemas import DEFAULT_TOP_P
 from tests.conftest import BOTH, login, run
 from tests.live.client import Heard, listen
 
@@ -97,7 +98,7 @@ def test_instrument_temperature_and_top_p_changes_show_in_the_events(live):
     temps = [n["temperature"] for n in heard.notes]
     assert programs[0] == 42 and programs[-1] == 19  # the cello, then the organ
     assert temps[0] == 1.0 and temps[-1] == 0.4
-    assert heard.notes[0]["top_p"] == 1.0 and heard.notes[-1]["top_p"] == 0.8
+    assert heard.notes[0]["top_p"] == DEFAULT_TOP_P and heard.notes[-1]["top_p"] == 0.8
     assert params[-1]["params"]["top_p"] == 0.8
     first_organ = next(i for i, p in enumerate(programs) if p == 19)
     assert all(p == 19 for p in programs[first_organ:])  # once changed, never back

@@ -71,7 +71,7 @@ class Fixed:
     def __init__(self) -> None:
         from playbach.vocab import Vocabulary
 
-        self.vocab, self.keys = Vocabulary(), None
+        self.vocab, self.keys, self.outside = Vocabulary(), None, ()
         rows = np.full((2, 130), -20.0)
         rows[0, 50], rows[1, 70], rows[1, 40] = 0.0, 0.0, -1.0  # a joined note below: banned
         duration = np.full(16, -20.0)
@@ -102,3 +102,24 @@ def test_joining_is_drawn_from_both_heads_before_the_pitch():
     imp.model.logits[1][JOIN_ID] = 5.0
     imp.top_p = 0.5
     assert {imp._draw(True, join_above=None)[1] for _ in range(200)} == {10}
+
+
+def test_the_improviser_keeps_to_the_range_of_its_corpus(tmp_path):
+    import json
+    import shutil
+
+    from playbach.modeldir import ModelError
+
+    model = StepModel(SHIPPED / DEFAULT_MODEL)
+    low, high = model.range  # the suites' training movements: C2 to G4
+    notes = [m for ev in Improviser(model, 1.5, seed=3, top_p=1.0).notes(400) for m in ev.midi]
+    assert low <= min(notes) and max(notes) <= high
+    assert high - low > 12 and max(notes) - min(notes) >= 12  # kept within, not squeezed
+    # a range that is not [lowest, highest] is refused when the model loads
+    broken = tmp_path / "broken"
+    shutil.copytree(SHIPPED / DEFAULT_MODEL, broken)
+    meta = json.loads((broken / "meta.json").read_text())
+    meta["range"] = [70, 40]
+    (broken / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"range \[70, 40\] is not \[lowest, highest\]"):
+        StepModel(broken)

@@ -26,14 +26,16 @@ def test_generate_writes_the_requested_notes(tmp_path, notes):
 
 def test_same_seed_same_bytes_other_seed_other_music(tmp_path):
     outs = []
-    for name, seed in (("a", 11), ("b", 11), ("c", 12)):
+    for name, seed, top_p in (("a", 11, "0.95"), ("b", 11, "0.95"), ("c", 12, "0.95"),
+                              ("d", 11, "0.3")):
         out = tmp_path / f"{name}.mid"
         res = run_cli("generate", "--notes", "40", "--seed", str(seed), "--temperature", "1.2",
-                      "--out", str(out), env={"MODELS_DIR": str(SHIPPED)})
+                      "--top-p", top_p, "--out", str(out), env={"MODELS_DIR": str(SHIPPED)})
         assert res.returncode == 0, res.stderr
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
     assert outs[0] != outs[2]
+    assert outs[0] != outs[3]  # top-p reaches generate too
 
 
 def test_generation_never_imports_tensorflow(tmp_path):

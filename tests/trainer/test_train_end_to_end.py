@@ -32,6 +32,8 @@ def test_chorales_model_directory(chorale_model):
     assert meta["export"]["float"]["steps"] >= 100
     assert meta["export"]["float"]["max_logit_diff"] < 1e-4
     assert meta["evaluation"]["pieces"] == 2 and "statistics" in meta["evaluation"]
+    low, high = meta["range"]  # the training pieces' notes, which improvising keeps to
+    assert 30 <= low < 60 < high <= 90
 
 
 def test_litert_loads_and_improvises(chorale_model):

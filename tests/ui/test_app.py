@@ -9,6 +9,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from playbach.schemas import DEFAULT_TOP_P
 from tests.conftest import PASSWORD, REPO, login
 
 APP = str(REPO / "services" / "ui" / "app.py")
@@ -99,7 +100,7 @@ def test_new_channel_server_test_and_audio_test(gateway):
     said = at.main.success[-1].value  # what it copied, said in names
     assert f"just for you, “{made['params']['name']}”" in said
     assert "settings of Radio (shared radio): model cello-suites, Cello, 84 BPM, " \
-        "temperature 3, top-p 1, seed 42." in said
+        f"temperature 3, top-p {DEFAULT_TOP_P:g}, seed 42." in said
     assert made["params"]["name"] in at.selectbox(key="channel").options
     at.button(key="ping").click().run()
     assert any(s.value.startswith("Server test: ") for s in at.success)
