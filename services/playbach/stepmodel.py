@@ -194,12 +194,13 @@ class Improviser:
     """An endless stream of events from a step model: temperature, seed, and a memory of the
     last events so a new model (or a new replica) can continue the same music. A conditioned
     model improvises in ``key``: given, else the key of the ``history`` it continues, else
-    one drawn (by the seed) from the keys its corpus is in."""
+    one drawn (by the seed) from the keys its corpus is in. It keeps to the range of the
+    model's corpus (``StepModel.range``) unless ``any_note``."""
 
     def __init__(self, model: StepModel, temperature: float = 1.0, seed: int | None = None,
                  history: Iterable[Event] = (), top_p: float = 1.0,
-                 key: Key | None = None) -> None:
-        self.temperature, self.top_p = temperature, top_p
+                 key: Key | None = None, any_note: bool = False) -> None:
+        self.temperature, self.top_p, self.any_note = temperature, top_p, any_note
         self.rng = np.random.default_rng(seed)
         self.history: deque[Event] = deque(maxlen=HISTORY)
         self.key = key
@@ -253,7 +254,8 @@ class Improviser:
         p_logits, d_logits, v_logits = self._logits
         t, top = self.temperature, self.top_p
         never = (BOS_ID,)  # the start token is input only
-        banned = (*never, *self.model.outside, *(() if allow_rest else (REST_ID,)))
+        outside = () if self.any_note else self.model.outside
+        banned = (*never, *outside, *(() if allow_rest else (REST_ID,)))
         rows = np.atleast_2d(p_logits)  # [new event, joins] (one row: the same for both)
         p_join = distribution(d_logits, t, never, top)[JOIN_ID]
         above = np.zeros(rows.shape[-1])

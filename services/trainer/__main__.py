@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--top-p", type=float, default=DEFAULT_TOP_P,
                    help=f"nucleus sampling (default {DEFAULT_TOP_P}, as a channel plays)")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--any-note", action="store_true",
+                   help="sample every note the network gives, not only the corpus' range")
     e.add_argument("--record", action="store_true", help="also write the result into the "
                                                          "model's meta.json")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             _check_generation(args)
             folder = model_dir(models_dir, args.model)
             result = evaluate(folder, args.pieces, args.notes, args.temperature, args.seed,
-                              args.top_p)
+                              args.top_p, args.any_note)
             print(json.dumps(result, indent=1) if args.json else report(result))
             if args.record:
                 record(folder, result)

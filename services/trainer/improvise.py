@@ -20,10 +20,12 @@ MIN_EXCERPTS = 5  # corpus excerpts a percentile band needs at least
 
 
 def improvise(folder: Path, notes: int, temperature: float = 1.0, seed: int | None = None,
-              quantized: bool = False, top_p: float = DEFAULT_TOP_P) -> list[Event]:
+              quantized: bool = False, top_p: float = DEFAULT_TOP_P,
+              any_note: bool = False) -> list[Event]:
     """``notes`` sounding events (rests come on top), from the start token."""
     model = StepModel(folder, quantized=quantized)
-    return list(Improviser(model, temperature, seed, top_p=top_p).notes(notes))
+    return list(Improviser(model, temperature, seed, top_p=top_p, any_note=any_note)
+                .notes(notes))
 
 
 def generate(folder: Path, out: Path, notes: int, temperature: float, instrument: str,
@@ -51,21 +53,23 @@ def default_length(pieces: list[list[Event]]) -> int:
 
 
 def evaluate(folder: Path, pieces: int, notes: int | None = None, temperature: float = 1.0,
-             seed: int = 0, top_p: float = DEFAULT_TOP_P) -> dict:
+             seed: int = 0, top_p: float = DEFAULT_TOP_P, any_note: bool = False) -> dict:
     """``pieces`` improvisations of ``notes`` sounding events against the corpus' excerpts of
-    the same length: each statistic of the median improvised excerpt beside the corpus band."""
+    the same length: each statistic of the median improvised excerpt beside the corpus band.
+    ``any_note``: sampled from every note the network gives, not the corpus' range."""
     corpus = corpus_pieces(folder)
     notes = notes or default_length(corpus)
     reference = musicstats.excerpts(corpus, notes)
     if len(reference) < MIN_EXCERPTS:
         raise ModelError(f"the corpus of {folder.name} has {len(reference)} excerpts of {notes} "
                          f"sounding events, fewer than {MIN_EXCERPTS}: ask for fewer --notes")
-    generated = [improvise(folder, notes, temperature, seed + i, top_p=top_p)
+    generated = [improvise(folder, notes, temperature, seed + i, top_p=top_p, any_note=any_note)
                  for i in range(pieces)]
     stats = musicstats.compare(generated, reference)
     judged = [s["inside"] for s in stats.values() if s["inside"] is not None]
     result = {"pieces": pieces, "notes": notes, "temperature": temperature, "top_p": top_p,
-              "seed": seed, "corpus_excerpts": len(reference), "band": list(musicstats.BAND),
+              "range": None if any_note else StepModel(folder).range, "seed": seed,
+              "corpus_excerpts": len(reference), "band": list(musicstats.BAND),
               "inside": sum(judged), "statistics_judged": len(judged), "statistics": stats}
     # the same judgement of Bach the model never read: what a perfect improviser would get
     unseen = musicstats.excerpts(corpus_pieces(folder, ("test",)), notes)
@@ -86,8 +90,10 @@ def record(folder: Path, result: dict) -> None:
 
 def report(result: dict) -> str:
     bach = result.get("unseen_bach", {}).get("statistics", {})
+    kept = result.get("range")
+    within = f", notes {kept[0]}-{kept[1]} as in the corpus" if kept else ", any note"
     lines = [f"{result['pieces']} improvisations of {result['notes']} sounding events "
-             f"(temperature {result['temperature']}, top-p {result['top_p']}) against "
+             f"(temperature {result['temperature']}, top-p {result['top_p']}{within}) against "
              f"{result['corpus_excerpts']} corpus excerpts of the same length:",
              f"  {'statistic':<22} {'improvised':>10} {'(mean)':>8} {'inside':>7}   corpus "
              f"p{result['band'][0]}-p{result['band'][1]} (median)"
