@@ -3,6 +3,7 @@ beside the baselines (the best Kneser–Ney n-gram, unigram, repeat-previous) on
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,24 @@ class Hidden:
     @classmethod
     def of(cls, cfg: TrainConfig, table: KeyTable | None) -> Hidden:
         return cls(table.hypotheses if cfg.key and table else None, cfg.joins)
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def predict(model, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``model``'s outputs for a batch, compiled once for every batch size and length (Keras's
+    ``predict_on_batch`` traced the graph again for nearly every new shape: 11 of 12 calls
+    scoring a tiny model, 14 of its 15 s)."""
+    fn = _COMPILED.get(model)
+    if fn is None:
+        import tensorflow as tf
+
+        spec = {i.name: tf.TensorSpec([None, None, *i.shape[2:]], i.dtype)
+                for i in model.inputs}
+        fn = _COMPILED[model] = tf.function(lambda inputs: model(inputs, training=False),
+                                            input_signature=[spec])
+    return {h: v.numpy() for h, v in fn({k: x[k] for k in fn.input_signature[0]}).items()}
 
 
 PRUNE = 50.0  # nats behind the likeliest key after which a key leaves the mixture
@@ -123,7 +142,7 @@ def run_batch(model, win: np.ndarray, joins: bool) -> list[tuple[dict, np.ndarra
     x, y, _ = xy(win, "seq2seq")
     told = [{**x, "joins": np.full_like(x["joins"], j)} for j in (0, 1)] if joins else [x]
     # compiled, not eager: an eager LSTM runs its time loop in Python (10x slower)
-    outs = [model.predict_on_batch(t) for t in told]
+    outs = [predict(model, t) for t in told]
     dur, vel = log_softmax(outs[0]["duration"]), log_softmax(outs[0]["velocity"])
     if joins:
         rows = np.stack([log_softmax(o["pitch"]) for o in outs], -2)
@@ -198,7 +217,7 @@ def window_scores(model, seqs: list[np.ndarray], length: int, batch: int = 256
 
     def score(win: np.ndarray) -> None:
         x, y, _ = xy(win, "last")
-        out = model.predict_on_batch(x)
+        out = predict(model, x)
         for h in HEADS:
             logp = log_softmax(np.asarray(out[h])[:, -1])
             target = y[h][:, -1]
@@ -219,7 +238,7 @@ def end_accuracy(model, x: dict, y: dict, w: dict, batch: int = 256) -> float:
     """Pitch accuracy at the last step of each window (where its weight is not zero)."""
     hits, n = 0, 0
     for i in range(0, len(y["pitch"]), batch):
-        logits = model.predict_on_batch({h: v[i:i + batch] for h, v in x.items()})
+        logits = predict(model, {h: v[i:i + batch] for h, v in x.items()})
         pred = np.asarray(logits["pitch"])[:, -1].argmax(-1)
         keep = w["pitch"][i:i + batch, -1] > 0
         hits += int((pred == y["pitch"][i:i + batch, -1])[keep].sum())

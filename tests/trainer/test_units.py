@@ -259,18 +259,18 @@ def test_key_profile_counts_the_pieces_pitch_classes_and_turns_with_it():
         assert (win[:, PROFILE] == np.roll(counts, shift, axis=1)).all()
 
 
-def test_scoring_infers_the_key_from_the_steps_before_never_from_the_future():
+def test_scoring_infers_the_key_from_the_steps_before_never_from_the_future(monkeypatch):
+    from trainer import heldout
     from trainer.heldout import Hidden, piece_log_probs
 
-    class Sure:  # a stand-in network sure of one note: its key's tonic
-        @staticmethod
-        def predict_on_batch(x):
-            pitch = np.full((*x["anchor"].shape, 130), -5.0)
-            np.put_along_axis(pitch, x["anchor"][..., None] + 2, 5.0, -1)
-            return {"pitch": pitch, "duration": np.zeros((*x["anchor"].shape, 16)),
-                    "velocity": np.zeros((*x["anchor"].shape, 9))}
+    def sure(model, x):  # a stand-in network sure of one note: its key's tonic
+        pitch = np.full((*x["anchor"].shape, 130), -5.0)
+        np.put_along_axis(pitch, x["anchor"][..., None] + 2, 5.0, -1)
+        return {"pitch": pitch, "duration": np.zeros((*x["anchor"].shape, 16)),
+                "velocity": np.zeros((*x["anchor"].shape, 9))}
 
-    model = Sure()
+    monkeypatch.setattr(heldout, "predict", sure)  # the network: the stand-in above
+    model = None
 
     vocab = Vocabulary()
     piece = [Event("A3", Fraction(1))] * 6  # MIDI 57, over and over
@@ -289,18 +289,19 @@ def test_scoring_infers_the_key_from_the_steps_before_never_from_the_future():
     assert np.allclose(piece_log_probs(model, told, Hidden(keys))["pitch"], logp["pitch"])
 
 
-def test_keys_left_behind_leave_the_mixture_and_batching_changes_nothing():
+def test_keys_left_behind_leave_the_mixture_and_batching_changes_nothing(monkeypatch):
+    from trainer import heldout
     from trainer.heldout import PREFIX, Hidden, log_probs
 
-    class Tonic:  # sure of its key's tonic, and it sees each step at its own place
-        @staticmethod
-        def predict_on_batch(x):
-            shape = x["anchor"].shape
-            pitch = np.full((*shape, 130), -5.0)
-            np.put_along_axis(pitch, x["anchor"][..., None] + 2, 5.0, -1)
-            pitch += 0.01 * x["pitch"][..., None]  # what came before matters a little
-            return {"pitch": pitch, "duration": np.zeros((*shape, 16)),
-                    "velocity": np.zeros((*shape, 9))}
+    def tonic(model, x):  # sure of its key's tonic, and it sees each step at its own place
+        shape = x["anchor"].shape
+        pitch = np.full((*shape, 130), -5.0)
+        np.put_along_axis(pitch, x["anchor"][..., None] + 2, 5.0, -1)
+        pitch += 0.01 * x["pitch"][..., None]  # what came before matters a little
+        return {"pitch": pitch, "duration": np.zeros((*shape, 16)),
+                "velocity": np.zeros((*shape, 9))}
+
+    monkeypatch.setattr(heldout, "predict", tonic)  # the network: the stand-in above
 
     vocab = Vocabulary()
     long = [Event(n, Fraction(1)) for n in ["A3", "C4"] * 60]  # A3 is every other note
@@ -308,13 +309,13 @@ def test_keys_left_behind_leave_the_mixture_and_batching_changes_nothing():
     seqs = [context(np.array(vocab.encode_piece(p)), duration_ticks(vocab), C_MAJOR)
             for p in (long, short)]
     keys = tuple(Key(a, m) for a in range(55, 61) for m in (0, 1))
-    both = log_probs(Tonic(), seqs, Hidden(keys))
-    alone = [log_probs(Tonic(), [s], Hidden(keys))[0] for s in seqs]
+    both = log_probs(None, seqs, Hidden(keys))
+    alone = [log_probs(None, [s], Hidden(keys))[0] for s in seqs]
     for a, b in zip(both, alone, strict=True):  # padding a shorter piece changes nothing
         assert all(np.allclose(a[h], b[h]) for h in a)
     assert len(both[0]["pitch"]) == len(seqs[0]) - 1 > PREFIX  # beyond the first keys' run
     # A3 (57) and C4 (60) both keys' tonics: the other ten fall behind and leave for good
     assert np.allclose(np.logaddexp.reduce(both[0]["pitch"], -1), 0)
-    two = log_probs(Tonic(), seqs[:1], Hidden(tuple(k for k in keys if k.anchor in (57, 60))))
+    two = log_probs(None, seqs[:1], Hidden(tuple(k for k in keys if k.anchor in (57, 60))))
     assert np.allclose(both[0]["pitch"][PREFIX:], two[0]["pitch"][PREFIX:], atol=1e-9)
     assert not np.allclose(both[0]["pitch"][:1], two[0]["pitch"][:1])  # at first all count
