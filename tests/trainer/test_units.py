@@ -242,7 +242,7 @@ def test_transpose_moves_pieces_to_c_major_or_a_minor():
 
 
 def test_key_profile_counts_the_pieces_pitch_classes_and_turns_with_it():
-    from trainer.model import KeyProfile
+    from trainer.layers import KeyProfile
 
     vocab = Vocabulary()
     piece = [Event(n, Fraction(1)) for n in ("C4", "E4", REST, "C5", "G4")]
