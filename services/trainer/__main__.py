@@ -49,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--stratify", choices=("evenness", "none"), default="evenness",
                    help="balance the folds by how even each piece's rhythm is (every fold gets "
                         "pieces from the whole range), or none: folds at random")
-    c.add_argument("--out", type=Path, help="write the full result as JSON here")
+    c.add_argument("--out", type=Path, help="write the result as JSON here (after every fold "
+                                             "too, marked partial)")
+    c.add_argument("--resume", action="store_true",
+                   help="keep the folds an earlier run of the same corpus and config wrote to "
+                        "--out; run the rest")
 
     s = sub.add_parser("score", allow_abbrev=False,
                        help="score a published model on a MIDI folder against its n-gram "
@@ -157,7 +161,7 @@ def _check_train(args: argparse.Namespace, extra: list[str], settings: TrainerSe
         raise UserError(f"--init={cfg.init}: no such published model with a model.keras in "
                         f"{models_dir}")
     run_dir = settings.runs_dir / name
-    if getattr(args, "resume", False) and not (run_dir / "last.keras").is_file():
+    if args.command == "train" and args.resume and not (run_dir / "last.keras").is_file():
         raise UserError(f"--resume: nothing to resume in {run_dir} (no last.keras)")
     return cfg, options, limits
 
@@ -205,19 +209,20 @@ def _crossval(args: argparse.Namespace, extra: list[str], settings: TrainerSetti
         raise UserError("--window-stride must be between 1 and 64")
     if args.out is not None:
         _check_writable(args.out.parent, "--out")
+    elif args.resume:
+        raise UserError("--resume needs --out: the run whose folds it keeps")
     progress = not args.no_progress and sys.stderr.isatty()
     corpus = _corpus(args, cfg, options, limits, settings, progress)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from playbach.vocab import Vocabulary
-    from trainer.crossval import CrossVal, crossval, report, write
+    from trainer.crossval import CrossVal, crossval, report
 
     result = crossval(CrossVal(cfg, Vocabulary(options), corpus, args.folds,
                                settings.runs_dir / "crossval", args.window_model,
                                args.window_stride, cfg.init_weights(models_dir), progress,
-                               args.stratify))
+                               args.stratify, args.out, args.resume))
     print(report(result))
     if args.out is not None:
-        write(result, args.out)
         print(f"wrote {args.out}")
 
 

@@ -40,6 +40,8 @@ class CrossVal:
     init: Path | None = None  # model.keras of the published model to start each fold from
     progress: bool = True
     stratify: str = "evenness"  # how folds are balanced (STRATA)
+    out: Path | None = None  # the result, written after every fold too (partial)
+    resume: bool = False  # keep the folds a run with the same identity wrote to ``out``
 
 
 def fold_indices(n: int, k: int, seed: int, val_fraction: float,
@@ -163,23 +165,52 @@ def _clear(values: list[float]) -> bool:
     return s["mean"] > 2 * s["sd"]
 
 
+def run_identity(cv: CrossVal, seqs: list[np.ndarray]) -> dict:
+    """What makes two runs the same run (``--resume`` keeps the folds of one that matches)."""
+    return {"corpus": {"source": cv.corpus.source, "pieces": len(seqs),
+                       "steps": int(sum(len(s) - 1 for s in seqs)),
+                       "fingerprint": cv.corpus.fingerprint},
+            "config": asdict(cv.cfg), "window_stride": cv.window_stride if cv.window_model
+            else None, "stratify": cv.stratify, "k": cv.folds}
+
+
+def earlier_folds(cv: CrossVal, ident: dict) -> dict[int, dict]:
+    """The folds an earlier run of the same identity wrote to ``cv.out``, by fold number."""
+    if not cv.resume or cv.out is None or not cv.out.is_file():
+        return {}
+    try:
+        before = json.loads(cv.out.read_text())
+    except ValueError as exc:
+        raise UserError(f"--resume: {cv.out} is not a crossval result: {exc}") from None
+    changed = sorted(k for k in ident if before.get(k) != ident[k])
+    if changed:
+        raise UserError(f"--resume: the run in {cv.out} differs in {', '.join(changed)}")
+    return {row["fold"]: row for row in before.get("folds", [])}
+
+
 def crossval(cv: CrossVal) -> dict:
+    """Every fold (those an earlier run of the same identity finished are kept with
+    ``resume``), the result written to ``cv.out`` after each: hours of folds are not lost to
+    one that fails."""
     from tqdm import tqdm
 
     seqs = encode(cv.corpus.pieces, cv.vocab)
     by = STRATA[cv.stratify]
     splits = fold_indices(len(seqs), cv.folds, cv.cfg.seed, cv.cfg.val_fraction,
                           None if by is None else [by(s) for s in seqs])
+    ident = run_identity(cv, seqs)
+    done = earlier_folds(cv, ident)
     rows = []
     with tqdm(total=cv.folds, desc="folds", unit="fold", disable=not cv.progress) as bar:
         for f, split in enumerate(splits):
-            rows.append(run_fold(cv, f, split, seqs, bar))
+            rows.append(done.get(f + 1) or run_fold(cv, f, split, seqs, bar))
             bar.update()
-    return {"corpus": {"source": cv.corpus.source, "pieces": len(seqs),
-                       "steps": int(sum(len(s) - 1 for s in seqs)),
-                       "fingerprint": cv.corpus.fingerprint},
-            "config": asdict(cv.cfg), "window_stride": cv.window_stride if cv.window_model
-            else None, "stratify": cv.stratify, "summary": summarise(rows), "folds": rows}
+            if cv.out is not None and len(rows) < cv.folds:
+                write({**ident, "partial": True, "folds": rows}, cv.out)
+    result = {**ident, "summary": summarise(rows), "folds": rows}
+    if cv.out is not None:
+        write(result, cv.out)
+    return result
 
 
 def report(result: dict) -> str:

@@ -24,7 +24,6 @@ the pitch head alone are the marginal over both answers (``heldout``).
 The step twin carries everything that needs a past in one float state vector (see
 :func:`state_layout`), so the exported model stays "one invoke per step"."""
 
-
 from __future__ import annotations
 
 import keras

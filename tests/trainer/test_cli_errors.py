@@ -38,6 +38,7 @@ def test_folder_of_only_corrupt_files(tmp_path, dirs):
     (["generate", "--model", "no-such-model"], "has no meta.json"),
     (["generate", "--model", "../etc"], "model name '../etc' must be"),
     (["generate", "--instrument", "kazoo"], "unknown instrument 'kazoo'"),
+    (["crossval", "--preset", "tiny", "--resume"], "--resume needs --out"),
 ])
 def test_bad_arguments(args, message, dirs):
     assert message in one_line_error(run_cli(*args, env=dirs))

@@ -115,7 +115,8 @@ def test_score_counts_every_step_against_the_models_own_ngram_read_only(cello_ru
 def test_crossval_reports_every_fold_against_every_baseline(dirs, cello_dir, tmp_path):
     out = tmp_path / "cv.json"
     res = run_cli("crossval", "--preset", "tiny", "--midi-dir", str(cello_dir), "--folds", "2",
-                  "--window-model", "--epochs=1", "--out", str(out), env=dirs)
+                  "--window-model", "--window-stride", "4", "--epochs=1", "--out", str(out),
+                  env=dirs)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2-fold cross-validation by whole pieces" in res.stdout
     result = json.loads(out.read_text())
@@ -126,6 +127,17 @@ def test_crossval_reports_every_fold_against_every_baseline(dirs, cello_dir, tmp
     for fold in result["folds"]:  # the same steps for every model
         assert len({fold[m]["pitch"]["tokens"] for m in models}) == 1
     assert set(result["summary"]["gaps"]["pitch"]) == {"accuracy", "nats", "clear"}
+    # --resume keeps the folds the file holds (here all: nothing is trained again), and
+    # refuses a file made with another config
+    again = run_cli("crossval", "--preset", "tiny", "--midi-dir", str(cello_dir), "--folds",
+                    "2", "--window-model", "--window-stride", "4", "--epochs=1", "--out",
+                    str(out), "--resume", env=dirs)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(out.read_text())["folds"] == result["folds"]
+    other = run_cli("crossval", "--preset", "tiny", "--midi-dir", str(cello_dir), "--folds",
+                    "2", "--window-model", "--window-stride", "4", "--epochs=2", "--out",
+                    str(out), "--resume", env=dirs)
+    assert other.returncode == 2 and "differs in config" in other.stderr, other.stderr
 
 
 def test_training_can_start_from_a_published_model(chorale_model, dirs, cello_dir):
