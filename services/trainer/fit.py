@@ -63,6 +63,18 @@ def start_from(model: keras.Model, path: Path) -> None:
         mine[p].assign(w.numpy())
 
 
+def build_state(model: keras.Model, x: dict, y: dict, w: dict) -> None:
+    """Create the optimizer's and the loss trackers' variables before ``fit`` traces: Keras's
+    TensorFlow trainer creates them inside the first trace of the training step, and a
+    ``tf.function`` that creates variables is traced again (twice the graph building, ~10 s
+    a run here). One window (``x``, ``y``, ``w`` of one), eagerly; ``fit`` resets the
+    trackers at every epoch."""
+    pred = model(x, training=False)
+    model.compute_loss(x=x, y=y, y_pred=pred, sample_weight=w)
+    model.compute_metrics(x, y, pred, sample_weight=w)
+    model.optimizer.build(model.trainable_variables)
+
+
 def read_history(path: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
@@ -108,6 +120,7 @@ def fit(cfg: TrainConfig, vocab: Vocabulary, train: list[np.ndarray],
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
         *extra_callbacks,
     ]
+    build_state(model, *xy(train_wins[:1], cfg.objective))
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     if len(history) < cfg.epochs and cfg.augment and cfg.split == "pieces":
         model.fit(Augmented(train_wins, cfg, vocab.options.octaves),
