@@ -66,9 +66,9 @@ train: setup
 # 5 folds).
 crossval: setup
 	$(PY) -m trainer crossval --midi-dir $(CELLO) $(CELLO_CONFIG) --window-model \
-		--window-stride 4 --out $(RESULTS)/crossval-cello.json
+		--window-stride 4 --out $(RESULTS)/crossval-cello.json --resume
 	$(PY) -m trainer crossval $(CHORALE_CONFIG) --folds 5 --window-model --window-stride 16 \
-		--out $(RESULTS)/crossval-chorales.json
+		--out $(RESULTS)/crossval-chorales.json --resume
 
 # What each change bought (README), one change at a time. The suites' cross-validation with
 # random folds instead of stratified ones (~50 minutes on 2 cores), and the chorale model trained without the key or without the joining

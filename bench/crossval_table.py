@@ -22,6 +22,8 @@ def rows(result: dict) -> list[str]:
     title = Path(corpus["source"]).name or corpus["source"]
     folds = f"{s['folds']} folds" + ("" if result.get("stratify", "none") == "none" else
                                      f" stratified by {result['stratify']}")
+    if result.get("partial"):  # a run still going (crossval --resume goes on with it)
+        folds += f"; partial: {s['folds']} of {result['k']} folds so far"
     out = [f"| **{title}** ({corpus['pieces']} pieces, {corpus['steps']:,} steps, "
            f"{folds}) | | | |"]
     for head in ("pitch", "duration"):

@@ -206,7 +206,9 @@ def crossval(cv: CrossVal) -> dict:
             rows.append(done.get(f + 1) or run_fold(cv, f, split, seqs, bar))
             bar.update()
             if cv.out is not None and len(rows) < cv.folds:
-                write({**ident, "partial": True, "folds": rows}, cv.out)
+                # the folds so far summarised too (from two on): hours in, where it stands
+                sofar = {"summary": summarise(rows)} if len(rows) > 1 else {}
+                write({**ident, "partial": True, **sofar, "folds": rows}, cv.out)
     result = {**ident, "summary": summarise(rows), "folds": rows}
     if cv.out is not None:
         write(result, cv.out)
