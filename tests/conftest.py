@@ -71,6 +71,18 @@ def cello_run(dirs, cello_dir) -> subprocess.CompletedProcess:
     return res
 
 
+def wait_for_value(check, seconds: float, what: str, every: float = 0.2):
+    """What ``check()`` gives once it is truthy; fails naming ``what`` after ``seconds``. For
+    what a busy machine may take longer to reach: a fixed sleep would be a timing bet."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"waited {seconds:g} s for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

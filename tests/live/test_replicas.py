@@ -8,7 +8,7 @@ import time
 
 from playbach import streams
 from playbach.schemas import AudioChunk, ChannelParams, NoteEvent
-from tests.conftest import BOTH
+from tests.conftest import BOTH, wait_for_value
 
 pytestmark = BOTH  # on a single Redis and on a three-master cluster
 
@@ -54,10 +54,14 @@ def test_two_replicas_four_channels_each_generated_once_and_taken_over(redis, se
     services.start("inf-1", "inference")
     services.start("inf-2", "inference")
     services.start("synth-1", "synth")
-    time.sleep(2)  # both replicas announce themselves
+    # both replicas announce themselves before there is anything to share (one that comes
+    # later takes only what is free: owners keep their channels)
+    wait_for_value(lambda: redis.zcard(streams.replicas(streams.INFERENCE)) == 2, 60,
+                   "both inference replicas to announce themselves")
     make_channels(redis, CHANNELS)
     with Listening(redis, CHANNELS):
-        time.sleep(5)
+        wait_for_value(lambda: all(redis.xlen(streams.notes(c)) > 8 for c in CHANNELS), 30,
+                       "notes on every channel")
         owners = {cid: redis.get(streams.lease(streams.INFERENCE, cid)).decode()
                   for cid in CHANNELS}
         assert sorted(owners.values()) == ["inf-1", "inf-1", "inf-2", "inf-2"]  # fair shares
@@ -69,7 +73,10 @@ def test_two_replicas_four_channels_each_generated_once_and_taken_over(redis, se
         survivor = "inf-2" if victim == "inf-1" else "inf-1"
         killed_at = time.time() * 1000
         services.kill(victim)
-        time.sleep(5)
+        wait_for_value(lambda: all(
+            redis.get(streams.lease(streams.INFERENCE, c)) == survivor.encode()
+            for c in CHANNELS), 30, f"{survivor} to take over every channel")
+        time.sleep(2)  # and to write on them
     for cid in CHANNELS:
         written = notes(redis, cid)
         seqs = [n.seq for _, n in written]
@@ -94,10 +101,12 @@ def test_a_synth_replica_that_dies_is_replaced_without_losing_the_timeline(redis
     services.start("synth-1", "synth")
     services.start("synth-2", "synth")
     with Listening(redis, ["a"]):
-        time.sleep(4)
-        owner = redis.get(streams.lease(streams.SYNTH, "a")).decode()
+        owner = wait_for_value(lambda: redis.xlen(streams.audio("a")) > 2 and redis.get(
+            streams.lease(streams.SYNTH, "a")), 30, "a synth to render channel a").decode()
         services.kill(owner)
-        time.sleep(5)
+        wait_for_value(lambda: (redis.hget(streams.synth_position("a"), "replica") or b"")
+                       not in (b"", owner.encode()), 30, "the other synth to take over")
+        time.sleep(2)  # and to render on
     chunks = [AudioChunk.from_fields(f) for _, f in redis.xrange(streams.audio("a"))]
     positions = [c.pos for c in chunks]
     assert positions == sorted(positions) and len(set(positions)) == len(positions)

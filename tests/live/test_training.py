@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
 
-from tests.conftest import CELLO, login, own_models, run
+from tests.conftest import CELLO, login, own_models, run, wait_for_value
 
 MOVEMENTS = ("cs1-1pre.mid", "cs1-2all.mid", "cs2-1pre.mid")
 CORRUPT = b"MThd\x00\x00\x00\x06" + b"garbage" * 8
@@ -38,16 +37,6 @@ def trained(services, tmp_path) -> tuple[str, dict, dict[str, str]]:
     url = services.gateway()
     services.start("trainer-1", "trainer", "worker", **WORKER_ENV)
     return url, login(url), env
-
-
-def wait_for(check, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"waited {seconds:g} s for {what}")
 
 
 def job(url: str, auth: dict, jid: str) -> dict:
@@ -77,13 +66,13 @@ def test_a_lost_job_fails_with_why_and_a_cancel_stops_training(trained, services
     # training process did not outlive the worker.
     lost = httpx.post(f"{url}/api/train/jobs", headers=auth, files=upload(),
                       data={"name": "lost", "preset": "tiny"}).json()
-    wait_for(lambda: job(url, auth, lost["id"])["job"]["state"] == "running", 30, "a start")
+    wait_for_value(lambda: job(url, auth, lost["id"])["job"]["state"] == "running", 30, "a start")
     worker = services.procs["trainer-1"].pid
-    wait_for(lambda: job_processes("trainer-1") - {worker}, 30, "the training process")
+    wait_for_value(lambda: job_processes("trainer-1") - {worker}, 30, "the training process")
     services.kill("trainer-1")
-    wait_for(lambda: not job_processes("trainer-1"), 10, "the training process to end too")
+    wait_for_value(lambda: not job_processes("trainer-1"), 10, "the training process to end too")
     services.start("trainer-1", "trainer", "worker", **WORKER_ENV)
-    failed = wait_for(lambda: (j := job(url, auth, lost["id"])["job"])["state"] == "failed"
+    failed = wait_for_value(lambda: (j := job(url, auth, lost["id"])["job"])["state"] == "failed"
                       and j, 30, "the lost job to fail")
     assert "trainer-1 restarted while training it" in failed["reason"]
 
@@ -91,10 +80,10 @@ def test_a_lost_job_fails_with_why_and_a_cancel_stops_training(trained, services
     # on and fails the job, saying how the process ended.
     died = httpx.post(f"{url}/api/train/jobs", headers=auth, files=upload(),
                       data={"name": "died", "preset": "tiny"}).json()
-    wait_for(lambda: job(url, auth, died["id"])["job"]["state"] == "running", 30, "a start")
-    [child] = wait_for(lambda: job_processes("trainer-1", b"spawn_main"), 30, "its process")
+    wait_for_value(lambda: job(url, auth, died["id"])["job"]["state"] == "running", 30, "a start")
+    [child] = wait_for_value(lambda: job_processes("trainer-1", b"spawn_main"), 30, "its process")
     os.kill(child, signal.SIGKILL)
-    failed = wait_for(lambda: (j := job(url, auth, died["id"])["job"])["state"] == "failed"
+    failed = wait_for_value(lambda: (j := job(url, auth, died["id"])["job"])["state"] == "failed"
                       and j, 30, "the job to fail")
     assert failed["reason"].startswith("the training process died (killed by signal 9")
     assert services.procs["trainer-1"].poll() is None
