@@ -72,7 +72,8 @@ def build_state(model: keras.Model, x: dict, y: dict, w: dict) -> None:
     pred = model(x, training=False)
     model.compute_loss(x=x, y=y, y_pred=pred, sample_weight=w)
     model.compute_metrics(x, y, pred, sample_weight=w)
-    model.optimizer.build(model.trainable_variables)
+    if not model.optimizer.built:  # a resumed run's optimizer comes with its moments
+        model.optimizer.build(model.trainable_variables)
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -120,7 +121,8 @@ def fit(cfg: TrainConfig, vocab: Vocabulary, train: list[np.ndarray],
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),
         *extra_callbacks,
     ]
-    build_state(model, *xy(train_wins[:1], cfg.objective))
+    if len(history) < cfg.epochs:
+        build_state(model, *xy(train_wins[:1], cfg.objective))
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     if len(history) < cfg.epochs and cfg.augment and cfg.split == "pieces":
         model.fit(Augmented(train_wins, cfg, vocab.options.octaves),
