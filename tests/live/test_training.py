@@ -73,7 +73,7 @@ def test_a_lost_job_fails_with_why_and_a_cancel_stops_training(trained, services
     wait_for_value(lambda: not job_processes("trainer-1"), 10, "the training process to end too")
     services.start("trainer-1", "trainer", "worker", **WORKER_ENV)
     failed = wait_for_value(lambda: (j := job(url, auth, lost["id"])["job"])["state"] == "failed"
-                      and j, 30, "the lost job to fail")
+                            and j, 30, "the lost job to fail")
     assert "trainer-1 restarted while training it" in failed["reason"]
 
     # The training process itself killed (as the kernel's OOM killer would): the worker lives
@@ -84,7 +84,7 @@ def test_a_lost_job_fails_with_why_and_a_cancel_stops_training(trained, services
     [child] = wait_for_value(lambda: job_processes("trainer-1", b"spawn_main"), 30, "its process")
     os.kill(child, signal.SIGKILL)
     failed = wait_for_value(lambda: (j := job(url, auth, died["id"])["job"])["state"] == "failed"
-                      and j, 30, "the job to fail")
+                            and j, 30, "the job to fail")
     assert failed["reason"].startswith("the training process died (killed by signal 9")
     assert services.procs["trainer-1"].poll() is None
 
