@@ -37,6 +37,9 @@ from playbach.worker import ChannelWorker
 
 log = logging.getLogger("inference")
 REPORT_EVERY_S = 1.0  # at most one error event per channel per second
+# a tick that fills a whole lead (a new take) writes what it has this often: the synth is
+# waiting for the first of those notes, not for the last
+FLUSH_AFTER_S = 0.02
 
 
 @dataclass
@@ -160,9 +163,13 @@ class InferenceWorker(ChannelWorker[Owned]):
             del owned.before[old]  # heard already: never taken back
         start = self.heard_beat(owned, synth)
         lead_beats = self.settings.lead_seconds * owned.params.bpm / 60
+        began = time.monotonic()
         try:
             while owned.beat < start + lead_beats and len(owned.outbox) < 64:
                 self.generate(owned)
+                if time.monotonic() - began > FLUSH_AFTER_S:
+                    await self.flush(owned)
+                    began = time.monotonic()
         except ModelError as exc:
             await self.model_failed(owned, exc)
         await self.flush(owned)

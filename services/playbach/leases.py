@@ -53,6 +53,15 @@ async def active_channels(redis: Redis, idle_ms: int) -> set[str]:
     return {c.decode() for c in active} & {c.decode() for c in existing}
 
 
+async def still_active(redis: Redis, cids: list[str]) -> None:
+    """Mark channels listened to now unless already marked: after Redis lost its data, an
+    owner vouches for its channels until the gateways beat again (a silent one goes idle
+    ``idle_ms`` later, as any other)."""
+    if cids:
+        now = int(time.time() * 1000)
+        await redis.zadd(streams.ACTIVE, dict.fromkeys(cids, now), nx=True)
+
+
 class Ownership:
     """The channels one replica owns: renewed each tick, dropped when idle or lost, taken when
     free, up to a fair share (active channels / live replicas of the role, rounded up) so that

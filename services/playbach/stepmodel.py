@@ -33,15 +33,29 @@ from playbach.vocab import (
 
 HEADS = ("pitch", "duration", "velocity")
 HISTORY = 64  # events kept to re-prime a new model (model change, takeover)
-# events a model swapped in while a channel plays is primed with: a listener waits for them
-# (64 events of the suites' model take ~130 ms, most of a change's budget); the key goes on
-PRIME_ON_CHANGE = 16
+# steps (a note each: a chord is several) a model swapped in while a channel plays is primed
+# with: a listener waits for them. Counted in steps, not events: 16 events of chorales were
+# 48 steps, ~100 ms of the suites' model here and a chunk late in CI. The key goes on.
+PRIME_ON_CHANGE = 24
 
 
 def _interpreter(content: bytes, threads: int):  # -> ai_edge_litert Interpreter
     from ai_edge_litert.interpreter import Interpreter
 
     return Interpreter(model_content=content, num_threads=threads)
+
+
+def last_steps(vocab: Vocabulary, events: list[Event], most: int | None) -> list[Step]:
+    """The steps of the last whole events that fit in ``most`` steps (None: of all)."""
+    chosen: list[list[Step]] = []
+    total = 0
+    for ev in reversed(events):
+        steps = vocab.steps(ev)
+        if most is not None and total + len(steps) > most:
+            break
+        chosen.append(steps)
+        total += len(steps)
+    return [step for steps in reversed(chosen) for step in steps]
 
 
 class StepModel:
@@ -207,9 +221,9 @@ class Improviser:
         self.use(model, list(history))
 
     def use(self, model: StepModel, history: Iterable[Event] | None = None,
-            prime: int = HISTORY) -> None:
-        """Switch to ``model``, priming it with the last ``prime`` of the recent events so the
-        music goes on (in the same key, if both know keys)."""
+            prime: int | None = None) -> None:
+        """Switch to ``model``, priming it with the recent events (the last whole ones within
+        ``prime`` steps; None: all) so the music goes on (in the same key, if both know keys)."""
         events = list(self.history if history is None else history)
         # the step already drawn for the next event goes on too (a swap changes no note)
         pending = getattr(self, "_pending", None) if history is None else None
@@ -221,11 +235,9 @@ class Improviser:
         self._state = model.initial_state(self.key)
         self._logits, self._state = model.step((0, 0, 0), self._state)
         self._pending: Step | None = None  # a drawn step that begins the next event
-        for i, ev in enumerate(events):
-            self.history.append(ev)
-            if i >= len(events) - prime:
-                for step in model.vocab.steps(ev):
-                    self._logits, self._state = model.step(step, self._state)
+        self.history.extend(events)
+        for step in last_steps(model.vocab, events, prime):
+            self._logits, self._state = model.step(step, self._state)
         if pending is not None:
             self._logits, self._state = model.step(pending, self._state)
             self._pending = pending

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 from redis.asyncio import Redis
 
 from playbach import service
-from playbach.leases import Leases, Ownership
+from playbach.leases import Leases, Ownership, still_active
 from playbach.settings import WorkerSettings
 
 C = TypeVar("C")  # a subclass's per-channel state
@@ -101,6 +101,10 @@ class ChannelWorker(Generic[C]):
                         len(self.channels))
             # Owners re-claim their leases first; others wait one lease before taking any.
             self.hold_until = time.monotonic() + self.settings.lease_ms / 1000
+            # Who listens went too, until the gateways' next heartbeat: without this, the
+            # next reconcile would drop our channels as idle and a later owner would start
+            # them over (the synth replaying notes already heard).
+            await still_active(self.redis, list(self.channels))
         await self.republish()
 
     async def drop(self, cid: str) -> None:
