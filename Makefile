@@ -38,7 +38,7 @@ up: setup
 	$(PY) scripts/up.py
 
 test: setup lint
-	$(PY) -m pytest -q --durations=15
+	$(PY) scripts/test.py $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services tests bench scripts
