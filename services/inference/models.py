@@ -46,6 +46,12 @@ class ModelCache:
             self._loaded.popitem(last=False)
         return model
 
+    def __len__(self) -> int:
+        return len(self._loaded)
+
+    def names(self) -> list[str]:
+        return list(self._loaded)
+
     def forget(self, name: str, reason: str) -> None:
         """A model that failed while playing: unload it, refuse it until it is republished."""
         cached = self._loaded.pop(name, None)

@@ -12,6 +12,7 @@ channel goes back to the model it played before, or to the default, with one err
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 from inference.models import ModelCache
 from inference.settings import InferenceSettings
 from playbach import streams
-from playbach.modeldir import ModelError
+from playbach.modeldir import ModelError, list_models
 from playbach.schemas import (
     NOTE_WAIT_S,
     NOTES_SPLICE_S,
@@ -69,6 +70,18 @@ class InferenceWorker(ChannelWorker[Owned]):
         self.models = ModelCache(settings.models_dir, settings.model_cache)
         self.notes_written = 0
         self.reported: dict[str, float] = {}  # channel -> when its last error event went out
+
+    async def starting(self) -> None:
+        """Load the published models (as many as the cache holds, the default first): the
+        first listener to switch to one waits for no load (the suites' takes ~160 ms)."""
+        names = list_models(self.settings.models_dir)
+        default = self.settings.default_model
+        for name in ([default] if default in names else []) + [n for n in names if n != default]:
+            if len(self.models) >= self.settings.model_cache:
+                break
+            with contextlib.suppress(ModelError):  # refused when a channel asks for it
+                self.models.get(name)
+        log.info("models loaded: %s", ", ".join(self.models.names()) or "none")
 
     async def adopt(self, cid: str) -> Owned | None:
         """Take a channel over, continuing from the last notes in its stream."""

@@ -125,15 +125,25 @@ class Epoch:
 
 
 async def tick_until(stop: asyncio.Event, interval_s: float, tick: Callable[[], Awaitable[None]],
-                     watch: RedisWatch) -> None:
-    """Call ``tick`` every ``interval_s`` (less the time it took) until ``stop`` is set; a
-    Redis failure pauses with backoff instead of ending the loop."""
+                     watch: RedisWatch, wake: asyncio.Event | None = None) -> None:
+    """Call ``tick`` every ``interval_s`` (less the time it took) until ``stop`` is set, or
+    sooner when ``wake`` is set; a Redis failure pauses with backoff instead of ending the
+    loop."""
     while not stop.is_set():
         started = time.monotonic()
+        if wake is not None:
+            wake.clear()  # before the tick: what is set during it wakes the next one
         backoff = await watch.guard(tick)
         pause = max(backoff, interval_s - (time.monotonic() - started))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max(pause, 0.001))
+        if wake is None or backoff > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(pause, 0.001))
+            continue
+        waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
+        await asyncio.wait(waits, timeout=max(pause, 0.001),
+                           return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
 
 
 class Health:

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 from redis.asyncio import Redis
 
-from playbach import service
+from playbach import service, streams
 from playbach.leases import Leases, Ownership, still_active
 from playbach.settings import WorkerSettings
 
@@ -35,6 +35,7 @@ class ChannelWorker(Generic[C]):
         self.channels: dict[str, C] = {}
         self.epoch = service.Epoch()
         self.hold_until = 0.0  # no new channels before this (monotonic), after a data loss
+        self.wake = asyncio.Event()  # a tick now, not at the next interval
 
     # --- what a subclass provides ----------------------------------------------------------
 
@@ -64,15 +65,36 @@ class ChannelWorker(Generic[C]):
         server = await self.health.serve(s.health_host, s.health_port) if s.health_port else None
         await self.starting()
         log.info("%s replica %s serving channels", self.role, s.replica_id)
+        changes = asyncio.create_task(self.wake_on_changes())
         try:
-            await service.tick_until(stop, s.tick_ms / 1000, self.tick, self.watch)
+            await service.tick_until(stop, s.tick_ms / 1000, self.tick, self.watch, self.wake)
         finally:
+            changes.cancel()
             with contextlib.suppress(*service.REDIS_DOWN):
                 await self.ownership.release_all()
             for cid, state in self.channels.items():
                 self.release(cid, state)
             if server:
                 server.close()
+
+    async def wake_on_changes(self) -> None:
+        """Tick as soon as anything is written to ``pb:control`` (a parameter change, a tone):
+        a listener's change then waits for no poll (up to a tick, 50 ms). The ticks still
+        read everything: a change missed here is served at the next one."""
+        last = "$"
+        while True:
+            try:
+                found = await self.redis.xread({streams.CONTROL: last}, block=1000, count=100)
+            except service.REDIS_DOWN:
+                await asyncio.sleep(1.0)  # the tick loop says so and backs off
+                continue
+            except Exception:  # never silently: without wake-ups, changes wait for the poll
+                log.exception("reading %s failed", streams.CONTROL)
+                await asyncio.sleep(1.0)
+                continue
+            for _, entries in found:
+                last = streams.text(entries[-1][0])
+                self.wake.set()
 
     async def tick(self) -> None:
         self.health.beat = time.monotonic()  # alive, whether or not Redis answers
