@@ -1,9 +1,10 @@
 """The worker skeleton inference and synth share, against a real redis-server."""
 
 import asyncio
+import time
 
 from playbach import service, streams
-from playbach.schemas import ChannelParams
+from playbach.schemas import ChannelParams, ControlEntry
 from playbach.settings import WorkerSettings
 from playbach.worker import ChannelWorker
 from tests.conftest import BOTH
@@ -48,3 +49,33 @@ def test_an_owner_keeps_its_channel_when_redis_comes_back_empty(redis_url, redis
         await r.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_change_on_pb_control_is_served_without_waiting_for_the_tick(redis_url, redis):
+    """With a tick of a second, each of three changes is served well within it (with the
+    poll alone, all three within half a tick would happen one time in eight)."""
+    async def scenario() -> list[float]:
+        r = service.client(redis_url)
+        worker = Counting(r, WorkerSettings(redis_url=redis_url, replica_id="one",
+                                            tick_ms=1000))
+        await ChannelParams().restore(r, "x")
+        await r.zadd(streams.ACTIVE, {"x": int(1e13)})
+        stop = asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        while "x" not in worker.channels:
+            await asyncio.sleep(0.01)
+        waits = []
+        for _ in range(3):
+            await asyncio.sleep(0.3)  # mid-tick
+            served, t = worker.channels["x"][0], time.monotonic()
+            await ControlEntry(type="params", channel="x").post(r)
+            while worker.channels["x"][0] == served:
+                await asyncio.sleep(0.005)
+            waits.append(time.monotonic() - t)
+        stop.set()
+        await running
+        await r.aclose()
+        return waits
+
+    waits = asyncio.run(scenario())
+    assert max(waits) < 0.5, waits
