@@ -18,8 +18,12 @@ NAMES = {"network": "network", "ngram": "best n-gram", "unigram": "unigram",
 
 
 def rows(result: dict) -> list[str]:
-    s, corpus = result["summary"], result["corpus"]
+    corpus = result["corpus"]
     title = Path(corpus["source"]).name or corpus["source"]
+    if "summary" not in result:  # a partial run summarises from its second fold on
+        return [f"| **{title}**: {len(result.get('folds', []))} of {result['k']} folds so "
+                "far: no mean ± sd before two | | | |"]
+    s = result["summary"]
     folds = f"{s['folds']} folds" + ("" if result.get("stratify", "none") == "none" else
                                      f" stratified by {result['stratify']}")
     if result.get("partial"):  # a run still going (crossval --resume goes on with it)
