@@ -33,7 +33,7 @@ from gateway import metrics
 from gateway.encode import Encoder, OpusPackets
 from playbach import streams
 from playbach.schemas import COALESCE_S, LEAD_S, SEND_AHEAD_S, AudioChunk, ControlEntry
-from playbach.service import REDIS_DOWN, RedisWatch
+from playbach.service import REDIS_DOWN, RedisWatch, follow
 
 log = logging.getLogger("gateway")
 # binary frame: u64 little-endian sample position, u32 take, then s16le PCM
@@ -498,25 +498,17 @@ class Hubs:
 
     async def control(self) -> None:
         """Forward pb:control events (params, error, tone) to the channel's listeners."""
-        last: bytes | str = "$"
-        while True:
-            try:
-                found = await self.redis.xread({streams.CONTROL: last}, block=1000, count=100)
-            except REDIS_DOWN as exc:
-                await asyncio.sleep(self.watch.failed(exc))
-                continue
-            self.watch.ok()
-            for _, entries in found:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    try:
-                        entry = ControlEntry.from_fields(fields)
-                    except (ValueError, TypeError, KeyError):  # malformed: skip it, not the rest
-                        log.warning("skipped a malformed control entry %s", entry_id)
-                        continue
-                    hub = self.hubs.get(entry.channel)
-                    if hub and hub.newer(entry):
-                        hub.announce(json.dumps(entry.event()))
+        async for entries in follow(self.redis, streams.CONTROL, self.watch.failed,
+                                    self.watch.ok):
+            for entry_id, fields in entries:
+                try:
+                    entry = ControlEntry.from_fields(fields)
+                except (ValueError, TypeError, KeyError):  # malformed: skip it, not the rest
+                    log.warning("skipped a malformed control entry %s", entry_id)
+                    continue
+                hub = self.hubs.get(entry.channel)
+                if hub and hub.newer(entry):
+                    hub.announce(json.dumps(entry.event()))
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self.heartbeat()), asyncio.create_task(self.control())]

@@ -14,7 +14,7 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -122,6 +122,24 @@ class Epoch:
             return False
         self.lost, self.current = self.current is not None, value
         return True
+
+
+async def follow(redis: Redis, key: str, down: Callable[[Exception], float],
+                 up: Callable[[], None] = lambda: None) -> AsyncIterator[list[tuple]]:
+    """Each batch of entries added to stream ``key`` from now on, as they come (a blocking
+    XREAD, at most 1 s at a time, so a dead connection is noticed). While Redis does not
+    answer, pauses for what ``down(exc)`` says; ``up()`` after each answer."""
+    last: bytes | str = "$"
+    while True:
+        try:
+            found = await redis.xread({key: last}, block=1000, count=100)
+        except REDIS_DOWN as exc:
+            await asyncio.sleep(down(exc))
+            continue
+        up()
+        for _, entries in found:
+            last = entries[-1][0]
+            yield entries
 
 
 async def tick_until(stop: asyncio.Event, interval_s: float, tick: Callable[[], Awaitable[None]],

@@ -81,20 +81,13 @@ class ChannelWorker(Generic[C]):
         """Tick as soon as anything is written to ``pb:control`` (a parameter change, a tone):
         a listener's change then waits for no poll (up to a tick, 50 ms). The ticks still
         read everything: a change missed here is served at the next one."""
-        last = "$"
         while True:
-            try:
-                found = await self.redis.xread({streams.CONTROL: last}, block=1000, count=100)
-            except service.REDIS_DOWN:
-                await asyncio.sleep(1.0)  # the tick loop says so and backs off
-                continue
+            try:  # while Redis is down the tick loop says so and backs off: just wait here
+                async for _ in service.follow(self.redis, streams.CONTROL, lambda exc: 1.0):
+                    self.wake.set()
             except Exception:  # never silently: without wake-ups, changes wait for the poll
                 log.exception("reading %s failed", streams.CONTROL)
                 await asyncio.sleep(1.0)
-                continue
-            for _, entries in found:
-                last = streams.text(entries[-1][0])
-                self.wake.set()
 
     async def tick(self) -> None:
         self.health.beat = time.monotonic()  # alive, whether or not Redis answers
