@@ -32,6 +32,7 @@ from playbach.schemas import (
     ControlEntry,
     NoteEvent,
     SynthPosition,
+    Take,
 )
 from playbach.stepmodel import HISTORY, PRIME_ON_CHANGE, Improviser
 from playbach.worker import ChannelWorker
@@ -59,6 +60,7 @@ class Owned:
     ver: int = 0  # the take being written
     cut: float | None = None  # for the next note: where it cuts the one before (a new take)
     before: dict[int, tuple] = field(default_factory=dict)  # seq -> improviser state before it
+    announced: int = 0  # the last take told to the synth (pb:takes)
 
 
 class InferenceWorker(ChannelWorker[Owned]):
@@ -107,6 +109,7 @@ class InferenceWorker(ChannelWorker[Owned]):
                       beat=last.beat + last.duration if last else 0.0,
                       beats={n.seq: n.beat for n in recent}, recent=deque(recent, HISTORY),
                       ver=last.ver if last else 0)
+        owned.announced = owned.ver
         log.info("channel %s: adopted at note %d (model %s)", cid, owned.seq, params.model)
         return owned
 
@@ -183,6 +186,8 @@ class InferenceWorker(ChannelWorker[Owned]):
                 if time.monotonic() - began > FLUSH_AFTER_S:
                     await self.flush(owned)
                     began = time.monotonic()
+                    if self.wake.is_set():
+                        break  # a change came: the rest of the lead waits for it, not it
         except ModelError as exc:
             await self.model_failed(owned, exc)
         await self.flush(owned)
@@ -241,7 +246,10 @@ class InferenceWorker(ChannelWorker[Owned]):
         for note in owned.outbox:
             pipe.xadd(streams.notes(owned.cid), note.to_fields(),
                       maxlen=self.settings.notes_maxlen, approximate=True)
+        if owned.ver > owned.announced:  # the synth renders a new take now, not next tick
+            Take(channel=owned.cid, ver=owned.ver).post(pipe)
         await pipe.execute()
+        owned.announced = owned.ver
         self.notes_written += len(owned.outbox)
         owned.outbox.clear()
         for old in [s for s in owned.beats if s < owned.seq - 4 * HISTORY]:

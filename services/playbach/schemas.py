@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from playbach.keys import Key
-from playbach.streams import CHANNELS, CONTROL, synth_position, text
+from playbach.streams import CHANNELS, CONTROL, TAKES, synth_position, text
 from playbach.streams import channel as channel_key
 from playbach.vocab import Event
 
@@ -280,6 +280,26 @@ class ControlEntry(BaseModel):
 
     def post(self, redis):  # a client or a pipeline: awaited by the caller if a client
         return redis.xadd(CONTROL, self.to_fields(), maxlen=1000, approximate=True)
+
+
+class Take(BaseModel):
+    """An entry of ``pb:takes``: the inference owner of ``channel`` took its notes back from
+    some note on and began writing them again as take ``ver`` (a change of temperature, top-p,
+    seed or model). Its synth renders them at once instead of at its next tick: the change is
+    heard NOTES_SPLICE_S after it was made only if the new take is spliced in before then."""
+
+    channel: str
+    ver: int
+
+    def to_fields(self) -> dict[str, str]:
+        return {"channel": self.channel, "ver": str(self.ver)}
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> Take:
+        return cls(channel=_text(fields, "channel"), ver=int(_text(fields, "ver")))
+
+    def post(self, redis):  # a client or a pipeline: awaited by the caller if a client
+        return redis.xadd(TAKES, self.to_fields(), maxlen=1000, approximate=True)
 
 
 class SynthPosition(BaseModel):

@@ -35,8 +35,10 @@ HEADS = ("pitch", "duration", "velocity")
 HISTORY = 64  # events kept to re-prime a new model (model change, takeover)
 # steps (a note each: a chord is several) a model swapped in while a channel plays is primed
 # with: a listener waits for them. Counted in steps, not events: 16 events of chorales were
-# 48 steps, ~100 ms of the suites' model here and a chunk late in CI. The key goes on.
-PRIME_ON_CHANGE = 24
+# 48 steps, ~100 ms of the suites' model here and a chunk late in CI; 24 steps were up to 80
+# ms on a busy machine (the suites' model, with its copy window, is ~1 ms a step). The key
+# goes on.
+PRIME_ON_CHANGE = 12
 
 
 def _interpreter(content: bytes, threads: int):  # -> ai_edge_litert Interpreter

@@ -6,6 +6,7 @@ key                            type    holds
 ``pb:channels``                set     ids of the channels that exist
 ``pb:channel:{<id>}``          hash    the channel's parameters (:class:`ChannelParams`)
 ``pb:control``                 stream  parameter changes and errors, for every service
+``pb:takes``                   stream  a channel's notes were taken back and written anew
 ``pb:notes:{<id>}``            stream  note events, written by the channel's inference owner
 ``pb:audio:{<id>}``            stream  PCM chunks and their note-ons, by its synth owner
 ``pb:lease:<role>:{<id>}``     string  the replica that owns the channel (SET NX PX)
@@ -46,6 +47,7 @@ def written_ms(entry_id: bytes | str) -> float:
 
 CHANNELS = "pb:channels"
 CONTROL = "pb:control"
+TAKES = "pb:takes"
 ACTIVE = "pb:active"
 INSTRUMENTS = "pb:instruments"
 PING = "pb:ping"

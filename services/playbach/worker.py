@@ -24,6 +24,7 @@ log = logging.getLogger("playbach")
 
 class ChannelWorker(Generic[C]):
     role = "worker"
+    wakes: tuple[str, ...] = (streams.CONTROL,)  # streams whose every entry means: tick now
 
     def __init__(self, redis: Redis, settings: WorkerSettings,
                  watch: service.RedisWatch | None = None) -> None:
@@ -65,11 +66,12 @@ class ChannelWorker(Generic[C]):
         server = await self.health.serve(s.health_host, s.health_port) if s.health_port else None
         await self.starting()
         log.info("%s replica %s serving channels", self.role, s.replica_id)
-        changes = asyncio.create_task(self.wake_on_changes())
+        changes = [asyncio.create_task(self.wake_on_changes(key)) for key in self.wakes]
         try:
             await service.tick_until(stop, s.tick_ms / 1000, self.tick, self.watch, self.wake)
         finally:
-            changes.cancel()
+            for task in changes:
+                task.cancel()
             with contextlib.suppress(*service.REDIS_DOWN):
                 await self.ownership.release_all()
             for cid, state in self.channels.items():
@@ -77,16 +79,16 @@ class ChannelWorker(Generic[C]):
             if server:
                 server.close()
 
-    async def wake_on_changes(self) -> None:
-        """Tick as soon as anything is written to ``pb:control`` (a parameter change, a tone):
-        a listener's change then waits for no poll (up to a tick, 50 ms). The ticks still
-        read everything: a change missed here is served at the next one."""
+    async def wake_on_changes(self, key: str) -> None:
+        """Tick as soon as anything is written to stream ``key`` (``pb:control``: a parameter
+        change, a tone): a listener's change then waits for no poll (up to a tick). The ticks
+        still read everything: a change missed here is served at the next one."""
         while True:
             try:  # while Redis is down the tick loop says so and backs off: just wait here
-                async for _ in service.follow(self.redis, streams.CONTROL, lambda exc: 1.0):
+                async for _ in service.follow(self.redis, key, lambda exc: 1.0):
                     self.wake.set()
             except Exception:  # never silently: without wake-ups, changes wait for the poll
-                log.exception("reading %s failed", streams.CONTROL)
+                log.exception("reading %s failed", key)
                 await asyncio.sleep(1.0)
 
     async def tick(self) -> None:

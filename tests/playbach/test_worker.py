@@ -3,10 +3,13 @@
 import asyncio
 import time
 
+import pytest
+
 from playbach import service, streams
-from playbach.schemas import ChannelParams, ControlEntry
+from playbach.schemas import ChannelParams, ControlEntry, Take
 from playbach.settings import WorkerSettings
 from playbach.worker import ChannelWorker
+from synth.worker import SynthWorker
 from tests.conftest import BOTH
 
 
@@ -51,13 +54,22 @@ def test_an_owner_keeps_its_channel_when_redis_comes_back_empty(redis_url, redis
     asyncio.run(scenario())
 
 
-def test_a_change_on_pb_control_is_served_without_waiting_for_the_tick(redis_url, redis):
-    """With a tick of a second, each of three changes is served well within it (with the
-    poll alone, all three within half a tick would happen one time in eight)."""
+class Rendering(Counting):
+    wakes = SynthWorker.wakes  # the synth's: it renders a new take of the notes at once
+
+
+@pytest.mark.parametrize("worker_class, entry", [
+    (Counting, ControlEntry(type="params", channel="x")),  # every owner, on a change
+    (Rendering, Take(channel="x", ver=1)),  # the synth, on a new take of the notes
+], ids=["control", "take"])
+def test_an_entry_it_wakes_on_is_served_without_waiting_for_the_tick(redis_url, redis,
+                                                                      worker_class, entry):
+    """With a tick of a second, each of three entries written is served well within it (with
+    the poll alone, all three within half a tick would happen one time in eight)."""
     async def scenario() -> list[float]:
         r = service.client(redis_url)
-        worker = Counting(r, WorkerSettings(redis_url=redis_url, replica_id="one",
-                                            tick_ms=1000))
+        worker = worker_class(r, WorkerSettings(redis_url=redis_url, replica_id="one",
+                                                tick_ms=1000))
         await ChannelParams().restore(r, "x")
         await r.zadd(streams.ACTIVE, {"x": int(1e13)})
         stop = asyncio.Event()
@@ -68,7 +80,7 @@ def test_a_change_on_pb_control_is_served_without_waiting_for_the_tick(redis_url
         for _ in range(3):
             await asyncio.sleep(0.3)  # mid-tick
             served, t = worker.channels["x"][0], time.monotonic()
-            await ControlEntry(type="params", channel="x").post(r)
+            await entry.post(r)
             while worker.channels["x"][0] == served:
                 await asyncio.sleep(0.005)
             waits.append(time.monotonic() - t)
