@@ -59,6 +59,10 @@ class ChannelWorker(Generic[C]):
     async def before_serving(self) -> None:
         """Each tick, before the channels are served."""
 
+    def heard(self, key: str, entries: list[tuple]) -> None:
+        """Entries just written to stream ``key`` (one of ``wakes``), before the tick they
+        wake: (id, fields) pairs."""
+
     # --- the loop --------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -85,7 +89,8 @@ class ChannelWorker(Generic[C]):
         still read everything: a change missed here is served at the next one."""
         while True:
             try:  # while Redis is down the tick loop says so and backs off: just wait here
-                async for _ in service.follow(self.redis, key, lambda exc: 1.0):
+                async for entries in service.follow(self.redis, key, lambda exc: 1.0):
+                    self.heard(key, entries)
                     self.wake.set()
             except Exception:  # never silently: without wake-ups, changes wait for the poll
                 log.exception("reading %s failed", key)

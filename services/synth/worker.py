@@ -67,7 +67,7 @@ class SynthWorker(ChannelWorker[Voice]):
     def __init__(self, redis, settings: SynthSettings, watch=None) -> None:
         super().__init__(redis, settings, watch)
         self.settings: SynthSettings = settings
-        self.control_id = "$"
+        self.tones: set[str] = set()  # channels whose audio test was asked for
         self.chunks_written = 0
         self.render_seconds = 0.0
         self.instruments: dict[str, str] = {}
@@ -121,23 +121,17 @@ class SynthWorker(ChannelWorker[Voice]):
     def release(self, cid: str, state: Voice) -> None:
         state.renderer.close()
 
-    async def read_control(self) -> None:
-        """Audio-test requests for the channels we own."""
-        entries = await self.redis.xread({streams.CONTROL: self.control_id}, count=100)
-        for _, items in entries:
-            for entry_id, fields in items:
-                self.control_id = streams.text(entry_id)
-                try:
-                    entry = ControlEntry.from_fields(fields)
-                except (ValueError, TypeError, KeyError):
-                    continue  # malformed: the gateway logs it
-                voice = self.channels.get(entry.channel)
-                if entry.type == "tone" and voice:
-                    self.splice(voice)
-                    voice.renderer.tone()
-        if self.control_id == "$":
-            last = await self.redis.xrevrange(streams.CONTROL, count=1)
-            self.control_id = streams.text(last[0][0]) if last else "0-0"
+    def heard(self, key: str, entries: list[tuple]) -> None:
+        """Audio tests asked for (``tone`` on pb:control): played from the next tick."""
+        if key != streams.CONTROL:
+            return
+        for _, fields in entries:
+            try:
+                entry = ControlEntry.from_fields(fields)
+            except (ValueError, TypeError, KeyError):
+                continue  # malformed: the gateway logs it
+            if entry.type == "tone":
+                self.tones.add(entry.channel)
 
     async def fetch_notes(self, voice: Voice) -> None:
         r = voice.renderer
@@ -187,7 +181,10 @@ class SynthWorker(ChannelWorker[Voice]):
         return True
 
     async def before_serving(self) -> None:
-        await self.read_control()
+        for cid in self.tones & self.channels.keys():  # the others are their owners' to play
+            self.splice(self.channels[cid])
+            self.channels[cid].renderer.tone()
+        self.tones.clear()
 
     async def serve(self, cid: str, voice: Voice) -> None:
         params = await ChannelParams.read(self.redis, cid)
