@@ -86,7 +86,9 @@ class ChannelWorker(Generic[C]):
     async def wake_on_changes(self, key: str) -> None:
         """Tick as soon as anything is written to stream ``key`` (``pb:control``: a parameter
         change, a tone): a listener's change then waits for no poll (up to a tick). The ticks
-        still read everything: a change missed here is served at the next one."""
+        read the parameters themselves (a change missed here is served at the next one);
+        what a subclass takes in ``heard`` (the synth's tones) comes from here only, from
+        where it stopped reading (a Redis outage loses none)."""
         while True:
             try:  # while Redis is down the tick loop says so and backs off: just wait here
                 async for entries in service.follow(self.redis, key, lambda exc: 1.0):
