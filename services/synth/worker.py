@@ -20,6 +20,8 @@ from pydantic import ValidationError
 from playbach import streams
 from playbach.schemas import (
     LEAD_S,
+    NOTE_WAIT_S,
+    NOTES_SPLICE_S,
     SPLICE_S,
     AudioChunk,
     ChannelParams,
@@ -153,26 +155,37 @@ class SynthWorker(ChannelWorker[Voice]):
         """Inference wrote the notes from ``first`` on again: forget the old ones, and if the
         old note is already rendered, go back to it (or as near as is still safe). A take
         that begins mid-note starts at the chunk boundary nearest its cut, ending the note
-        that sounds there."""
+        that sounds there. So does a take whose first note would begin more than NOTE_WAIT_S
+        after NOTES_SPLICE_S from now, where inference meant it to begin at the latest: its
+        timeline had drifted from ours (measured: a chorale note 0.39 s out that inference
+        saw at its cut, and the change was heard two writes late)."""
         r, seq, chunk = voice.renderer, first.seq, self.settings.chunk_frames
+        rate = self.settings.sample_rate
         starts = {item.note.seq: at for at, item in r.started}
         if first.cut is not None and seq - 1 in starts:
-            s = self.settings
-            at = starts[seq - 1] + first.cut * 60 / voice.params.bpm * s.sample_rate
+            at = starts[seq - 1] + first.cut * 60 / voice.params.bpm * rate
             if self.splice(voice, math.ceil(at / chunk) * chunk) and r.last_seq == seq - 1:
                 r.cut()
         elif seq in starts:
-            self.splice(voice, starts[seq] // chunk * chunk)
+            at, meant = starts[seq] // chunk * chunk, self.boundary(voice, NOTES_SPLICE_S)
+            if at - meant <= NOTE_WAIT_S * rate or not self.splice(voice, meant):
+                self.splice(voice, at)
+            elif r.last_seq == seq - 1:
+                r.cut()
         while r.pending and r.pending[-1].note.seq >= seq:
             r.pending.pop()
+
+    def boundary(self, voice: Voice, ahead_s: float = SPLICE_S) -> int:
+        """The first chunk boundary ``ahead_s`` after the clock (SPLICE_S: the first whose
+        audio has not left a gateway)."""
+        s = self.settings
+        return math.ceil((voice.clock(s.sample_rate) + ahead_s * s.sample_rate)
+                         / s.chunk_frames) * s.chunk_frames
 
     def splice(self, voice: Voice, at: int = 0) -> bool:
         """Render again from the chunk boundary ``at``, or the first that has not left a
         gateway, whichever is later, as a new take. False if nothing is rendered there."""
-        s = self.settings
-        safe = math.ceil((voice.clock(s.sample_rate) + SPLICE_S * s.sample_rate)
-                         / s.chunk_frames) * s.chunk_frames
-        at = max(at, safe)
+        at = max(at, self.boundary(voice))
         if at >= voice.pos or not voice.renderer.can_rewind(at):
             return False  # nothing rendered there yet: the change applies from the next chunk
         voice.renderer.rewind(at)
