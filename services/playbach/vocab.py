@@ -33,6 +33,8 @@ chords are their pitch classes in normal order (``A.C#.E``) and sound from octav
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -149,6 +151,24 @@ def quantize_duration(quarter_length: float | Fraction) -> Fraction:
     if q <= 0:
         raise VocabError(f"duration must be positive, not {quarter_length}")
     return min(DURATIONS, key=lambda d: (abs(d - q), d))
+
+
+@functools.cache
+def grid_lengths(length: Fraction) -> tuple[Fraction, ...]:
+    """``length`` (quarters) as grid durations that add up to it exactly, so what follows
+    keeps its onset: itself, or the fewest grid durations, longest first (5/4, a quarter tied
+    to a sixteenth, is 1 + 1/4; 23/12 is 3/2 + 1/4 + 1/6; 10 is 4 + 4 + 2); when none add up
+    to it, the nearest, as :func:`quantize_duration`. A note sounds for the first; rests fill
+    the others."""
+    if length > 2 * DURATIONS[-1]:
+        return (DURATIONS[-1], *grid_lengths(length - DURATIONS[-1]))
+    ways = [(length,)] if length in DURATIONS else []
+    for parts in (2, 3, 4):
+        if ways:
+            break
+        ways = [c for c in itertools.combinations_with_replacement(reversed(DURATIONS), parts)
+                if sum(c) == length]
+    return max(ways) if ways else (quantize_duration(length),)
 
 
 def duration_token(d: Fraction) -> str:

@@ -27,6 +27,7 @@ class TrainConfig:
     augment_share: float = 1.0  # of the windows moved each epoch; the rest stay in Bach's key
     aug_low: int = 36  # that keeps its notes within MIDI aug_low..aug_high: C2 to C6 fits the
     aug_high: int = 84  # cello and the four voices of a chorale
+    stretch_share: float = 0.0  # of the windows moved to another tempo each epoch (STRETCHES)
     # model
     embed_pitch: int = 64
     embed_duration: int = 16
@@ -72,6 +73,8 @@ class TrainConfig:
             raise UserError("val_fraction + test_fraction must be in (0, 1)")
         if not 0 <= self.augment_share <= 1:
             raise UserError("augment_share must be in [0, 1]")
+        if not 0 <= self.stretch_share <= 1:
+            raise UserError("stretch_share must be in [0, 1]")
         if not 0 <= self.aug_low < self.aug_high <= 127:
             raise UserError("aug_low and aug_high must be MIDI notes, low below high")
         if self.copy and (self.copy_window < 1 or self.copy_dim < 1):
@@ -81,6 +84,12 @@ class TrainConfig:
     def init_weights(self, models_dir: Path) -> Path | None:
         """The model.keras of the published model ``--init`` names (None without one)."""
         return model_dir(models_dir, self.init) / "model.keras" if self.init else None
+
+
+def with_defaults(config: dict) -> dict:
+    """An earlier run's recorded config, with the fields added since at their defaults: each
+    new field's default does what runs did before it, so the run is still the same run."""
+    return {**{f.name: f.default for f in fields(TrainConfig)}, **config}
 
 
 PRESETS: dict[str, dict[str, object]] = {

@@ -17,7 +17,7 @@ import numpy as np
 from playbach.stepmodel import HEADS
 from playbach.vocab import DURATION_OFFSET, Vocabulary
 from trainer import heldout
-from trainer.config import TrainConfig, UserError
+from trainer.config import TrainConfig, UserError, with_defaults
 from trainer.corpus import Corpus
 from trainer.dataset import encode, key_table
 from trainer.fit import fit, identity
@@ -182,6 +182,8 @@ def earlier_folds(cv: CrossVal, ident: dict) -> dict[int, dict]:
         before = json.loads(cv.out.read_text())
     except ValueError as exc:
         raise UserError(f"--resume: {cv.out} is not a crossval result: {exc}") from None
+    if "config" in before:
+        before["config"] = with_defaults(before["config"])
     changed = sorted(k for k in ident if before.get(k) != ident[k])
     if changed:
         raise UserError(f"--resume: the run in {cv.out} differs in {', '.join(changed)}")

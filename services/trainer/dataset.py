@@ -16,6 +16,7 @@ from trainer.corpus import Piece
 
 KEYS = (-6, 5)  # transpositions tried: the twelve keys, up to a tritone either way
 CONTEXT = ("last", "interval", "onset")  # channels 3-5 (0-2: the tokens), from context()
+ONSET = 5
 PROFILE = slice(6, 18)  # channels 6-17: the notes of each pitch class so far (context())
 VOICES = slice(18, 21)  # channels 18-20: CHORD_CONTEXT, from voices()
 CHORD_CONTEXT = ("voice", "join", "bass")
@@ -191,6 +192,40 @@ def transpose(win: np.ndarray, rng: np.random.Generator, low: int, high: int,
         ref = out[..., c]
         ref += np.where(ref >= 0, shift[:, None], 0)
     return _turn_profile(out, shift)
+
+
+STRETCHES = (Fraction(1, 2), Fraction(2, 3), Fraction(3, 2), Fraction(2))  # tempo changes tried
+
+
+def stretch_table(vocab: Vocabulary) -> np.ndarray:
+    """[len(STRETCHES), duration ids]: each id's duration times each factor (the start and a
+    chord's ``+`` unchanged), -1 where the product is not on the grid."""
+    lengths = [None] * DURATION_OFFSET + [Fraction(d) for d in vocab.duration[DURATION_OFFSET:]]
+    ids = {d: i for i, d in enumerate(lengths) if d is not None}
+    return np.array([[i if d is None else ids.get(d * f, -1) for i, d in enumerate(lengths)]
+                     for f in STRETCHES], np.int32)
+
+
+def stretch(win: np.ndarray, rng: np.random.Generator, table: np.ndarray,
+            ticks: np.ndarray) -> np.ndarray:
+    """Each window at another tempo: every duration times a factor of STRETCHES, drawn among
+    those that keep all of the window's durations and its first onset on the grid (a window
+    none keeps stays as it is), its onsets counted again from there. Each dance of the suites
+    comes four times; its rhythms at half or twice the speed, or as triplets, are other
+    dances' (a courante's triplets, 198 of its 949 steps, were never heard in training)."""
+    out = win.copy()
+    dur = out[..., 1]
+    before = (out[:, 0, ONSET] - ticks[dur[:, 0]]) % CYCLE  # where each window's first step begins
+    for w in range(len(out)):
+        fits = [k for k, f in enumerate(STRETCHES)
+                if (table[k][dur[w]] >= 0).all() and (int(before[w]) * f).denominator == 1]
+        if not fits:
+            continue
+        k = fits[rng.integers(len(fits))]
+        dur[w] = table[k][dur[w]]
+        start = int(int(before[w]) * STRETCHES[k])
+        out[w, :, ONSET] = (start + np.cumsum(ticks[dur[w]])) % CYCLE
+    return out
 
 
 def _turn_profile(win: np.ndarray, shift: np.ndarray) -> np.ndarray:

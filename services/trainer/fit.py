@@ -14,8 +14,8 @@ import keras
 import numpy as np
 
 from playbach.vocab import Vocabulary
-from trainer.config import TrainConfig, UserError
-from trainer.dataset import training_windows, transpose, xy
+from trainer.config import TrainConfig, UserError, with_defaults
+from trainer.dataset import duration_ticks, stretch, stretch_table, training_windows, transpose, xy
 from trainer.model import build_model
 
 FRESH = ("pointer/distance",)  # weights --init may leave to training: new in the network
@@ -25,9 +25,10 @@ class Augmented(keras.utils.PyDataset):
     """Training batches in a new order and new keys every epoch (transposition augmentation:
     a movement in an unseen key or register is then no surprise)."""
 
-    def __init__(self, wins: np.ndarray, cfg: TrainConfig, octaves: bool) -> None:
+    def __init__(self, wins: np.ndarray, cfg: TrainConfig, vocab: Vocabulary) -> None:
         super().__init__()
-        self.wins, self.cfg, self.octaves = wins, cfg, octaves
+        self.wins, self.cfg, self.octaves = wins, cfg, vocab.options.octaves
+        self.stretches, self.ticks = stretch_table(vocab), duration_ticks(vocab)
         self.rng = np.random.default_rng(cfg.seed)
         self.on_epoch_end()
 
@@ -37,6 +38,10 @@ class Augmented(keras.utils.PyDataset):
         moved = self.rng.random(len(self.epoch)) < share if share < 1 else slice(None)
         self.epoch[moved] = transpose(self.epoch[moved], self.rng, self.cfg.aug_low,
                                       self.cfg.aug_high, self.octaves)
+        if self.cfg.stretch_share > 0:  # (drawn only when on: runs without it stay the same)
+            faster = self.rng.random(len(self.epoch)) < self.cfg.stretch_share
+            self.epoch[faster] = stretch(self.epoch[faster], self.rng, self.stretches,
+                                         self.ticks)
 
     def __len__(self) -> int:
         return -(-len(self.wins) // self.cfg.batch_size)
@@ -100,6 +105,7 @@ def fit(cfg: TrainConfig, vocab: Vocabulary, train: list[np.ndarray],
         if not last.is_file():
             raise UserError(f"--resume: nothing to resume in {run_dir} (no last.keras)")
         before = json.loads(run_file.read_text())
+        before["config"] = with_defaults(before.get("config", {}))
         if before != identity:
             changed = sorted(k for k in identity if before.get(k) != identity[k])
             raise UserError(f"--resume: the run in {run_dir} differs in {', '.join(changed)}")
@@ -125,7 +131,7 @@ def fit(cfg: TrainConfig, vocab: Vocabulary, train: list[np.ndarray],
         build_state(model, *xy(train_wins[:1], cfg.objective))
     verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
     if len(history) < cfg.epochs and cfg.augment and cfg.split == "pieces":
-        model.fit(Augmented(train_wins, cfg, vocab.options.octaves),
+        model.fit(Augmented(train_wins, cfg, vocab),
                   validation_data=val_arrays, epochs=cfg.epochs, initial_epoch=len(history),
                   callbacks=callbacks, verbose=verbose)
     elif len(history) < cfg.epochs:

@@ -14,6 +14,7 @@ from playbach.vocab import (
     VocabError,
     Vocabulary,
     dynamic,
+    grid_lengths,
     normal_order,
     note_name,
     pitch_token,
@@ -63,6 +64,21 @@ def test_duration_grid_and_quantization():
     assert quantize_duration(0.01) == Fraction(1, 8)
     with pytest.raises(VocabError):
         quantize_duration(0)
+
+
+def test_lengths_off_the_grid_become_grid_lengths_that_keep_the_next_onset():
+    F = Fraction
+    assert grid_lengths(F(1, 2)) == (F(1, 2),)
+    assert grid_lengths(F(5, 4)) == (1, F(1, 4))  # a quarter tied to a sixteenth
+    assert grid_lengths(F(5, 2)) == (2, F(1, 2))
+    assert grid_lengths(F(6)) == (4, 2) and grid_lengths(F(10)) == (4, 4, 2)
+    assert grid_lengths(F(23, 12)) == (F(3, 2), F(1, 4), F(1, 6))
+    for n in range(2, 12 * 12 + 1):  # every length music21 reads from MIDI (1/12 grid)
+        parts = grid_lengths(F(n, 12))
+        assert sum(parts) == F(n, 12) and all(p in DURATIONS for p in parts)
+        assert list(parts[:1]) == sorted(parts, reverse=True)[:1]  # the note the longest
+    assert grid_lengths(F(1, 12)) == (F(1, 8),)  # shorter than the grid: the nearest
+    assert sum(grid_lengths(F(7, 12))) == F(7, 12)  # 1/3 + 1/4
 
 
 def test_dynamics():

@@ -158,9 +158,41 @@ def test_augment_share_is_the_share_of_windows_moved(share):
     vocab = Vocabulary()
     piece = [Event(n, Fraction(1)) for n in ("C3", "G3", "E4", "C4")]
     seq = context(np.array(vocab.encode_piece(piece)), duration_ticks(vocab), C_MAJOR)
-    epoch = Augmented(np.stack([seq] * 2000), TrainConfig(augment_share=share), True).epoch
+    epoch = Augmented(np.stack([seq] * 2000), TrainConfig(augment_share=share), vocab).epoch
     moved = (epoch[:, 1, 0] != seq[1, 0]).mean()
     assert moved == pytest.approx(share * 11 / 12, abs=0.04)  # a twelfth moves by 0
+
+
+def test_stretch_moves_a_window_to_another_tempo_with_its_onsets_counted_again():
+    from trainer.dataset import ONSET, STRETCHES, stretch, stretch_table
+    from trainer.fit import Augmented
+
+    vocab = Vocabulary()
+    ticks = duration_ticks(vocab)
+    F = Fraction
+    lengths = [F(1, 4), F(1, 4), F(1, 2), F(1), F(3, 4), F(1, 4)]
+    names = ("C3", "D3", "E3", "F3", "G3", "A3")
+    piece = [Event(n, d) for n, d in zip(names, lengths, strict=True)]
+    seq = context(np.array(vocab.encode_piece(piece)), ticks, C_MAJOR)
+    win = np.stack([seq[2:]] * 400)  # from the third step: its first onset is off the start
+    out = stretch(win, np.random.default_rng(0), stretch_table(vocab), ticks)
+    seen = set()
+    for w in out:
+        got = [F(vocab.duration[i]) for i in w[:, 1]]
+        factor = got[0] / lengths[1]
+        seen.add(factor)
+        assert factor in STRETCHES and got == [d * factor for d in lengths[1:]]
+        start = int(F(6) * factor)  # the window began a sixteenth in
+        assert w[:, ONSET].tolist() == (start + np.cumsum(ticks[w[:, 1]])).tolist()
+        assert (w[:, [0, 2, 3, 4]] == seq[2:, [0, 2, 3, 4]]).all()  # only time moves
+    assert seen == {F(1, 2), F(2, 3), 2}  # x 3/2 would make the 3/4 a 9/8, off the grid
+    odd = np.stack([seq[1:]] * 5)
+    odd[:, 3, 1] = vocab.duration.index("4")  # only x 1/2 keeps a whole note on the grid
+    kept = stretch(odd, np.random.default_rng(1), stretch_table(vocab), ticks)
+    assert {F(vocab.duration[w[3, 1]]) for w in kept} == {2}
+    epoch = Augmented(np.stack([seq] * 1000), TrainConfig(augment_share=0, stretch_share=0.5),
+                      vocab).epoch
+    assert (epoch[:, 1, 1] != seq[1, 1]).mean() == pytest.approx(0.5, abs=0.05)
 
 
 def test_kneser_ney_order_is_chosen_on_validation_and_baselines_are_distributions():
@@ -223,6 +255,29 @@ def test_config_overrides():
         make_config("tiny", ["--copy-window=0"])
     with pytest.raises(UserError, match=r"augment_share must be in \[0, 1\]"):
         make_config("tiny", ["--augment-share=1.5"])
+    with pytest.raises(UserError, match=r"stretch_share must be in \[0, 1\]"):
+        make_config("tiny", ["--stretch-share=-0.1"])
+
+
+def test_a_run_recorded_before_a_config_field_existed_is_still_the_same_run(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from trainer.config import with_defaults
+    from trainer.crossval import CrossVal, earlier_folds
+
+    now = asdict(make_config("tiny", []))
+    older = {k: v for k, v in now.items() if k != "stretch_share"}  # recorded before it was
+    assert with_defaults(older) == now
+    assert with_defaults({**older, "epochs": 9}) != now
+    out = tmp_path / "cv.json"
+    ident = {"corpus": {"pieces": 3}, "config": now, "k": 2}
+    out.write_text(json.dumps({**ident, "config": older, "folds": [{"fold": 1}]}))
+    cv = CrossVal(make_config("tiny", []), Vocabulary(), None, 2, tmp_path, out=out, resume=True)
+    assert earlier_folds(cv, ident) == {1: {"fold": 1}}
+    out.write_text(json.dumps({**ident, "config": {**older, "epochs": 9}, "folds": []}))
+    with pytest.raises(UserError, match="differs in config"):
+        earlier_folds(cv, ident)
 
 
 def test_transpose_moves_pieces_to_c_major_or_a_minor():
@@ -239,6 +294,28 @@ def test_transpose_moves_pieces_to_c_major_or_a_minor():
     moved = events_from_score(d_major, EncodingOptions(transpose=True))
     assert plain[0].pitch == "D4" and moved[0].pitch == "C4"
     assert [e.midi[0] - 2 for e in plain] == [e.midi[0] for e in moved]
+
+
+def test_parsing_keeps_every_onset_where_the_score_has_it():
+    from music21 import note as m21note
+    from music21 import stream
+
+    from playbach.vocab import EncodingOptions
+    from trainer.corpus import events_from_score
+
+    F = Fraction
+    written = [("C3", F(1, 4)), ("C2", F(5, 4)), ("D2", F(1, 4)), ("E2", F(1, 12)),
+               (None, F(1, 2)), (None, F(5, 12)), ("F2", F(1, 4)), ("G2", F(6))]
+    part = stream.Part([m21note.Rest(quarterLength=ql) if n is None else
+                        m21note.Note(n, quarterLength=ql) for n, ql in written])
+    events = events_from_score(stream.Score([part]), EncodingOptions())
+    assert [(e.pitch, e.duration) for e in events] == [
+        ("C3", F(1, 4)), ("C2", 1), (REST, F(1, 4)),  # 5/4: the note, then a rest
+        ("D2", F(1, 3)),  # the ornament's 1/12 joins the note before
+        (REST, F(3, 4)), (REST, F(1, 6)),  # the two rests as one, 11/12
+        ("F2", F(1, 4)), ("G2", 4)]  # the last note's rest is trimmed
+    onset_of_f2 = sum(e.duration for e in events[:-2])
+    assert onset_of_f2 == sum(ql for _, ql in written[:-2])  # where the score has it
 
 
 def test_key_profile_counts_the_pieces_pitch_classes_and_turns_with_it():
