@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true",
                    help="keep the folds an earlier run of the same corpus and config wrote to "
                         "--out; run the rest")
+    c.add_argument("--only", type=str, default="",
+                   help="run only these folds (numbers from 1, comma-separated): a change "
+                        "tried on the folds it should help first; --resume adds the rest later")
 
     s = sub.add_parser("score", allow_abbrev=False,
                        help="score a published model on a MIDI folder against its n-gram "
@@ -200,6 +203,18 @@ def _train(args: argparse.Namespace, extra: list[str], argv: list[str],
     print(f"published {target}")
 
 
+def _fold_numbers(raw: str, folds: int) -> tuple[int, ...]:
+    """``--only``: fold numbers 1..folds, comma-separated (empty: every fold)."""
+    try:
+        numbers = tuple(int(x) for x in raw.split(",") if x.strip())
+    except ValueError:
+        numbers = (0,)
+    if any(not 1 <= n <= folds for n in numbers):
+        raise UserError(f"--only takes fold numbers from 1 to {folds}, comma-separated, "
+                        f"not {raw!r}")
+    return numbers
+
+
 def _crossval(args: argparse.Namespace, extra: list[str], settings: TrainerSettings,
               models_dir: Path) -> None:
     cfg, options, limits = _check_train(args, extra, settings, models_dir)
@@ -207,6 +222,7 @@ def _crossval(args: argparse.Namespace, extra: list[str], settings: TrainerSetti
         raise UserError("--folds must be between 2 and 50")
     if not 1 <= args.window_stride <= 64:
         raise UserError("--window-stride must be between 1 and 64")
+    only = _fold_numbers(args.only, args.folds)
     if args.out is not None:
         _check_writable(args.out.parent, "--out")
     elif args.resume:
@@ -220,7 +236,7 @@ def _crossval(args: argparse.Namespace, extra: list[str], settings: TrainerSetti
     result = crossval(CrossVal(cfg, Vocabulary(options), corpus, args.folds,
                                settings.runs_dir / "crossval", args.window_model,
                                args.window_stride, cfg.init_weights(models_dir), progress,
-                               args.stratify, args.out, args.resume))
+                               args.stratify, args.out, args.resume, only))
     print(report(result))
     if args.out is not None:
         print(f"wrote {args.out}")

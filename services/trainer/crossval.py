@@ -42,6 +42,7 @@ class CrossVal:
     stratify: str = "evenness"  # how folds are balanced (STRATA)
     out: Path | None = None  # the result, written after every fold too (partial)
     resume: bool = False  # keep the folds a run with the same identity wrote to ``out``
+    only: tuple[int, ...] = ()  # run only these folds (1-based; with ``resume``, kept ones too)
 
 
 def fold_indices(n: int, k: int, seed: int, val_fraction: float,
@@ -202,16 +203,18 @@ def crossval(cv: CrossVal) -> dict:
                           None if by is None else [by(s) for s in seqs])
     ident = run_identity(cv, seqs)
     done = earlier_folds(cv, ident)
+    todo = [f for f in range(cv.folds) if not cv.only or f + 1 in cv.only or f + 1 in done]
     rows = []
-    with tqdm(total=cv.folds, desc="folds", unit="fold", disable=not cv.progress) as bar:
-        for f, split in enumerate(splits):
-            rows.append(done.get(f + 1) or run_fold(cv, f, split, seqs, bar))
+    with tqdm(total=len(todo), desc="folds", unit="fold", disable=not cv.progress) as bar:
+        for f in todo:
+            rows.append(done.get(f + 1) or run_fold(cv, f, splits[f], seqs, bar))
             bar.update()
-            if cv.out is not None and len(rows) < cv.folds:
+            if cv.out is not None and len(rows) < len(todo):
                 # the folds so far summarised too (from two on): hours in, where it stands
                 sofar = {"summary": summarise(rows)} if len(rows) > 1 else {}
                 write({**ident, "partial": True, **sofar, "folds": rows}, cv.out)
-    result = {**ident, "summary": summarise(rows), "folds": rows}
+    partial = {"partial": True} if len(rows) < cv.folds else {}
+    result = {**ident, **partial, "summary": summarise(rows), "folds": rows}
     if cv.out is not None:
         write(result, cv.out)
     return result
@@ -221,7 +224,10 @@ def report(result: dict) -> str:
     s = result["summary"]
     strata = "" if result.get("stratify", "none") == "none" else \
         f", stratified by {result['stratify']}"
-    lines = [f"{s['folds']}-fold cross-validation by whole pieces{strata} on "
+    if result.get("partial"):
+        strata += (f"; only fold {', '.join(str(r['fold']) for r in result['folds'])} of "
+                   f"{result['k']}: not a cross-validation yet")
+    lines = [f"{result['k']}-fold cross-validation by whole pieces{strata} on "
              f"{result['corpus']['source']}"
              f" ({result['corpus']['pieces']} pieces, {result['corpus']['steps']} steps, every "
              "step scored): mean ± sd over folds",

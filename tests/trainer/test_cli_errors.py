@@ -39,6 +39,8 @@ def test_folder_of_only_corrupt_files(tmp_path, dirs):
     (["generate", "--model", "../etc"], "model name '../etc' must be"),
     (["generate", "--instrument", "kazoo"], "unknown instrument 'kazoo'"),
     (["crossval", "--preset", "tiny", "--resume"], "--resume needs --out"),
+    (["crossval", "--preset", "tiny", "--folds", "3", "--only", "2,4"],
+     "--only takes fold numbers from 1 to 3, comma-separated, not '2,4'"),
 ])
 def test_bad_arguments(args, message, dirs):
     assert message in one_line_error(run_cli(*args, env=dirs))

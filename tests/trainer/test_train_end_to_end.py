@@ -114,12 +114,20 @@ def test_score_counts_every_step_against_the_models_own_ngram_read_only(cello_ru
 
 def test_crossval_reports_every_fold_against_every_baseline(dirs, cello_dir, tmp_path):
     out = tmp_path / "cv.json"
+    first = run_cli("crossval", "--preset", "tiny", "--midi-dir", str(cello_dir), "--folds", "2",
+                    "--window-model", "--window-stride", "4", "--epochs=1", "--out", str(out),
+                    "--only", "2", env=dirs)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "only fold 2 of 2: not a cross-validation yet" in first.stdout
+    partial = json.loads(out.read_text())
+    assert partial["partial"] and [f["fold"] for f in partial["folds"]] == [2]
     res = run_cli("crossval", "--preset", "tiny", "--midi-dir", str(cello_dir), "--folds", "2",
                   "--window-model", "--window-stride", "4", "--epochs=1", "--out", str(out),
-                  env=dirs)
+                  "--resume", env=dirs)  # fold 1 now, fold 2 kept
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2-fold cross-validation by whole pieces" in res.stdout
     result = json.loads(out.read_text())
+    assert "partial" not in result and result["folds"][1] == partial["folds"][0]
     tested = [name for fold in result["folds"] for name in fold["test_pieces"]]
     assert sorted(tested) == sorted(p.stem for p in cello_dir.glob("cs*.mid"))
     models = result["summary"]["models"]
