@@ -43,6 +43,7 @@ class TrainConfig:
     copy_dim: int = 64  # its query and key size
     copy_duration: bool = True  # durations copied too, not only pitches
     copy_recency: bool = False  # the pointer also learns a bias per distance back
+    copy_match: int = 0  # and one per match length up to this (0: off; layers.Pointer)
     key_profile: bool = False  # the piece's pitch classes so far as an input and a key bias
     voices: bool = True  # each note's place in its chord, and intervals from the chords' notes
     key: bool = True  # the piece's key (tonic, mode, register) as a condition (playbach.keys)
@@ -79,6 +80,8 @@ class TrainConfig:
             raise UserError("aug_low and aug_high must be MIDI notes, low below high")
         if self.copy and (self.copy_window < 1 or self.copy_dim < 1):
             raise UserError("copy_window and copy_dim must be at least 1")
+        if not 0 <= self.copy_match <= 64:
+            raise UserError("copy_match must be between 0 (off) and 64")
 
 
     def init_weights(self, models_dir: Path) -> Path | None:

@@ -79,7 +79,7 @@ def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
         x, inputs["last"], profile, inputs["join"], inputs["bass"], pitch_x)
     if cfg.copy:
         pointer = Pointer(cfg.copy_window, cfg.copy_dim, cfg.copy_duration, cfg.copy_recency,
-                          name="pointer")
+                          cfg.copy_match, name="pointer")
         copied = pointer(x, inputs["pitch"], inputs["duration"], inputs["last"],
                          logits[:len(pointer.heads)], pitch_x)
         logits = [*copied, *logits[len(copied):]]
@@ -120,6 +120,9 @@ def state_layout(cfg: TrainConfig) -> list[tuple[str, int]]:
         parts += [(f"targets_{k}", w) for k in kinds]
         parts += [("valid", w), *((f"pending_{k}", cfg.copy_dim) for k in kinds),
                   ("pending_last", 1), ("pending", 1)]
+        if cfg.copy_match:  # the steps' own tokens and their match lengths (Pointer.match)
+            parts += [("seen_pitch", w), ("seen_duration", w), ("match", w),
+                      ("pending_seen", 2)]
     return parts
 
 
@@ -206,6 +209,9 @@ def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
                 new[f"targets_{k}"] = tf.cast(mem[f"targets_{k}"], tf.float32)
                 new[f"pending_{k}"] = mem[f"pending_{k}"]
             new["valid"] = tf.cast(mem["valid"], tf.float32)
+            for name in ("seen_pitch", "seen_duration", "match", "pending_seen"):
+                if name in mem:
+                    new[name] = mem[name]
             new["pending_last"] = tf.cast(mem["pending_last"] + 1, tf.float32)[:, None]
             new["pending"] = tf.cast(mem["pending"], tf.float32)[:, None]
         if prior is not None:  # the key: in the state, as whoever started the music set it

@@ -48,6 +48,42 @@ def test_step_model_sees_the_distances_the_sequence_model_sees(vocab, cello_dir,
     assert report["max_logit_diff"] < 1e-4 and report["pitch_top1_agreement"] == 1.0
 
 
+def test_step_model_sees_the_match_lengths_the_sequence_model_sees(vocab, cello_dir, dirs,
+                                                                    tmp_path):
+    from trainer.export import check_parity, to_tflite
+    from trainer.model import build_model
+
+    cfg = make_config("tiny", ["--copy-match=8"])  # a prelude's figures repeat within 16 steps
+    model = build_model(vocab, cfg)
+    matched = model.get_layer("pointer").matched
+    matched.assign(np.random.default_rng(0).normal(0, 3, matched.shape).astype("float32"))
+    plain, _ = to_tflite(model, cfg, vocab)
+    (tmp_path / "step.tflite").write_bytes(plain)
+    (tmp_path / "vocab.json").write_text(vocab.to_json())
+    tokens = _tokens(vocab, cello_dir, dirs)
+    _meta(tmp_path, cfg, piece_key(tokens))
+    report = check_parity(model, tmp_path, tokens)
+    assert report["max_logit_diff"] < 1e-4 and report["pitch_top1_agreement"] == 1.0
+
+
+def test_match_lengths_count_the_equal_steps_up_to_each_pair():
+    from trainer.layers import match_lengths
+
+    rng = np.random.default_rng(0)
+    pitch = rng.integers(2, 4, (2, 40))  # two notes, two lengths: long matches happen
+    duration = rng.integers(2, 4, (2, 40))
+    got = np.asarray(match_lengths(pitch, duration, 5))
+    for b in range(2):
+        for t in range(40):
+            for s in range(40):
+                n = 0
+                while (n < 5 and min(t, s) - n >= 0 and pitch[b, t - n] == pitch[b, s - n]
+                       and duration[b, t - n] == duration[b, s - n]):
+                    n += 1
+                assert got[b, t, s] == n
+    assert got.max() == 5
+
+
 def _meta(folder: Path, cfg, key: Key) -> None:
     from trainer.model import state_offset
 
