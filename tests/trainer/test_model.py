@@ -29,9 +29,21 @@ def _tokens(vocab: Vocabulary, cello_dir: Path, dirs: dict) -> np.ndarray:
     return encode(corpus.pieces, vocab)[0][:200]
 
 
+def _assert_parity(model, cfg, vocab, cello_dir, dirs, folder: Path) -> None:
+    """The step model exported from ``model`` gives its logits on 200 steps of a prelude."""
+    from trainer.export import check_parity, to_tflite
+
+    plain, _ = to_tflite(model, cfg, vocab)
+    (folder / "step.tflite").write_bytes(plain)
+    (folder / "vocab.json").write_text(vocab.to_json())
+    tokens = _tokens(vocab, cello_dir, dirs)
+    _meta(folder, cfg, piece_key(tokens))
+    report = check_parity(model, folder, tokens)
+    assert report["max_logit_diff"] < 1e-4 and report["pitch_top1_agreement"] == 1.0
+
+
 def test_step_model_sees_the_distances_the_sequence_model_sees(vocab, cello_dir, dirs,
                                                                tmp_path):
-    from trainer.export import check_parity, to_tflite
     from trainer.model import build_model
 
     cfg = make_config("tiny", ["--copy-recency=true"])  # a 16-step window, 200 steps
@@ -39,18 +51,11 @@ def test_step_model_sees_the_distances_the_sequence_model_sees(vocab, cello_dir,
     distance = model.get_layer("pointer").distance
     # strong and different per distance: a distance read back to front would show at once
     distance.assign(np.random.default_rng(0).normal(0, 3, distance.shape).astype("float32"))
-    plain, _ = to_tflite(model, cfg, vocab)
-    (tmp_path / "step.tflite").write_bytes(plain)
-    (tmp_path / "vocab.json").write_text(vocab.to_json())
-    tokens = _tokens(vocab, cello_dir, dirs)
-    _meta(tmp_path, cfg, piece_key(tokens))
-    report = check_parity(model, tmp_path, tokens)
-    assert report["max_logit_diff"] < 1e-4 and report["pitch_top1_agreement"] == 1.0
+    _assert_parity(model, cfg, vocab, cello_dir, dirs, tmp_path)
 
 
 def test_step_model_sees_the_match_lengths_the_sequence_model_sees(vocab, cello_dir, dirs,
                                                                     tmp_path):
-    from trainer.export import check_parity, to_tflite
     from trainer.model import build_model
 
     cfg = make_config("tiny", ["--copy-match=8"])  # a prelude's figures repeat within 16 steps
@@ -58,13 +63,7 @@ def test_step_model_sees_the_match_lengths_the_sequence_model_sees(vocab, cello_
     matched = model.get_layer("pointer").matched
     assert np.asarray(matched)[:, -1] * 8 == pytest.approx(4.0)  # 0.5 a matched step at first
     matched.assign(np.random.default_rng(0).normal(0, 0.4, matched.shape).astype("float32"))
-    plain, _ = to_tflite(model, cfg, vocab)
-    (tmp_path / "step.tflite").write_bytes(plain)
-    (tmp_path / "vocab.json").write_text(vocab.to_json())
-    tokens = _tokens(vocab, cello_dir, dirs)
-    _meta(tmp_path, cfg, piece_key(tokens))
-    report = check_parity(model, tmp_path, tokens)
-    assert report["max_logit_diff"] < 1e-4 and report["pitch_top1_agreement"] == 1.0
+    _assert_parity(model, cfg, vocab, cello_dir, dirs, tmp_path)
 
 
 def test_match_lengths_count_the_equal_steps_up_to_each_pair():
