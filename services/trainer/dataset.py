@@ -16,7 +16,7 @@ from trainer.corpus import Piece
 
 KEYS = (-6, 5)  # transpositions tried: the twelve keys, up to a tritone either way
 CONTEXT = ("last", "interval", "onset")  # channels 3-5 (0-2: the tokens), from context()
-ONSET = 5
+ONSET = len(HEADS) + CONTEXT.index("onset")  # the onset channel
 PROFILE = slice(6, 18)  # channels 6-17: the notes of each pitch class so far (context())
 VOICES = slice(18, 21)  # channels 18-20: CHORD_CONTEXT, from voices()
 CHORD_CONTEXT = ("voice", "join", "bass")
@@ -217,14 +217,14 @@ def stretch(win: np.ndarray, rng: np.random.Generator, table: np.ndarray,
     dur = out[..., 1]
     before = (out[:, 0, ONSET] - ticks[dur[:, 0]]) % CYCLE  # where each window's first step begins
     for w in range(len(out)):
+        begins = int(before[w])
         fits = [k for k, f in enumerate(STRETCHES)
-                if (table[k][dur[w]] >= 0).all() and (int(before[w]) * f).denominator == 1]
+                if (table[k][dur[w]] >= 0).all() and (begins * f).denominator == 1]
         if not fits:
             continue
         k = fits[rng.integers(len(fits))]
         dur[w] = table[k][dur[w]]
-        start = int(int(before[w]) * STRETCHES[k])
-        out[w, :, ONSET] = (start + np.cumsum(ticks[dur[w]])) % CYCLE
+        out[w, :, ONSET] = (int(begins * STRETCHES[k]) + np.cumsum(ticks[dur[w]])) % CYCLE
     return out
 
 
