@@ -39,6 +39,13 @@ HISTORY = 64  # events kept to re-prime a new model (model change, takeover)
 # ms on a busy machine (the suites' model, with its copy window, is ~1 ms a step). The key
 # goes on.
 PRIME_ON_CHANGE = 12
+# The longest exact repeat (steps: pitch and duration) an improvisation may play. A network
+# told how long a match with its own past is (--copy-match) learns that Bach follows a
+# written-out repeat; improvising, it followed its own music round and round (the suites:
+# longest exact repeat 128 notes of 256, where Bach's 256-note excerpts stay within 6-84).
+# Whatever would extend a repeat past this is not drawn (as "no repeated n-gram" in text).
+MAX_REPEAT = 32
+REPEAT_REACH = 640  # steps looked back for it: the pointer's 512 and more
 
 
 def _interpreter(content: bytes, threads: int):  # -> ai_edge_litert Interpreter
@@ -159,6 +166,18 @@ class StepModel:
         return logits, interp.get_tensor(self._out["state"])  # type: ignore[return-value]
 
 
+def repeat_bans(steps: np.ndarray, length: int) -> set[int]:
+    """The pitches after which the last ``length`` of ``steps`` ([n, 2]: pitch, duration)
+    would be an exact repeat of ``length`` + 1 steps: those that followed the same ``length``
+    steps earlier."""
+    n = len(steps)
+    if length < 1 or n <= length:
+        return set()
+    earlier = np.lib.stride_tricks.sliding_window_view(steps[:n - 1], length, axis=0)
+    same = (earlier == steps[n - length:].T[None]).all(axis=(1, 2))
+    return {int(steps[i + length, 0]) for i in np.flatnonzero(same)}
+
+
 def distribution(logits: np.ndarray, temperature: float, banned: Iterable[int] = (0,),
                  top_p: float = 1.0) -> np.ndarray:
     """softmax(logits / temperature) with the banned (special) indices at zero; with ``top_p``
@@ -215,8 +234,10 @@ class Improviser:
 
     def __init__(self, model: StepModel, temperature: float = 1.0, seed: int | None = None,
                  history: Iterable[Event] = (), top_p: float = 1.0,
-                 key: Key | None = None, any_note: bool = False) -> None:
+                 key: Key | None = None, any_note: bool = False,
+                 max_repeat: int | None = None) -> None:
         self.temperature, self.top_p, self.any_note = temperature, top_p, any_note
+        self.max_repeat = MAX_REPEAT if max_repeat is None else max_repeat
         self.rng = np.random.default_rng(seed)
         self.history: deque[Event] = deque(maxlen=HISTORY)
         self.key = key
@@ -233,6 +254,10 @@ class Improviser:
             if self.key is None:
                 self.key = model.key_of(events) if events else model.keys.draw(self.rng)
             self.key = model.keys.nearest(self.key)
+        if history is not None or not hasattr(self, "_recent"):  # else the music goes on
+            self._recent: deque[tuple[int, int]] = deque(
+                ((s[0], s[1]) for s in last_steps(model.vocab, events, None)),
+                maxlen=REPEAT_REACH)
         self.model, self.history = model, deque(maxlen=HISTORY)
         self._state = model.initial_state(self.key)
         self._logits, self._state = model.step((0, 0, 0), self._state)
@@ -247,11 +272,13 @@ class Improviser:
     def snapshot(self) -> tuple:
         """Everything the next events depend on except the parameters: to go back to."""
         return (self.model, self._state.copy(), self._logits, self._pending,
-                tuple(self.history), self.rng.bit_generator.state, self.key)
+                tuple(self.history), self.rng.bit_generator.state, self.key, tuple(self._recent))
 
     def restore(self, snapshot: tuple) -> None:
-        self.model, state, self._logits, self._pending, history, rng, self.key = snapshot
+        (self.model, state, self._logits, self._pending, history, rng, self.key,
+         recent) = snapshot
         self._state, self.history = state.copy(), deque(history, maxlen=HISTORY)
+        self._recent = deque(recent, maxlen=REPEAT_REACH)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = rng
 
@@ -269,8 +296,12 @@ class Improviser:
         t, top = self.temperature, self.top_p
         never = (BOS_ID,)  # the start token is input only
         outside = () if self.any_note else self.model.outside
-        banned = (*never, *outside, *(() if allow_rest else (REST_ID,)))
         rows = np.atleast_2d(p_logits)  # [new event, joins] (one row: the same for both)
+        banned = (*never, *outside, *(() if allow_rest else (REST_ID,)))
+        again = repeat_bans(np.array(self._recent, dtype=np.int64).reshape(-1, 2),
+                            self.max_repeat)
+        if len({*banned, *again}) < rows.shape[-1]:  # else (one note left) it may repeat
+            banned = (*banned, *again)
         p_join = distribution(d_logits, t, never, top)[JOIN_ID]
         above = np.zeros(rows.shape[-1])
         if join_above is not None:
@@ -284,6 +315,7 @@ class Improviser:
             duration = draw(distribution(d_logits, t, (*never, JOIN_ID), top), self.rng)
         step = (pitch, duration, sample(v_logits, t, self.rng, never, top))
         self._logits, self._state = self.model.step(step, self._state)
+        self._recent.append((pitch, duration))
         return step
 
     def next(self, allow_rest: bool = True) -> Event:

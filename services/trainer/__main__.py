@@ -13,7 +13,7 @@ from pathlib import Path
 from playbach import settings as settings_mod
 from playbach.modeldir import ModelError, check_name, model_dir
 from playbach.schemas import DEFAULT_MODEL, DEFAULT_TOP_P, TOP_P
-from playbach.stepmodel import StepModel
+from playbach.stepmodel import MAX_REPEAT, REPEAT_REACH, StepModel
 from playbach.training import CORPORA
 from playbach.vocab import PARTS_HELP, EncodingOptions, VocabError
 from trainer.config import PRESETS, TrainConfig, UserError, make_config
@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--any-note", action="store_true",
                    help="sample every note the network gives, not only the corpus' range")
+    e.add_argument("--max-repeat", type=int, default=MAX_REPEAT,
+                   help=f"the longest exact repeat in steps a channel lets the network play "
+                        f"(default {MAX_REPEAT}, as a channel plays; 0: no limit)")
     e.add_argument("--record", action="store_true", help="also write the result into the "
                                                          "model's meta.json")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -133,6 +136,8 @@ def _check_generation(args: argparse.Namespace) -> None:
         raise UserError(f"--top-p must be between {TOP_P[0]} and {TOP_P[1]}")
     if not 0.1 <= args.temperature <= 3.0:
         raise UserError("--temperature must be between 0.1 and 3.0")
+    if not 0 <= getattr(args, "max_repeat", 0) <= REPEAT_REACH:
+        raise UserError(f"--max-repeat must be between 0 (no limit) and {REPEAT_REACH}")
     bpm = getattr(args, "bpm", None)  # generate has one, evaluate does not
     if bpm is not None and not 40 <= bpm <= 240:
         raise UserError("--bpm must be between 40 and 240")
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             _check_generation(args)
             folder = model_dir(models_dir, args.model)
             result = evaluate(folder, args.pieces, args.notes, args.temperature, args.seed,
-                              args.top_p, args.any_note)
+                              args.top_p, args.any_note, args.max_repeat)
             print(json.dumps(result, indent=1) if args.json else report(result))
             if args.record:
                 record(folder, result)

@@ -10,7 +10,7 @@ from playbach.gm import program_number
 from playbach.midifile import to_midi
 from playbach.modeldir import ModelError, read_meta, write_json
 from playbach.schemas import DEFAULT_TOP_P
-from playbach.stepmodel import Improviser, StepModel
+from playbach.stepmodel import MAX_REPEAT, Improviser, StepModel
 from playbach.vocab import Event
 from trainer import musicstats
 from trainer.score import load_steps
@@ -21,11 +21,11 @@ MIN_EXCERPTS = 5  # corpus excerpts a percentile band needs at least
 
 def improvise(folder: Path, notes: int, temperature: float = 1.0, seed: int | None = None,
               quantized: bool = False, top_p: float = DEFAULT_TOP_P,
-              any_note: bool = False) -> list[Event]:
+              any_note: bool = False, max_repeat: int | None = None) -> list[Event]:
     """``notes`` sounding events (rests come on top), from the start token."""
     model = StepModel(folder, quantized=quantized)
-    return list(Improviser(model, temperature, seed, top_p=top_p, any_note=any_note)
-                .notes(notes))
+    return list(Improviser(model, temperature, seed, top_p=top_p, any_note=any_note,
+                           max_repeat=max_repeat).notes(notes))
 
 
 def generate(folder: Path, out: Path, notes: int, temperature: float, instrument: str,
@@ -53,22 +53,25 @@ def default_length(pieces: list[list[Event]]) -> int:
 
 
 def evaluate(folder: Path, pieces: int, notes: int | None = None, temperature: float = 1.0,
-             seed: int = 0, top_p: float = DEFAULT_TOP_P, any_note: bool = False) -> dict:
+             seed: int = 0, top_p: float = DEFAULT_TOP_P, any_note: bool = False,
+             max_repeat: int = MAX_REPEAT) -> dict:
     """``pieces`` improvisations of ``notes`` sounding events against the corpus' excerpts of
     the same length: each statistic of the median improvised excerpt beside the corpus band.
-    ``any_note``: sampled from every note the network gives, not the corpus' range."""
+    ``any_note``: sampled from every note the network gives, not the corpus' range;
+    ``max_repeat``: the longest exact repeat a channel lets it play (steps; 0: any)."""
     corpus = corpus_pieces(folder)
     notes = notes or default_length(corpus)
     reference = musicstats.excerpts(corpus, notes)
     if len(reference) < MIN_EXCERPTS:
         raise ModelError(f"the corpus of {folder.name} has {len(reference)} excerpts of {notes} "
                          f"sounding events, fewer than {MIN_EXCERPTS}: ask for fewer --notes")
-    generated = [improvise(folder, notes, temperature, seed + i, top_p=top_p, any_note=any_note)
-                 for i in range(pieces)]
+    generated = [improvise(folder, notes, temperature, seed + i, top_p=top_p, any_note=any_note,
+                           max_repeat=max_repeat) for i in range(pieces)]
     stats = musicstats.compare(generated, reference)
     judged = [s["inside"] for s in stats.values() if s["inside"] is not None]
     result = {"pieces": pieces, "notes": notes, "temperature": temperature, "top_p": top_p,
               "range": None if any_note else StepModel(folder).range, "seed": seed,
+              "max_repeat": max_repeat,
               "corpus_excerpts": len(reference), "band": list(musicstats.BAND),
               "inside": sum(judged), "statistics_judged": len(judged), "statistics": stats}
     # the same judgement of Bach the model never read: what a perfect improviser would get
@@ -92,6 +95,9 @@ def report(result: dict) -> str:
     bach = result.get("unseen_bach", {}).get("statistics", {})
     kept = result.get("range")
     within = f", notes {kept[0]}-{kept[1]} as in the corpus" if kept else ", any note"
+    limit = result.get("max_repeat")  # absent from evaluations before the limit
+    within += (f", exact repeats up to {limit} steps" if limit else
+               ", repeats unlimited" if limit == 0 else "")
     lines = [f"{result['pieces']} improvisations of {result['notes']} sounding events "
              f"(temperature {result['temperature']}, top-p {result['top_p']}{within}) against "
              f"{result['corpus_excerpts']} corpus excerpts of the same length:",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from playbach.schemas import DEFAULT_MODEL
-from playbach.stepmodel import Improviser, StepModel, sample
+from playbach.stepmodel import REPEAT_REACH, Improviser, StepModel, repeat_bans, sample
 from playbach.vocab import JOIN_ID
 from tests.conftest import SHIPPED
 
@@ -66,6 +66,39 @@ def test_a_note_joins_a_chord_only_above_the_note_before():
     list(Improviser(model, 1.0, seed=0).notes(150))
     joins = [(a, b) for a, b in itertools.pairwise(model.fed) if b[1] == JOIN_ID]
     assert len(joins) > 100 and all(b[0] > a[0] for a, b in joins)
+
+
+def longest_repeat(steps: list) -> int:
+    """The most consecutive steps that occur twice (overlapping allowed)."""
+    k = 0
+    while len({tuple(steps[i:i + k + 1]) for i in range(len(steps) - k)}) < len(steps) - k:
+        k += 1
+    return k
+
+
+def test_repeat_bans_are_what_followed_the_last_steps_before():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        steps = rng.integers(0, 3, (40, 2))
+        length = int(rng.integers(1, 4))
+        tail = steps[len(steps) - length:].tolist()
+        expected = {int(steps[i + length, 0]) for i in range(len(steps) - length)
+                    if steps[i:i + length].tolist() == tail}
+        assert repeat_bans(steps, length) == expected
+    assert repeat_bans(steps, 0) == set() == repeat_bans(steps[:3], 3)
+
+
+def test_an_improvisation_repeats_itself_no_longer_than_max_repeat():
+    # cold, the suites' model goes round a figure (284 steps of 300 events, measured); the
+    # rule must break it at max_repeat steps, within the steps it looks back over
+    lengths = {}
+    for most in (0, 12):
+        model = Recording(SHIPPED / DEFAULT_MODEL)
+        list(Improviser(model, 0.2, seed=1, max_repeat=most).notes(300))
+        steps = [s[:2] for s in model.fed[1:]]
+        assert len(steps) <= REPEAT_REACH
+        lengths[most] = longest_repeat(steps)
+    assert lengths[0] > 100 and lengths[12] <= 12, lengths
 
 
 class Fixed:

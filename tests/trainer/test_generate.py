@@ -7,6 +7,7 @@ import pytest
 from music21 import converter
 
 from playbach.schemas import DEFAULT_MODEL
+from playbach.stepmodel import MAX_REPEAT
 from tests.conftest import REPO, SHIPPED, run_cli
 
 
@@ -61,6 +62,7 @@ def test_evaluate_compares_like_with_like_and_writes_only_when_asked(chorale_mod
     assert meta.read_bytes() == before  # read-only unless --record
     ev = json.loads(res.stdout)
     assert ev["pieces"] == 3 and ev["notes"] == 16 and ev["corpus_excerpts"] >= 5
+    assert ev["max_repeat"] == MAX_REPEAT  # as a channel plays
     assert set(ev["statistics"]) == {
         "pitch_class_entropy", "scale_consistency", "pitch_range", "highest_note", "chord_rate",
         "mean_abs_interval", "duration_entropy", "mean_duration", "longest_exact_repeat"}
@@ -78,6 +80,7 @@ def test_evaluate_compares_like_with_like_and_writes_only_when_asked(chorale_mod
     (["--pieces", "0"], "--pieces must be between 1 and 1000"),
     (["--notes", "0"], "--notes must be between"),
     (["--top-p", "0"], "--top-p must be between"),
+    (["--max-repeat", "-1"], "--max-repeat must be between 0 (no limit) and"),
     (["--notes", "100000"], "excerpts of 100000 sounding events"),
 ])
 def test_evaluate_refuses_bad_arguments(chorale_model, dirs, args, message):
