@@ -22,7 +22,7 @@ from playbach.settings import REPO
 from playbach.vocab import EncodingOptions, Vocabulary
 from trainer.config import TrainConfig, with_defaults
 from trainer.corpus import load_corpus, midi_paths
-from trainer.crossval import STRATA, _clear, _stat, fold_indices
+from trainer.crossval import _clear, _stat, stratified_splits
 from trainer.dataset import encode
 from trainer.ngram import NGram, best_ngram, summary
 from trainer.settings import TrainerSettings
@@ -83,11 +83,17 @@ def fit_weights(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     return weights
 
 
+def mixed(part: tuple[np.ndarray, np.ndarray, np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """The rival's distribution per step: the copy weighed by its match length."""
+    grams, copy, longest = part
+    w = weights[longest][:, None]
+    return (1 - w) * grams + w * copy
+
+
 def scores(parts, targets, weights: np.ndarray) -> dict[str, float]:
     nll, right, n = 0.0, 0, 0
-    for (g, c, m), y in zip(parts, targets, strict=True):
-        w = weights[m][:, None]
-        p = (1 - w) * g + w * c
+    for part, y in zip(parts, targets, strict=True):
+        p = mixed(part, weights)
         nll -= float(np.log(np.maximum(p[np.arange(len(y)), y], 1e-12)).sum())
         right += int((p.argmax(-1) == y).sum())
         n += len(y)
@@ -98,8 +104,7 @@ def by_match(parts, targets, weights: np.ndarray, logp: list[np.ndarray]) -> dic
     """Network and rival, accuracy and nats, on the steps of each match length bucket."""
     m = np.concatenate([m for _, _, m in parts])
     y = np.concatenate(targets)
-    rival = np.concatenate([(1 - weights[m][:, None]) * g + weights[m][:, None] * c
-                            for g, c, m in parts])
+    rival = np.concatenate([mixed(part, weights) for part in parts])
     net = np.exp(np.concatenate(logp))
     out = {}
     for name, (low, high) in BUCKETS.items():
@@ -117,11 +122,9 @@ def network_log_probs(fold_dir: Path, cfg: TrainConfig, train, test, options
 
     import trainer.model  # noqa: F401  (registers the custom layers)
     from trainer import heldout
-    from trainer.dataset import key_table
 
     model = keras.models.load_model(fold_dir / "best.keras")
-    keys = key_table(train, 0, options.octaves) if cfg.key else None
-    return heldout.log_probs(model, test, heldout.Hidden.of(cfg, keys))
+    return heldout.log_probs(model, test, heldout.Hidden.fitted(cfg, train, options.octaves))
 
 
 def rival_fold(seqs: list[np.ndarray], split, sizes, logps=None) -> dict:
@@ -156,9 +159,7 @@ def main() -> None:
                          TrainerSettings().cache_dir, progress=False)
     vocab = Vocabulary(options)
     seqs = encode(corpus.pieces, vocab)
-    by = STRATA[result["stratify"]]
-    splits = fold_indices(len(seqs), result["k"], cfg.seed, cfg.val_fraction,
-                          None if by is None else [by(s) for s in seqs])
+    splits = stratified_splits(seqs, result["k"], cfg, result["stratify"])
     rows = []
     for row in result["folds"]:
         split = splits[row["fold"] - 1]

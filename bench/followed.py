@@ -20,8 +20,8 @@ from playbach.settings import REPO
 from playbach.vocab import EncodingOptions, Vocabulary
 from trainer.config import TrainConfig, with_defaults
 from trainer.corpus import load_corpus, midi_paths
-from trainer.crossval import STRATA, fold_indices
-from trainer.dataset import encode, key_table
+from trainer.crossval import STRATA, stratified_splits
+from trainer.dataset import encode
 from trainer.settings import TrainerSettings
 
 CONTEXT, NEAREST, FARTHEST = 16, 100, 600
@@ -61,12 +61,10 @@ def main() -> None:
     corpus = load_corpus(str(args.midi_dir), midi_paths(args.midi_dir), options,
                          TrainerSettings().cache_dir, progress=False)
     seqs = encode(corpus.pieces, Vocabulary(options))
-    by = STRATA[args.stratify]
-    train, _, test = fold_indices(len(seqs), args.folds, cfg.seed, cfg.val_fraction,
-                                  None if by is None else [by(s) for s in seqs])[fold]
+    train, _, test = stratified_splits(seqs, args.folds, cfg, args.stratify)[fold]
     model = keras.models.load_model(args.fold_dir / "best.keras")
-    keys = key_table([seqs[i] for i in train], 0, options.octaves) if cfg.key else None
-    logps = heldout.log_probs(model, [seqs[i] for i in test], heldout.Hidden.of(cfg, keys))
+    logps = heldout.log_probs(model, [seqs[i] for i in test], heldout.Hidden.fitted(
+        cfg, [seqs[i] for i in train], options.octaves))
     print(f"fold {fold + 1}: per unseen piece, accuracy on the steps whose {CONTEXT} steps "
           f"before came {NEAREST}-{FARTHEST} steps earlier (network / copying what followed "
           "there) and on the rest")

@@ -19,7 +19,7 @@ from playbach.vocab import DURATION_OFFSET, Vocabulary
 from trainer import heldout
 from trainer.config import TrainConfig, UserError, with_defaults
 from trainer.corpus import Corpus
-from trainer.dataset import encode, key_table
+from trainer.dataset import encode
 from trainer.fit import fit, identity
 
 WINDOW = 40  # the original project's window
@@ -85,6 +85,14 @@ def evenness(seq: np.ndarray) -> float:
 STRATA = {"none": None, "evenness": evenness}
 
 
+def stratified_splits(seqs: list[np.ndarray], k: int, cfg: TrainConfig, stratify: str
+                      ) -> list[tuple[list[int], list[int], list[int]]]:
+    """The folds of a cross-validation of ``seqs`` (its bench scripts find them again)."""
+    by = STRATA[stratify]
+    return fold_indices(len(seqs), k, cfg.seed, cfg.val_fraction,
+                        None if by is None else [by(s) for s in seqs])
+
+
 class _EpochBar(keras.callbacks.Callback):
     def __init__(self, bar, fold: str) -> None:
         super().__init__()
@@ -114,10 +122,10 @@ def run_fold(cv: CrossVal, f: int, split, seqs: list[np.ndarray], bar) -> dict:
     model, history, _ = fit(cv.cfg, cv.vocab, train, val, cv.runs_dir / f"fold{f}", ident,
                             verbose=0, extra_callbacks=[_EpochBar(bar, f"fold {f + 1}")],
                             init=cv.init)
-    keys = key_table(train, 0, cv.vocab.options.octaves) if cv.cfg.key else None
     names = [cv.corpus.pieces[i].name for i in split[2]]
     pieces = {n: {"network": r} for n, r in zip(names, heldout.piece_scores(
-        model, test, heldout.Hidden.of(cv.cfg, keys)), strict=True)}
+        model, test, heldout.Hidden.fitted(cv.cfg, train, cv.vocab.options.octaves)),
+        strict=True)}
     row = {"fold": f + 1, "test_pieces": names, "epochs": len(history),
            "network": heldout.pooled([p["network"] for p in pieces.values()])}
     held = {"test": test, **{f"piece {n}": [seq] for n, seq in zip(names, test, strict=True)}}
@@ -198,9 +206,7 @@ def crossval(cv: CrossVal) -> dict:
     from tqdm import tqdm
 
     seqs = encode(cv.corpus.pieces, cv.vocab)
-    by = STRATA[cv.stratify]
-    splits = fold_indices(len(seqs), cv.folds, cv.cfg.seed, cv.cfg.val_fraction,
-                          None if by is None else [by(s) for s in seqs])
+    splits = stratified_splits(seqs, cv.folds, cv.cfg, cv.stratify)
     ident = run_identity(cv, seqs)
     done = earlier_folds(cv, ident)
     todo = [f for f in range(cv.folds) if not cv.only or f + 1 in cv.only or f + 1 in done]

@@ -11,7 +11,7 @@ import numpy as np
 from playbach.keys import Key, KeyTable
 from playbach.stepmodel import HEADS, log_softmax, pitch_log_probs
 from trainer.config import TrainConfig
-from trainer.dataset import windows, with_key, xy
+from trainer.dataset import key_table, windows, with_key, xy
 from trainer.ngram import RepeatPrevious, Unigram, best_ngram, summary
 
 
@@ -28,6 +28,11 @@ class Hidden:
     @classmethod
     def of(cls, cfg: TrainConfig, table: KeyTable | None) -> Hidden:
         return cls(table.hypotheses if cfg.key and table else None, cfg.joins)
+
+    @classmethod
+    def fitted(cls, cfg: TrainConfig, train: list[np.ndarray], octaves: bool) -> Hidden:
+        """For a network trained on ``train``: the keys those pieces are in."""
+        return cls.of(cfg, key_table(train, 0, octaves) if cfg.key else None)
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
