@@ -48,6 +48,8 @@ class TrainConfig:
     voices: bool = True  # each note's place in its chord, and intervals from the chords' notes
     key: bool = True  # the piece's key (tonic, mode, register) as a condition (playbach.keys)
     joins: bool = True  # the pitch given whether its step joins a chord: p(duration) p(pitch | +)
+    rhythm: int = 0  # units of a second LSTM that reads only the rhythm (layers.Rhythm); 0: off
+    duration_weight: float = 0.5  # the duration head's share of the loss (pitch 1)
     init: str = ""  # a published model whose weights training starts from (same network)
     # optimisation
     batch_size: int = 64
@@ -80,6 +82,8 @@ class TrainConfig:
             raise UserError("aug_low and aug_high must be MIDI notes, low below high")
         if self.copy and (self.copy_window < 1 or self.copy_dim < 1):
             raise UserError("copy_window and copy_dim must be at least 1")
+        if self.rhythm < 0 or self.duration_weight <= 0:
+            raise UserError("rhythm must be at least 0 (off) and duration_weight above 0")
         if not 0 <= self.copy_match <= 64:
             raise UserError("copy_match must be between 0 (off) and 64")
 

@@ -13,7 +13,8 @@ notes the next one moves from and the piece's key; the pitch-class profile with
                all of it given whether the step joins a chord                (joins)
                + a logit by mode, place in the chord and the intervals of the (KeyPrior)
                  last note and of this one from the key's tonic
-    duration = logits, mixed with durations copied the same way             (Pointer)
+    duration = logits + logits of an LSTM that reads only the rhythm         (Rhythm)
+               mixed with durations copied the same way                      (Pointer)
     velocity = logits
 
 With ``joins`` the network predicts p(duration) and p(pitch | the step joins a chord or not),
@@ -41,6 +42,7 @@ from trainer.layers import (
     KeyPrior,
     KeyProfile,
     Pointer,
+    Rhythm,
 )
 
 
@@ -77,6 +79,9 @@ def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
     pitch_x = Joins(name="join_shift")(x, inputs["joins"]) if cfg.joins else None
     logits = Heads(sizes, cfg.relative, cfg.key_profile, cfg.voices, name="heads")(
         x, inputs["last"], profile, inputs["join"], inputs["bass"], pitch_x)
+    if cfg.rhythm:
+        rhythm = Rhythm(sizes[1], cfg.rhythm, cfg.dropout, name="rhythm")
+        logits[1] = logits[1] + rhythm(inputs["duration"], inputs["onset"])
     if cfg.copy:
         pointer = Pointer(cfg.copy_window, cfg.copy_dim, cfg.copy_duration, cfg.copy_recency,
                           cfg.copy_match, name="pointer")
@@ -94,7 +99,7 @@ def build_model(vocab: Vocabulary, cfg: TrainConfig) -> keras.Model:
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=1.0),
         loss={h: loss for h in HEADS},
-        loss_weights={"pitch": 1.0, "duration": 0.5, "velocity": 0.25},
+        loss_weights={"pitch": 1.0, "duration": cfg.duration_weight, "velocity": 0.25},
         weighted_metrics={h: ["sparse_categorical_accuracy"] for h in HEADS},
     )
     return model
@@ -107,6 +112,8 @@ def state_layout(cfg: TrainConfig) -> list[tuple[str, int]]:
     onset."""
     parts = [(f"{hc}{i}", cfg.units) for i in range(cfg.layers) for hc in "hc"]
     parts += [("last", 1), ("onset", 1)]
+    if cfg.rhythm:
+        parts += [("rhythm_h", cfg.rhythm), ("rhythm_c", cfg.rhythm)]
     if cfg.key:
         parts.append(("key", KEY_SLOTS))
     if cfg.key_profile:
@@ -153,6 +160,7 @@ def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
     key = model.get_layer("key") if cfg.key_profile else None
     lstms = [model.get_layer(f"lstm{i}") for i in range(cfg.layers)]
     pointer = model.get_layer("pointer") if cfg.copy else None
+    rhythm = model.get_layer("rhythm") if cfg.rhythm else None
     layout = state_layout(cfg)
     ticks = tf.constant(duration_ticks(vocab))
     spec = [tf.TensorSpec([1], tf.int32, name=h) for h in HEADS]
@@ -189,6 +197,10 @@ def step_function(model: keras.Model, cfg: TrainConfig, vocab: Vocabulary):
         # the pitch told "begins an event" and "joins the chord"; or once, told nothing
         pitch_xs = [shift(x, tf.fill([1], j)) for j in (0, 1)] if shift is not None else [None]
         per = [heads(x, last, profile, *refs, px) for px in pitch_xs]
+        if rhythm is not None:
+            beat, new["rhythm_h"], new["rhythm_c"] = rhythm.step(
+                duration, onset, s["rhythm_h"], s["rhythm_c"])
+            per = [[lg[0], lg[1] + beat, *lg[2:]] for lg in per]
         new["last"] = tf.cast(last + 1, tf.float32)[:, None]
         new["onset"] = tf.cast(onset, tf.float32)[:, None]
         if pointer is not None:

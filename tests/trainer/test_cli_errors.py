@@ -59,6 +59,8 @@ def test_bad_setting_is_one_line(dirs):
     (["--max-parse-seconds", "nan"], "error: --max-parse-seconds must be a number above 0"),
     (["--max-notes", "-5"], "error: --max-notes must be a number above 0, not -5"),
     (["--name", "never-trained", "--resume"], "error: --resume: nothing to resume in"),
+    (["--rhythm=-1"], "error: rhythm must be at least 0 (off) and duration_weight above 0"),
+    (["--duration-weight=0"], "error: rhythm must be at least 0 (off)"),
 ])
 def test_train_arguments_are_checked_before_any_work(args, message, tmp_path, cello_dir):
     """Even with a real corpus to parse: nothing is read, cached or trained first."""

@@ -66,6 +66,19 @@ def test_step_model_sees_the_match_lengths_the_sequence_model_sees(vocab, cello_
     _assert_parity(model, cfg, vocab, cello_dir, dirs, tmp_path)
 
 
+def test_step_model_keeps_the_rhythm_stream_the_sequence_model_reads(vocab, cello_dir, dirs,
+                                                                     tmp_path):
+    from trainer.model import build_model, state_offset
+
+    cfg = make_config("tiny", ["--rhythm=8"])
+    model = build_model(vocab, cfg)
+    head = model.get_layer("rhythm").out
+    kernel, bias = head.get_weights()  # loud, so a rhythm state dropped between steps shows
+    head.set_weights([kernel * 30, bias])
+    assert state_offset(cfg, "rhythm_c") == state_offset(cfg, "rhythm_h") + 8
+    _assert_parity(model, cfg, vocab, cello_dir, dirs, tmp_path)
+
+
 def test_match_lengths_count_the_equal_steps_up_to_each_pair():
     from trainer.layers import match_lengths
 
