@@ -58,8 +58,7 @@ RESULTS := bench/results
 # whose state is mostly pitch were worse than a 6-gram's). All 100 epochs (the best kept):
 # in 40, its improvisations kept to a narrower range than Bach's. Their statistics are judged
 # on 64 improvisations (16 drew the range's median 24-25 against the band's 25: README).
-CELLO_CONFIG := --seq-len=512 --stride=64 --copy-window=512 --copy-recency=true --patience=100 \
-	--stretch-share=0.5 --copy-match=16 --rhythm=64 --duration-weight=1.0
+CELLO_CONFIG := --seq-len=512 --stride=64 --copy-window=512 --copy-recency=true --patience=100 --stretch-share=0.5 --copy-match=16 --rhythm=64 --duration-weight=1.0
 CHORALE_CONFIG := --stride=16 --patience=5
 train: setup
 	$(PY) -m trainer train --name chorales $(CHORALE_CONFIG)
