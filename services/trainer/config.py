@@ -82,7 +82,7 @@ class TrainConfig:
             raise UserError("aug_low and aug_high must be MIDI notes, low below high")
         if self.copy and (self.copy_window < 1 or self.copy_dim < 1):
             raise UserError("copy_window and copy_dim must be at least 1")
-        if self.rhythm < 0 or self.duration_weight <= 0:
+        if self.rhythm < 0 or not self.duration_weight > 0:  # NaN too
             raise UserError("rhythm must be at least 0 (off) and duration_weight above 0")
         if not 0 <= self.copy_match <= 64:
             raise UserError("copy_match must be between 0 (off) and 64")

@@ -103,6 +103,13 @@ class KeyProfile(layers.Layer):
         return ops.concatenate([counts / ops.maximum(total, 1.0), ops.log1p(total) / 8.0], -1)
 
 
+def metre(onset) -> tuple:
+    """Where a step falls (``onset`` in 24ths of a quarter, round the bar cycle): its place in
+    the quarter, the quarter in a 2/4 or 4/4 bar, the quarter in a 3/4 bar."""
+    quarter = onset // 24
+    return onset % 24, quarter % 4, quarter % 3
+
+
 @keras.saving.register_keras_serializable("playbach")
 class Inputs(layers.Layer):
     """Every input of a step as one vector: learned embeddings of the three tokens, fixed
@@ -146,9 +153,8 @@ class Inputs(layers.Layer):
         if self.features:
             parts.append(self.notes(pitch))
         if self.context:
-            quarter = onset // 24
-            parts += [self.interval(interval), self.beat(onset % 24), self.in4(quarter % 4),
-                      self.in3(quarter % 3)]
+            beat, in4, in3 = metre(onset)
+            parts += [self.interval(interval), self.beat(beat), self.in4(in4), self.in3(in3)]
         if self.voices:
             parts.append(self.voice(voice))
         return ops.concatenate(parts, -1)
@@ -444,9 +450,9 @@ class Rhythm(layers.Layer):
         self.out.build((None, None, self.units))
 
     def features(self, duration, onset):
-        quarter = onset // 24
-        return ops.concatenate([self.embed(duration), self.beat(onset % 24),
-                                self.in4(quarter % 4), self.in3(quarter % 3)], -1)
+        beat, in4, in3 = metre(onset)
+        return ops.concatenate([self.embed(duration), self.beat(beat), self.in4(in4),
+                                self.in3(in3)], -1)
 
     def call(self, duration, onset, training=None):
         return self.out(self.lstm(self.features(duration, onset), training=training))

@@ -61,6 +61,7 @@ def test_bad_setting_is_one_line(dirs):
     (["--name", "never-trained", "--resume"], "error: --resume: nothing to resume in"),
     (["--rhythm=-1"], "error: rhythm must be at least 0 (off) and duration_weight above 0"),
     (["--duration-weight=0"], "error: rhythm must be at least 0 (off)"),
+    (["--duration-weight=nan"], "error: rhythm must be at least 0 (off)"),
 ])
 def test_train_arguments_are_checked_before_any_work(args, message, tmp_path, cello_dir):
     """Even with a real corpus to parse: nothing is read, cached or trained first."""
