@@ -112,7 +112,8 @@ def window_config(cfg: TrainConfig, stride: int) -> TrainConfig:
     return replace(cfg, objective="last", seq_len=WINDOW, stride=stride, relative=False,
                    context=False, copy=False, note_features=False, augment=False,
                    original_protocol=False, voices=False, key=False, joins=False, init="",
-                   rhythm=0, duration_weight=0.5, patience=min(cfg.patience, WINDOW_PATIENCE))
+                   rhythm=0, duration_weight=TrainConfig.duration_weight,
+                   patience=min(cfg.patience, WINDOW_PATIENCE))
 
 
 def run_fold(cv: CrossVal, f: int, split, seqs: list[np.ndarray], bar) -> dict:

@@ -446,7 +446,8 @@ class Rhythm(layers.Layer):
     def build(self, input_shape) -> None:
         for layer in (self.embed, self.beat, self.in4, self.in3):
             layer.build(input_shape)
-        self.lstm.build((None, None, 24))
+        width = sum(e.output_dim for e in (self.embed, self.beat, self.in4, self.in3))
+        self.lstm.build((None, None, width))
         self.out.build((None, None, self.units))
 
     def features(self, duration, onset):
