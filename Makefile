@@ -47,7 +47,7 @@ CELLO := data/cello-suites
 RESULTS := bench/results
 
 # Reproduces the shipped models as their meta.json records. The chorales are 8x the suites:
-# windows every 16 steps instead of 8, and stopping 5 epochs after the best, keep both within
+# windows every 16 steps instead of 8, and stopping 3 epochs after the best, keep both within
 # ~20 minutes on 2 cores. The suites read 512-step windows with a 512-step pointer that also
 # learns a bias per distance back (a dance's written-out repeat comes 130-400 steps after
 # what it repeats) and one per match length (--copy-match: following a repeat, right 99.8%
@@ -59,7 +59,7 @@ RESULTS := bench/results
 # in 40, its improvisations kept to a narrower range than Bach's. Their statistics are judged
 # on 64 improvisations (16 drew the range's median 24-25 against the band's 25: README).
 CELLO_CONFIG := --seq-len=512 --stride=64 --copy-window=512 --copy-recency=true --patience=100 --stretch-share=0.5 --copy-match=16 --rhythm=64 --duration-weight=1.0
-CHORALE_CONFIG := --stride=16 --patience=5
+CHORALE_CONFIG := --stride=16 --patience=3
 train: setup
 	$(PY) -m trainer train --name chorales $(CHORALE_CONFIG)
 	$(PY) -m trainer train --name cello-suites --midi-dir $(CELLO) $(CELLO_CONFIG)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -49,6 +50,25 @@ class Augmented(keras.utils.PyDataset):
     def __getitem__(self, i: int):
         b = self.cfg.batch_size
         return xy(self.epoch[i * b:(i + 1) * b], self.cfg.objective)
+
+
+class Checkpoints(keras.callbacks.Callback):
+    """``last.keras`` every epoch (what ``--resume`` continues), copied to ``best.keras`` when
+    the validation loss is the lowest yet: one save an epoch, not two (0.15 s each; the
+    suites' 100 epochs, nearly every one a best, spent 30 s saving)."""
+
+    def __init__(self, last: Path, best: Path, best_loss: float | None) -> None:
+        super().__init__()
+        self.last, self.best, self.best_loss = last, best, best_loss
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.save(self.last)
+        loss = (logs or {}).get("val_loss")
+        if loss is not None and (self.best_loss is None or loss < self.best_loss):
+            self.best_loss = loss
+            tmp = self.best.with_suffix(".tmp")
+            shutil.copyfile(self.last, tmp)
+            os.replace(tmp, self.best)  # never half a best model
 
 
 def start_from(model: keras.Model, path: Path) -> None:
@@ -119,9 +139,7 @@ def fit(cfg: TrainConfig, vocab: Vocabulary, train: list[np.ndarray],
             start_from(model, init)
     best_loss = min((h["val_loss"] for h in history), default=None)
     callbacks = [
-        keras.callbacks.ModelCheckpoint(last),
-        keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
-                                        initial_value_threshold=best_loss),
+        Checkpoints(last, best, best_loss),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience),
         keras.callbacks.CSVLogger(str(log), append=resume),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False),

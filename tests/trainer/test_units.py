@@ -396,3 +396,26 @@ def test_keys_left_behind_leave_the_mixture_and_batching_changes_nothing(monkeyp
     two = log_probs(None, seqs[:1], Hidden(tuple(k for k in keys if k.anchor in (57, 60))))
     assert np.allclose(both[0]["pitch"][PREFIX:], two[0]["pitch"][PREFIX:], atol=1e-9)
     assert not np.allclose(both[0]["pitch"][:1], two[0]["pitch"][:1])  # at first all count
+
+
+def test_checkpoints_save_the_last_epoch_and_copy_the_best(tmp_path):
+    import keras
+
+    from trainer.fit import Checkpoints
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    last, best = tmp_path / "last.keras", tmp_path / "best.keras"
+
+    def kernel(path):
+        return float(keras.models.load_model(path).layers[0].kernel.numpy()[0, 0])
+
+    saver = Checkpoints(last, best, None)
+    saver.set_model(model)
+    for epoch, loss in enumerate([3.0, 2.0, 2.5]):  # the second epoch is the best
+        model.layers[0].kernel.assign(np.full((2, 1), float(epoch)))
+        saver.on_epoch_end(epoch, {"val_loss": loss})
+    assert kernel(last) == 2.0 and kernel(best) == 1.0
+    resumed = Checkpoints(last, best, 2.0)  # a resumed run keeps its best unless beaten
+    resumed.set_model(model)
+    resumed.on_epoch_end(3, {"val_loss": 2.2})
+    assert kernel(best) == 1.0 and not list(tmp_path.glob("*.tmp"))
