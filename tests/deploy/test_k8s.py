@@ -177,7 +177,7 @@ def test_the_training_job_runs_what_make_train_runs(objects):
     steps = pod(job)["initContainers"] + pod(job)["containers"]
     in_job = [[a.replace("/opt/playbach/data/", "data/") for a in c["args"] if a != "--no-progress"]
               for c in steps]
-    assert in_job == make_train_commands() and len(in_job) == 3
+    assert in_job == make_train_commands() and len(in_job) == 4
     env = env_of(steps[0])
     assert {"MODELS_DIR", "RUNS_DIR", "CACHE_DIR"} <= set(env)
     mounts = {m["mountPath"] for m in steps[0]["volumeMounts"]}
