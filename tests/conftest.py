@@ -296,5 +296,12 @@ def login(url: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {res.json()['token']}"}
 
 
+def guest(url: str) -> dict[str, str]:
+    """A guest session's header (a listener's own, no password)."""
+    res = httpx.post(f"{url}/api/guest")
+    res.raise_for_status()
+    return {"Authorization": f"Bearer {res.json()['token']}"}
+
+
 def run(coro):
     return asyncio.run(coro)

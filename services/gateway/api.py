@@ -14,11 +14,11 @@ from pydantic import BaseModel, Field
 
 from gateway import auth, metrics
 from gateway.listen import may_listen, wav_header
-from gateway.store import Store
+from gateway.store import Caps, Refused, Store
 from playbach import streams
 from playbach.midifile import heard_midi
 from playbach.modeldir import ModelError
-from playbach.schemas import MODEL_PATTERN, ChannelParams, ChannelUpdate
+from playbach.schemas import MODEL_PATTERN, ChannelAccess, ChannelParams, ChannelUpdate
 
 
 class Problem(BaseModel):
@@ -35,11 +35,13 @@ RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "required": Tru
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route can answer with."""
     said = {400: "the body is not JSON text (not even UTF-8)",
-            401: "log in first (or the token is not valid)", 404: "no such channel or model",
+            401: "log in first (or the token is not valid)",
+            403: "not yours: only its owner or the admin may do this",
+            404: "no such channel or model",
             409: "it exists already, or may not be removed",
             411: "an upload needs a Content-Length header",
             413: "over an upload limit (the message names it)", 422: "a parameter out of range",
-            429: "too many attempts; see Retry-After",
+            429: "too many attempts, or too many channels; see the message",
             503: "Redis is unreachable, or not reached yet since the start"}
     out: dict[int | str, dict[str, Any]] = {
         code: {"model": Problem, "description": said[code]} for code in codes}
@@ -81,13 +83,30 @@ class Token(BaseModel):
 
 class NewChannel(ChannelParams):
     id: str | None = Field(None, pattern=CHANNEL_PATTERN,
-                           description="omit for a new private channel id")
+                           description="the admin may choose one; omit it for an unguessable "
+                                       "id (its link is the key to a private channel)")
+    public: bool = Field(False, description="listed to everyone; else only to its owner and "
+                                            "the admin, and heard by whoever has its link")
+
+
+class ChannelChange(ChannelUpdate):
+    public: bool | None = Field(None, description="listed to everyone, or only to its owner "
+                                                  "and the admin")
 
 
 class Channel(BaseModel):
     id: str
     params: ChannelParams
     listeners: int = 0
+    public: bool = False
+    yours: bool = Field(False, description="you made it (or you are the admin): you may "
+                                           "change it")
+
+    @classmethod
+    def of(cls, cid: str, params: ChannelParams, access: ChannelAccess,
+           who: auth.Identity | None, listeners: int = 0) -> Channel:
+        return cls(id=cid, params=params, listeners=listeners, public=access.public,
+                   yours=bool(who and who.may_change(access)))
 
 
 @router.post("/login", response_model=Token, tags=["auth"],
@@ -108,10 +127,29 @@ async def login(body: Login, request: Request) -> Token:
     return Token(token=token, expires_at=expires)
 
 
+@router.post("/guest", response_model=Token, status_code=201, tags=["auth"],
+             responses=problems(403, 429, 503))
+async def guest(request: Request) -> Token:
+    """A session of your own, without a password: with it you may make channels (private
+    unless you say otherwise) and change or delete those, never anyone else's. A few an hour
+    per address; off while listening is not public."""
+    settings = request.app.state.settings
+    if not settings.public_listening:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "guest sessions are off while listening "
+                                                       "is not public: log in")
+    credentials = auth.ready_credentials(request)
+    await auth.guest_allowed(request.app.state.redis, auth.client_address(request),
+                             settings.guest_sessions_per_hour)
+    token, expires = auth.sign(credentials.token_secret,
+                               f"{auth.GUEST_PREFIX}{secrets.token_hex(8)}",
+                               settings.token_ttl_s, scope="guest")
+    return Token(token=token, expires_at=expires)
+
+
 @router.post("/listen-token", response_model=Token, tags=["auth"],
              responses=problems(401, 503))
 async def listen_token(request: Request,
-                       user: Annotated[str, Depends(auth.require_user)]) -> Token:
+                       user: Annotated[str, Depends(auth.require_admin)]) -> Token:
     """A token that may only listen (for an embedded player, or a link to share when
     PUBLIC_LISTENING=false): it cannot change anything."""
     settings = request.app.state.settings
@@ -149,34 +187,69 @@ async def _channel(db: Store, cid: str) -> ChannelParams:
     return params
 
 
-@router.get("/channels", response_model=list[Channel], tags=["channels"])
-async def list_channels(db: Annotated[Store, Depends(store)]) -> list[Channel]:
+async def _changeable(db: Store, cid: str, who: auth.Identity) -> ChannelAccess:
+    """The channel's access, if ``who`` may change it: 404 if there is none, 403 if not
+    theirs."""
+    await _channel(db, cid)
+    access = await db.access(cid) or ChannelAccess()
+    if not who.may_change(access):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            f"channel {cid!r} is not yours: only its owner or the admin may "
+                            "change it; make one of your own with POST /api/channels")
+    return access
+
+
+Who = Annotated[auth.Identity | None, Depends(auth.optional_user)]
+# A token is welcome, not required (OpenAPI's "no requirement" alternative): it shows more.
+OPTIONAL_TOKEN = {"security": [{}, {"HTTPBearer": []}]}
+User = Annotated[auth.Identity, Depends(auth.require_user)]
+
+
+@router.get("/channels", response_model=list[Channel], tags=["channels"],
+            openapi_extra=OPTIONAL_TOKEN)
+async def list_channels(db: Annotated[Store, Depends(store)], who: Who) -> list[Channel]:
+    """The public channels, and with a token yours too (the admin sees all). A private
+    channel is not listed to anyone else: whoever has its id may still listen to it."""
     out = []
-    for cid in await db.ids():
-        params = await db.params(cid)
-        if params:
-            out.append(Channel(id=cid, params=params, listeners=await db.listeners(cid)))
+    for cid in await db.visible_ids(who.name if who else None, bool(who and who.admin)):
+        params, access = await db.params(cid), await db.access(cid)
+        if params and access:
+            out.append(Channel.of(cid, params, access, who, await db.listeners(cid)))
     return out
 
 
 @router.post("/channels", response_model=Channel, status_code=201, tags=["channels"],
-             responses=problems(400, 401, 404, 409))
-async def create_channel(body: NewChannel, db: Annotated[Store, Depends(store)],
-                         _: Annotated[str, Depends(auth.require_user)]) -> Channel:
-    """A new channel: give an id for a shared one, or none for one just for you."""
+             responses=problems(400, 401, 403, 404, 409, 429))
+async def create_channel(body: NewChannel, request: Request,
+                         db: Annotated[Store, Depends(store)], who: User) -> Channel:
+    """A new channel, private unless ``public``: its unguessable id is the key to it (only
+    the admin may choose an id). Each user may make at most MAX_CHANNELS_PER_USER."""
+    if body.id and not who.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only the admin may choose a channel's "
+                                                       "id; omit it for an unguessable one")
     await _model_must_exist(db, body.model)
-    cid = body.id or f"ch-{secrets.token_hex(4)}"  # unguessable: the link is the key
-    params = ChannelParams(**{**body.model_dump(exclude={"id"}),
+    cid = body.id or f"ch-{secrets.token_hex(10)}"  # 80 bits: the link is the key
+    params = ChannelParams(**{**body.model_dump(exclude={"id", "public"}),
                               "name": body.name or readable_name()})
-    if not await db.create(cid, params):
-        raise HTTPException(status.HTTP_409_CONFLICT, f"channel {cid!r} exists already")
-    return Channel(id=cid, params=params)
+    access = ChannelAccess(owner=who.name, public=body.public)
+    settings = request.app.state.settings
+    try:
+        await db.create(cid, params, access,
+                        Caps(settings.max_channels, settings.max_channels_per_user))
+    except Refused as exc:  # a cap: until a channel is removed, which Retry-After cannot tell
+        headers = {"Retry-After": "60"} if exc.status == 429 else None
+        raise HTTPException(exc.status, exc.detail, headers=headers) from None
+    return Channel.of(cid, params, access, who)
 
 
 @router.get("/channels/{cid}", response_model=Channel, tags=["channels"],
-            responses=problems(404))
-async def get_channel(cid: ChannelId, db: Annotated[Store, Depends(store)]) -> Channel:
-    return Channel(id=cid, params=await _channel(db, cid), listeners=await db.listeners(cid))
+            responses=problems(404), openapi_extra=OPTIONAL_TOKEN)
+async def get_channel(cid: ChannelId, db: Annotated[Store, Depends(store)],
+                      who: Who) -> Channel:
+    """One channel, listed or not: its id is what it takes."""
+    params = await _channel(db, cid)
+    access = await db.access(cid) or ChannelAccess()
+    return Channel.of(cid, params, access, who, await db.listeners(cid))
 
 
 def _nulls_to_defaults(change: ChannelUpdate) -> ChannelUpdate:
@@ -188,25 +261,30 @@ def _nulls_to_defaults(change: ChannelUpdate) -> ChannelUpdate:
 
 
 @router.patch("/channels/{cid}", response_model=Channel, tags=["channels"],
-              responses=problems(400, 401, 404))
-async def update_channel(cid: ChannelId, change: Annotated[ChannelUpdate, Body()],
-                         db: Annotated[Store, Depends(store)],
-                         _: Annotated[str, Depends(auth.require_user)]) -> Channel:
+              responses=problems(400, 401, 403, 404))
+async def update_channel(cid: ChannelId, change: Annotated[ChannelChange, Body()],
+                         db: Annotated[Store, Depends(store)], who: User) -> Channel:
     """Change model, instrument, BPM, temperature or seed while it plays (null: back to the
-    default)."""
-    await _channel(db, cid)
-    change = _nulls_to_defaults(change)
-    await _model_must_exist(db, change.model)
-    params = await db.update(cid, change)
-    return Channel(id=cid, params=params, listeners=await db.listeners(cid))
+    default), or whether it is listed to everyone (``public``). Yours, or any as the admin."""
+    access = await _changeable(db, cid, who)
+    public = change.public
+    params_change = _nulls_to_defaults(ChannelUpdate(**change.model_dump(
+        exclude_unset=True, exclude={"public"})))
+    await _model_must_exist(db, params_change.model)
+    if public is not None and public != access.public:
+        access = await db.set_public(cid, public)
+    params = await db.update(cid, params_change) if params_change.model_fields_set else \
+        await _channel(db, cid)
+    return Channel.of(cid, params, access, who, await db.listeners(cid))
 
 
 @router.delete("/channels/{cid}", status_code=204, tags=["channels"],
-               responses=problems(401, 404, 409))
+               responses=problems(401, 403, 404, 409))
 async def delete_channel(cid: ChannelId, request: Request, db: Annotated[Store, Depends(store)],
-                         _: Annotated[str, Depends(auth.require_user)]) -> Response:
-    """Remove a channel (not the shared radio, which always exists)."""
-    await _channel(db, cid)
+                         who: User) -> Response:
+    """Remove a channel of yours (the admin: any but the shared radio, which always
+    exists)."""
+    await _changeable(db, cid, who)
     if cid == request.app.state.settings.default_channel:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             f"{cid!r} is the shared channel and cannot be removed")
@@ -215,12 +293,12 @@ async def delete_channel(cid: ChannelId, request: Request, db: Annotated[Store, 
 
 
 @router.post("/channels/{cid}/tone", status_code=202, tags=["channels"],
-             responses=problems(401, 404))
+             responses=problems(401, 403, 404))
 async def audio_test(cid: ChannelId, db: Annotated[Store, Depends(store)],
-                     _: Annotated[str, Depends(auth.require_user)]) -> dict[str, str]:
+                     who: User) -> dict[str, str]:
     """The "audio test": one second of A4 (440 Hz) through the channel's own audio path.
-    Everyone on the channel hears it, so it needs a token."""
-    await _channel(db, cid)
+    Everyone on the channel hears it, so it needs a token: yours, or the admin's."""
+    await _changeable(db, cid, who)
     await db.announce(cid, "tone", hz=440, seconds=1.0)
     return {"status": "a 440 Hz test tone is on its way"}
 
@@ -312,8 +390,9 @@ async def instruments(db: Annotated[Store, Depends(store)]) -> list[dict[str, An
     return await db.instruments()
 
 
-@router.get("/stats", tags=["health"])
-async def stats(db: Annotated[Store, Depends(store)]) -> dict[str, Any]:
-    """Per channel: listeners, notes/s, chunks/s, synth lead, underruns reported by players."""
-    return {"time": time.time(),
-            "channels": {cid: await db.stats(cid) for cid in await db.ids()}}
+@router.get("/stats", tags=["health"], openapi_extra=OPTIONAL_TOKEN)
+async def stats(db: Annotated[Store, Depends(store)], who: Who) -> dict[str, Any]:
+    """Per channel listed to you (``GET /api/channels``): listeners, notes/s, chunks/s,
+    synth lead, underruns reported by players."""
+    ids = await db.visible_ids(who.name if who else None, bool(who and who.admin))
+    return {"time": time.time(), "channels": {cid: await db.stats(cid) for cid in ids}}

@@ -96,10 +96,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         app.state.hubs = Hubs(app.state.redis, settings.replica_id, backlog,
                               lambda: service.client(settings.redis_url, connections=2), watch)
         app.state.hubs.start()
+        listeners = metrics.Listeners(app.state.hubs.counts)
+        listeners.register()
         keeper = Keeper(app.state.store, settings.default_channel, watch, app.state.credentials)
         keeping = asyncio.create_task(keeper.run())
         yield
         keeping.cancel()
+        listeners.unregister()
         await app.state.hubs.stop()
         with contextlib.suppress(*service.REDIS_DOWN):
             await app.state.redis.aclose()

@@ -263,14 +263,12 @@ class ChannelHub:
             self.encoded.setdefault(listener.encoding, (None, set()))[1].add(listener)
             for _, packet in self.opus_recent if listener.encoding == "opus" and live else ():
                 listener.offer(packet)
-            metrics.LISTENERS.labels(self.cid).set(self.count())
             return
         for sent in self.recent if self.backlog_chunks and live else ():
             if sent.notes:
                 listener.offer(sent.notes)
             listener.offer(sent.audio)
         self.listeners.add(listener)
-        metrics.LISTENERS.labels(self.cid).set(self.count())
 
     def count(self) -> int:
         return len(self.listeners) + sum(len(m) for _, m in self.encoded.values())
@@ -287,7 +285,6 @@ class ChannelHub:
                 if encoder:
                     encoder.close()
                     metrics.ENCODERS.labels(listener.encoding).dec()
-        metrics.LISTENERS.labels(self.cid).set(self.count())
         if not self.count():
             await self.on_empty(self.cid)
 
@@ -512,6 +509,10 @@ class Hubs:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self.heartbeat()), asyncio.create_task(self.control())]
+
+    def counts(self) -> dict[str, int]:
+        """Listeners per channel in this process."""
+        return {cid: hub.count() for cid, hub in list(self.hubs.items())}
 
     def silent(self, limit_s: float) -> dict[str, float]:
         """Channels with listeners here that have sent no audio for over ``limit_s``."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gateway import metrics
 from gateway.credentials import Credentials
 from gateway.store import Store
 from playbach import service
-from playbach.schemas import ChannelParams
+from playbach.schemas import ChannelAccess, ChannelParams
 from playbach.service import RedisWatch
 
 log = logging.getLogger("gateway")
@@ -24,7 +25,8 @@ class Keeper:
                  credentials: Credentials, interval_s: float = 1.0) -> None:
         self.store, self.default, self.watch, self.interval_s = store, default, watch, interval_s
         self.credentials = credentials
-        self.known: dict[str, ChannelParams] = {}  # every channel, as last read
+        # every channel, as last read
+        self.known: dict[str, tuple[ChannelParams, ChannelAccess]] = {}
         self.epoch = service.Epoch()
 
     async def run(self) -> None:
@@ -37,11 +39,15 @@ class Keeper:
         if await self.epoch.changed(self.store.redis) and self.epoch.lost:
             log.warning("Redis lost its data (restarted empty?): putting back %d channel(s)",
                         len(self.known))
-            for cid, params in self.known.items():
+            for cid, (params, access) in self.known.items():
                 await params.restore(self.store.redis, cid)
+                await access.restore(self.store.redis, cid)
         if self.default:
-            params = self.known.get(self.default) or ChannelParams()
+            params, _ = self.known.get(self.default) or (ChannelParams(), None)
             if params.name is None:  # the radio of a version without names gets one too
                 params = params.model_copy(update={"name": DEFAULT_NAME})
             await params.restore(self.store.redis, self.default)
-        self.known = await self.store.all_params()
+            if self.default not in self.known:  # the shared radio is listed to everyone
+                await ChannelAccess(public=True).restore(self.store.redis, self.default)
+        self.known = await self.store.all_records()
+        metrics.public = {cid for cid, (_, access) in self.known.items() if access.public}

@@ -128,7 +128,7 @@ async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None),
             report = player_report(message)
             count = budget.take(report.count) if report else 0
             if count:
-                metrics.UNDERRUNS.labels(cid).inc(count)
+                metrics.UNDERRUNS.labels(metrics.shown(cid)).inc(count)
                 with contextlib.suppress(*REDIS_DOWN):
                     await app.state.store.count_underruns(cid, count)
     except (WebSocketDisconnect, RuntimeError):

@@ -38,6 +38,13 @@ class GatewaySettings(ModelReaderSettings, AudioSettings):
         default_factory=list, description='WebSocket origins besides our own, as a JSON list or '
                                           'separated by commas; "*": any')
     default_channel: str | None = "radio"  # created at start if missing
+    # Each channel costs CPU while heard and ~12 MB of Redis (its last 130 s of audio).
+    max_channels: int = Field(100, ge=1, le=100_000, description="channels that may exist")
+    max_channels_per_user: int = Field(20, ge=1, le=100_000,
+                                       description="channels one user (or guest) may make")
+    guest_sessions_per_hour: int = Field(10, ge=0, le=100_000,
+                                         description="guest sessions one address may start "
+                                                     "an hour")
     client_queue: int = Field(48, ge=4, le=10_000, description="frames queued per listener")
     max_drops: int = Field(200, ge=1, description="frames a listener may lose before it is cut")
     backlog_seconds: float = Field(0.6, ge=0, le=10, description="audio a joining listener gets")

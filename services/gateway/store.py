@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from playbach.modeldir import ModelError, list_models, model_dir, read_meta
 from playbach.schemas import (
     LEAD_S,
     AudioChunk,
+    ChannelAccess,
     ChannelParams,
     ChannelUpdate,
     ControlEntry,
@@ -33,6 +35,22 @@ async def _chain(first: AudioChunk, rest: AsyncIterator[AudioChunk]
         yield chunk
 
 
+@dataclass(frozen=True)
+class Caps:
+    """How many channels may exist, and how many one user may make."""
+
+    total: int
+    per_user: int
+
+
+class Refused(Exception):
+    """A channel was not made: ``status`` and a sentence saying why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
 REV = "rev"  # a field of pb:channel:{<id>} beside the parameters: see Store.update
 
 
@@ -44,9 +62,17 @@ def next_rev(fields: dict) -> int:
     return max(int(stored) + 1, time.time_ns() // 1000)
 
 
+# Add ARGV[1] to the set KEYS[1] unless it holds ARGV[2] members already: 1 if added, 0 if
+# full, -1 if it was there.
+_ADD_CAPPED = "if redis.call('sismember', KEYS[1], ARGV[1]) == 1 then return -1 end " \
+              "if redis.call('scard', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end " \
+              "return redis.call('sadd', KEYS[1], ARGV[1])"
+
+
 class Store:
     def __init__(self, redis: Redis, models_dir: Path) -> None:
         self.redis, self.models_dir = redis, Path(models_dir)
+        self._add_capped = redis.register_script(_ADD_CAPPED)
 
     # --- channels --------------------------------------------------------------------------
 
@@ -59,8 +85,22 @@ class Store:
     async def ids(self) -> list[str]:
         return sorted(streams.text(c) for c in await self.redis.smembers(streams.CHANNELS))
 
-    async def all_params(self) -> dict[str, ChannelParams]:
-        """Every channel's parameters, in one round trip after the list."""
+    async def access(self, cid: str) -> ChannelAccess | None:
+        fields = await self.redis.hgetall(streams.channel(cid))
+        return ChannelAccess.from_fields(fields) if fields else None
+
+    async def visible_ids(self, user: str | None, admin: bool) -> list[str]:
+        """The channels listed to this caller: all for the admin; the public ones and a
+        guest's own for anyone else."""
+        if admin:
+            return await self.ids()
+        found = set(await self.redis.smembers(streams.PUBLIC))
+        if user:
+            found |= set(await self.redis.smembers(streams.owned(user)))
+        return sorted(streams.text(c) for c in found)
+
+    async def all_records(self) -> dict[str, tuple[ChannelParams, ChannelAccess]]:
+        """Every channel's parameters and access, in one round trip after the list."""
         ids = await self.ids()
         pipe = self.redis.pipeline(transaction=False)
         for cid in ids:
@@ -69,15 +109,41 @@ class Store:
         for cid, fields in zip(ids, await pipe.execute(), strict=True):
             with contextlib.suppress(ValidationError):  # a hand-edited bad hash: not ours
                 if fields:
-                    out[cid] = ChannelParams.from_fields(fields)
+                    out[cid] = (ChannelParams.from_fields(fields),
+                                ChannelAccess.from_fields(fields))
         return out
 
-    async def create(self, cid: str, params: ChannelParams) -> bool:
-        """False if the channel exists already."""
-        if not await self.redis.sadd(streams.CHANNELS, cid):
-            return False
-        await self.redis.hset(streams.channel(cid), mapping=params.to_fields())
-        return True
+    async def create(self, cid: str, params: ChannelParams, access: ChannelAccess,
+                     caps: Caps) -> None:
+        """Store a new channel, or raise Refused: it exists, or a cap is reached. Each cap
+        is a set's size, checked and added to in one script, so a burst of creations in
+        parallel can neither pass it nor be refused short of it."""
+        if await self.exists(cid):
+            raise Refused(409, f"channel {cid!r} exists already")
+        mine = streams.owned(access.owner) if access.owner else None
+        if mine and not await self._add_capped(keys=[mine], args=[cid, caps.per_user]):
+            raise Refused(429, f"you have {caps.per_user} channels, the most one user may "
+                               "make; delete one of them first")
+        added = await self._add_capped(keys=[streams.CHANNELS], args=[cid, caps.total])
+        if added < 1 and mine:
+            await self.redis.srem(mine, cid)
+        if added < 0:
+            raise Refused(409, f"channel {cid!r} exists already")
+        if not added:
+            raise Refused(429, f"the server holds its most channels ({caps.total}); listen to "
+                               "one that exists, or try again when some are removed")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(streams.channel(cid), mapping={**params.to_fields(), **access.to_fields()})
+        access.index(pipe, cid)
+        await pipe.execute()
+
+    async def set_public(self, cid: str, public: bool) -> ChannelAccess:
+        await self.redis.hset(streams.channel(cid), "public", "1" if public else "0")
+        access = await self.access(cid) or ChannelAccess(public=public)
+        pipe = self.redis.pipeline(transaction=False)
+        access.index(pipe, cid)
+        await pipe.execute()
+        return access
 
     async def update(self, cid: str, change: ChannelUpdate) -> ChannelParams:
         """Read, change and store the parameters as one transaction (retried if another
@@ -105,6 +171,10 @@ class Store:
         return new
 
     async def delete(self, cid: str) -> None:
+        access = await self.access(cid)
+        if access and access.owner:
+            await self.redis.srem(streams.owned(access.owner), cid)
+        await self.redis.srem(streams.PUBLIC, cid)
         await self.redis.srem(streams.CHANNELS, cid)
         await self.redis.zrem(streams.ACTIVE, cid)
         await self.redis.delete(streams.channel(cid), streams.notes(cid), streams.audio(cid),

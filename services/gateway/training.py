@@ -66,7 +66,7 @@ def limits(request: Request) -> UploadLimits:
     return UploadLimits(s.upload_max_files, s.upload_max_mb, s.upload_file_mb)
 
 
-Admin = Annotated[str, Depends(auth.require_user)]
+Admin = Annotated[str, Depends(auth.require_admin)]
 Book = Annotated[JobBook, Depends(book)]
 
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {

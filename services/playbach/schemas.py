@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from playbach.keys import Key
-from playbach.streams import CHANNELS, CONTROL, TAKES, synth_position, text
+from playbach.streams import CHANNELS, CONTROL, PUBLIC, TAKES, synth_position, text
 from playbach.streams import channel as channel_key
+from playbach.streams import owned as owned_key
 from playbach.vocab import Event
 
 BPM = (40, 240)
@@ -128,6 +129,46 @@ class ChannelParams(BaseModel):
         raw = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
                else v) for k, v in fields.items()}
         return cls(**{k: v for k, v in raw.items() if k in cls.model_fields and v != ""})
+
+
+class ChannelAccess(BaseModel):
+    """Who may change a channel and who sees it listed: two fields of ``pb:channel:<id>``
+    beside the parameters (services that play the channel read neither). A private channel
+    is heard by whoever has its link (its id is unguessable) and listed only to its owner
+    and the admin; a public one is listed to everyone (``pb:public``)."""
+
+    owner: str | None = None  # the user who made it; None: the admin's (the shared radio)
+    public: bool = False
+
+    def to_fields(self) -> dict[str, str]:
+        return {"owner": self.owner or "", "public": "1" if self.public else "0"}
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> ChannelAccess:
+        owner = fields.get(b"owner", fields.get("owner"))
+        public = fields.get(b"public", fields.get("public"))
+        return cls(owner=text(owner) or None, public=text(public) == "1")
+
+    def index(self, redis, cid: str) -> None:
+        """Queue, on a pipeline, the sets that list the channel: ``pb:public`` and its
+        owner's ``pb:owned``."""
+        if self.public:
+            redis.sadd(PUBLIC, cid)
+        else:
+            redis.srem(PUBLIC, cid)
+        if self.owner:
+            redis.sadd(owned_key(self.owner), cid)
+
+    async def restore(self, redis, cid: str) -> None:
+        """Put it back after Redis lost its data, without overwriting a newer change."""
+        pipe = redis.pipeline(transaction=False)
+        for key, value in self.to_fields().items():
+            pipe.hsetnx(channel_key(cid), key, value)
+        await pipe.execute()
+        current = ChannelAccess.from_fields(await redis.hgetall(channel_key(cid)))
+        pipe = redis.pipeline(transaction=False)
+        current.index(pipe, cid)
+        await pipe.execute()
 
 
 class ChannelUpdate(BaseModel):

@@ -4,7 +4,10 @@
 key                            type    holds
 =============================  ======  ===============================================
 ``pb:channels``                set     ids of the channels that exist
-``pb:channel:{<id>}``          hash    the channel's parameters (:class:`ChannelParams`)
+``pb:public``                  set     ids of the channels anyone sees listed
+``pb:owned:{<user>}``          set     ids of the channels a user made (the cap counts them)
+``pb:channel:{<id>}``          hash    its parameters and access (:class:`ChannelParams`,
+                                       :class:`ChannelAccess`)
 ``pb:control``                 stream  parameter changes and errors, for every service
 ``pb:takes``                   stream  a channel's notes were taken back and written anew
 ``pb:notes:{<id>}``            stream  note events, written by the channel's inference owner
@@ -23,6 +26,7 @@ key                            type    holds
 ``pb:train:job:{<id>}``        hash    the job (:class:`playbach.training.TrainJob`)
 ``pb:train:files:{<id>}``      hash    file name -> uploaded MIDI, until the job ends
 ``pb:train:progress:{<id>}``   stream  the job's progress (:class:`~.training.TrainProgress`)
+``pb:limit:<what>:<address>``  string  a rate limit's count for one client (login, ...)
 =============================  ======  ===============================================
 
 A channel's keys (and a training job's) carry its id in braces, Redis Cluster's hash tag:
@@ -46,6 +50,7 @@ def written_ms(entry_id: bytes | str) -> float:
 
 
 CHANNELS = "pb:channels"
+PUBLIC = "pb:public"
 CONTROL = "pb:control"
 TAKES = "pb:takes"
 ACTIVE = "pb:active"
@@ -63,6 +68,10 @@ INFERENCE, SYNTH, TRAINER = "inference", "synth", "trainer"
 def tag(cid: str) -> str:
     """The channel's hash tag: Redis Cluster hashes only what is inside the braces."""
     return "{" + cid + "}"
+
+
+def owned(user: str) -> str:
+    return f"pb:owned:{tag(user)}"
 
 
 def channel(cid: str) -> str:
@@ -95,6 +104,12 @@ def listeners(cid: str) -> str:
 
 def stats(cid: str) -> str:
     return f"pb:stats:{tag(cid)}"
+
+
+def limit(what: str, client: str) -> str:
+    """A per-address counter of the gateway's rate limits (``login``, ``downloads``,
+    ``guests``): INCR, expiring with its window."""
+    return f"pb:limit:{what}:{client}"
 
 
 def train_job(jid: str) -> str:

@@ -63,7 +63,7 @@ def attempt(action, success: str | None = None):
 
 st.markdown("### 🎼 Play Bach")
 account = st.container()
-if gw.token:
+if gw.admin:
     who, out = account.columns([4, 1], vertical_alignment="center")
     who.success("logged in: you can change the music and train models")
     if out.button("Log out", key="logout", width="stretch"):
@@ -145,7 +145,7 @@ with listen:
     def create_mine() -> None:
         source = gw.channel(state.channel)["params"]
         copied = {k: v for k, v in source.items() if k != "name"}
-        made = attempt(lambda: gw.create_channel(**copied))
+        made = attempt(lambda: (gw.as_guest(), gw.create_channel(**copied))[1])
         if made:
             state.channel = made["id"]
             flash("success", f"A new channel just for you, “{made['params']['name']}”. It "
@@ -153,9 +153,11 @@ with listen:
                              f"{describe_params(source)}.")
 
     new.button("New channel just for me", key="new-channel", on_click=create_mine,
-               disabled=not gw.token, width="stretch")
-    params = next(c["params"] for c in channels if c["id"] == cid)
-    readonly = not gw.token
+               help="private: listed only to you (and the admin); whoever has its link "
+                    "can listen", width="stretch")
+    chosen_channel = next(c for c in channels if c["id"] == cid)
+    params = chosen_channel["params"]
+    readonly = not chosen_channel.get("yours")
     # The player itself, always: its ▶ Play is the one press that starts sound (a browser
     # starts audio only on a click inside the frame that plays it), and the picker above is
     # the one channel selection (the embedded player hides its own). For
@@ -166,7 +168,8 @@ with listen:
               height=PLAYER_HEIGHT)
     notice = st.container()
     if readonly:
-        notice.info("Log in (at the top) to change the music. Anyone can listen.")
+        notice.info("Log in (at the top) to change the music, or make a channel just for "
+                    "you. Anyone can listen.")
 
     def change(field: str, key: str, convert=lambda v: v) -> None:
         value = convert(state[key])
@@ -238,7 +241,7 @@ with listen:
 # --- train -------------------------------------------------------------------------------
 
 with train_tab:
-    if gw.token:
+    if gw.admin:
         train.page(gw, flash, state.channel)
     else:
         st.info("Log in (at the top) to train a model on your own MIDI files.")

@@ -16,6 +16,7 @@ class Gateway:
     def __init__(self, url: str, timeout: float = 5.0, token: str | None = None) -> None:
         self.url = url
         self.token = token
+        self.admin = token is not None  # else a guest session, or none yet
         self.listen_token: str | None = None  # for the embedded player: it can only listen
         self.http = httpx.Client(base_url=url, timeout=timeout)
 
@@ -31,6 +32,8 @@ class Gateway:
             except ValueError:
                 detail = res.text
             if res.status_code == 401 and path != "/api/login":
+                if not self.admin:
+                    self.token = None  # an expired guest session: a new one next time
                 detail = "please log in first (or again: your session has expired)"
             raise GatewayError(str(detail))
         return res
@@ -39,10 +42,18 @@ class Gateway:
         self.token = self._call("POST", "/api/login",
                                 json={"username": username, "password": password}).json()["token"]
         self.listen_token = self._call("POST", "/api/listen-token").json()["token"]
+        self.admin = True
         return self.token
 
     def logout(self) -> None:
         self.token = self.listen_token = None
+        self.admin = False
+
+    def as_guest(self) -> None:
+        """A guest session of this visitor's own, if it has none: it may make channels and
+        change those."""
+        if self.token is None:
+            self.token = self._call("POST", "/api/guest").json()["token"]
 
     def ping(self) -> dict[str, Any]:
         t = time.perf_counter()

@@ -27,7 +27,7 @@ from tests.conftest import SHIPPED, Services, login
 SCHEMA = schemathesis.openapi.from_dict(create_app(GatewaySettings(models_dir=SHIPPED)).openapi())
 EXAMPLES = 100  # per operation, on top of schemathesis' coverage cases
 STREAMS = {f"/stream/{{cid}}.{fmt}" for fmt in ("wav", "ogg", "mp3")}
-LIMITS = ("pb:login-attempts:*", "pb:downloads:*")
+LIMITS = (streams.limit("*", "*"),)
 # Every check but one: negative_data_rejection wants `"seed": false` or `"bpm": "84"` refused,
 # and pydantic's lax mode takes them (as 0 and 84.0) on purpose: ChannelParams, shared with
 # inference and synth, also reads them from Redis strings, and a client may send 19.0.

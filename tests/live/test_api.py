@@ -173,7 +173,7 @@ def test_channels_have_readable_names(api):
     assert api.get("/api/channels/radio").json()["params"]["name"] == "Radio"
     made = api.post("/api/channels", json={}).json()
     assert re.fullmatch(r"[A-Z][a-zé]+ in [A-G](-flat)? (major|minor)", made["params"]["name"])
-    assert re.fullmatch(r"ch-[0-9a-f]{8}", made["id"])
+    assert re.fullmatch(r"ch-[0-9a-f]{20}", made["id"])  # 80 bits
     named = api.post("/api/channels", json={"id": "for-anna", "name": "Anna’s Bach"}).json()
     assert named["params"]["name"] == "Anna’s Bach"
     res = api.patch("/api/channels/for-anna", json={"name": "Evening"})

@@ -136,8 +136,11 @@ def test_redis_killed_and_restarted_the_music_comes_back(own_redis, tmp_path):
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         assert max(np.abs(after[-1][1].astype(int))) > 100  # music, not silence
         # channels and their parameters survived the empty restart
-        channels = {c["id"]: c["params"] for c in httpx.get(f"{url}/api/channels").json()}
+        channels = {c["id"]: c["params"] for c in httpx.get(f"{url}/api/channels",
+                                                              headers=login(url)).json()}
         assert "radio" in channels and channels["mine"]["bpm"] == 150
+        listed = [c["id"] for c in httpx.get(f"{url}/api/channels").json()]
+        assert listed == ["radio"], "a private channel came back public"
         assert channels["mine"]["instrument"] == 42
         assert wait_for(lambda: get(f"{url}/readyz") == 200, 10) is not None
         for name in ("gw", "inference-1", "synth-1"):

@@ -16,8 +16,8 @@ import websockets
 
 from playbach import streams
 from playbach.schemas import AudioChunk
-from tests.conftest import PASSWORD, login, run
-from tests.live.client import listen
+from tests.conftest import PASSWORD, guest, login, run
+from tests.live.client import Heard, listen
 from tests.live.test_hostile import rss_mb
 
 RATE = 44100
@@ -170,3 +170,80 @@ def test_unconfigured_gateways_generate_one_password_and_share_the_token_key(ser
     assert res.status_code == 200 and res.json()["params"]["bpm"] == 97, res.text
     res = httpx.post(f"{two}/api/login", json={"username": "admin", "password": "${X:-}"})
     assert res.status_code == 401
+
+
+def test_a_private_channel_is_listed_only_to_its_owner_and_heard_by_its_link(services):
+    """An admin's and a guest's private channels: anonymous listings (channels, stats,
+    Prometheus) and a second guest see neither, nor may that guest change them; whoever has
+    the link hears the music. Made public, a channel is listed to all."""
+    url = services.gateway(MAX_CHANNELS_PER_USER="3")
+    services.start("inference-1", "inference")
+    services.start("synth-1", "synth")
+    admin, anna, bob = login(url), guest(url), guest(url)
+    secret = httpx.post(f"{url}/api/channels", headers=admin,
+                        json={"name": "my secret channel"}).json()
+    annas = httpx.post(f"{url}/api/channels", headers=anna, json={"name": "Anna's"}).json()
+    assert not secret["public"] and not annas["public"] and annas["yours"]
+
+    def listed(headers: dict | None = None) -> set[str]:
+        return {c["id"] for c in httpx.get(f"{url}/api/channels", headers=headers).json()}
+
+    def in_stats(headers: dict | None = None) -> set[str]:
+        return set(httpx.get(f"{url}/api/stats", headers=headers).json()["channels"])
+
+    hidden = {secret["id"], annas["id"]}
+
+    async def hear_and_scrape() -> tuple[Heard, str]:
+        hearing = asyncio.create_task(listen(url, annas["id"], 4.0))
+        await asyncio.sleep(3.0)
+        async with httpx.AsyncClient() as client:
+            scraped = (await client.get(f"{url}/metrics")).text
+        return await hearing, scraped
+
+    heard, metrics_text = run(hear_and_scrape())  # the link is the key: anonymous hears it
+    assert heard.seconds() > 1 and heard.rms() > 100
+    assert heard.hello["params"]["name"] == "Anna's"
+    assert 'playbach_listeners{channel="(private)"} 1.0' in metrics_text
+    for who in (None, bob):
+        assert listed(who) == in_stats(who) == {"radio"}, who
+    assert not any(cid in metrics_text or name in metrics_text for cid, name in (
+        (secret["id"], "my secret channel"), (annas["id"], "Anna's")))
+    assert listed(anna) == {"radio", annas["id"]} and listed(admin) >= {"radio", *hidden}
+    assert in_stats(anna) == {"radio", annas["id"]}
+    for method, path, body in (("PATCH", "", {"bpm": 100}), ("DELETE", "", None),
+                               ("POST", "/tone", None)):
+        res = httpx.request(method, f"{url}/api/channels/{annas['id']}{path}", headers=bob,
+                            json=body)
+        assert res.status_code == 403 and "not yours" in res.json()["detail"], res.text
+        no_token = httpx.request(method, f"{url}/api/channels/{annas['id']}{path}", json=body)
+        assert no_token.status_code == 401
+    assert httpx.patch(f"{url}/api/channels/radio", headers=bob,
+                       json={"bpm": 100}).status_code == 403  # the radio is the admin's
+    res = httpx.patch(f"{url}/api/channels/{annas['id']}", headers=anna, json={"public": True})
+    assert res.status_code == 200 and res.json()["public"]
+    assert listed() == listed(bob) == {"radio", annas["id"]}
+    assert httpx.post(f"{url}/api/channels", headers=bob,
+                      json={"id": "bobs-own"}).status_code == 403  # ids are the admin's
+
+
+def test_channels_per_user_are_capped_even_in_a_burst(services):
+    url = services.gateway(MAX_CHANNELS_PER_USER="3")
+    bob = guest(url)
+
+    async def burst(count: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(client.post(f"{url}/api/channels", headers=bob,
+                                                      json={}) for _ in range(count)))
+
+    codes = [r.status_code for r in run(burst(20))]
+    assert codes.count(201) == 3 and codes.count(429) == 17, codes
+    refused = next(r for r in run(burst(1)))
+    assert refused.status_code == 429
+    assert "you have 3 channels, the most one user may make" in refused.json()["detail"]
+    mine = [c for c in httpx.get(f"{url}/api/channels", headers=bob).json() if c["yours"]]
+    assert len(mine) == 3
+    assert httpx.delete(f"{url}/api/channels/{mine[0]['id']}", headers=bob).status_code == 204
+    assert httpx.post(f"{url}/api/channels", headers=bob, json={}).status_code == 201
+    # guest sessions are limited per address (each one may make channels)
+    codes = [httpx.post(f"{url}/api/guest").status_code for _ in range(12)]
+    assert codes.count(201) == 9 and set(codes[9:]) == {429}, codes  # 10 an hour, 1 used

@@ -95,7 +95,7 @@ def test_new_channel_server_test_and_audio_test(gateway):
                 json={"temperature": 3.0, "seed": 42})
     at.button(key="new-channel").click().run()
     mine = at.session_state["channel"]
-    made = {c["id"]: c for c in httpx.get(f"{gateway}/api/channels").json()}[mine]
+    made = httpx.get(f"{gateway}/api/channels/{mine}").json()
     assert mine.startswith("ch-")
     said = at.main.success[-1].value  # what it copied, said in names
     assert f"just for you, “{made['params']['name']}”" in said
@@ -106,6 +106,21 @@ def test_new_channel_server_test_and_audio_test(gateway):
     assert any(s.value.startswith("Server test: ") for s in at.success)
     at.button(key="tone").click().run()
     assert any("440 Hz" in s.value for s in at.success)
+
+
+def test_a_visitor_makes_a_private_channel_and_may_change_only_it(gateway):
+    """Without logging in: the radio's controls stay locked; "New channel just for me" makes
+    a guest's private channel, whose controls work, and which no one else sees listed."""
+    at = start(logged_in=False)
+    assert at.slider(key="bpm-radio").disabled
+    at.button(key="new-channel").click().run()
+    assert not at.exception
+    mine = at.session_state["channel"]
+    assert mine.startswith("ch-") and not at.slider(key=f"bpm-{mine}").disabled
+    at.slider(key=f"bpm-{mine}").set_value(150).run()
+    assert params(gateway, mine)["bpm"] == 150
+    listed = [c["id"] for c in httpx.get(f"{gateway}/api/channels").json()]
+    assert listed == ["radio"]  # private: its link is its key
 
 
 def test_an_unreachable_gateway_is_a_sentence_not_a_traceback(monkeypatch):

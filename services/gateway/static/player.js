@@ -25,7 +25,11 @@ function showParams(p) {
 async function loadLists() {
   try {
     state.instruments = await (await fetch('/api/instruments')).json();
-    const channels = await (await fetch('/api/channels')).json();
+    const channels = await (await fetch('/api/channels')).json();  // the public ones
+    if (!channels.some((c) => c.id === state.channel)) {   // a private one: its link is its key
+      const res = await fetch(`/api/channels/${encodeURIComponent(state.channel)}`);
+      if (res.ok) channels.unshift(await res.json());
+    }
     const sel = $('channel');
     sel.innerHTML = '';
     const ids = channels.map((c) => c.id);
