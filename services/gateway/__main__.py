@@ -13,6 +13,7 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from gateway.app import create_app
+from gateway.limits import timed_http
 from gateway.settings import GatewaySettings
 from playbach.settings import load
 
@@ -59,6 +60,7 @@ def main() -> None:
     settings = load(GatewaySettings, "gateway")
     proxies = settings.trusted_proxies.strip()
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                http=timed_http(settings.header_timeout_s),
                 log_level=settings.log_level.lower(), ws_per_message_deflate=False,
                 ws_max_queue=16, ws_max_size=INBOUND_LIMIT, timeout_graceful_shutdown=3,
                 backlog=4096,  # a crowd connecting at once (the kernel caps it at somaxconn)

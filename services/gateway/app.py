@@ -26,8 +26,10 @@ from gateway import api, listen, metrics, training
 from gateway.credentials import Credentials
 from gateway.hub import Hubs
 from gateway.keeper import Keeper
+from gateway.limits import BodyLimit
 from gateway.settings import GatewaySettings
 from gateway.store import Store
+from gateway.uploads import UploadLimits
 from playbach import service
 from playbach.settings import SECRET_WORDS
 
@@ -141,6 +143,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                             headers={"Retry-After": "1"})
 
     app.add_middleware(Timing)
+    # outermost of ours: a body over its limit is refused before any other layer reads it
+    app.add_middleware(BodyLimit, limit_for=body_limits(settings),
+                       body_timeout_s=settings.body_timeout_s)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -182,6 +187,22 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="player")
     return app
+
+
+def body_limits(settings: GatewaySettings):
+    """The largest body each route takes, and how to say so: uploads their documented
+    limit (and the form around the files), every other route a small JSON body."""
+    json_bytes = settings.json_body_kib * 1024
+    upload = UploadLimits(settings.upload_max_files, settings.upload_max_mb,
+                          settings.upload_file_mb)
+    upload_bytes = int(upload.max_mb * 1_000_000) + training.FORM_SLACK
+
+    def limit_for(method: str, path: str) -> tuple[int, str]:
+        if method == "POST" and path == training.UPLOADS:
+            return upload_bytes, f"an upload takes {upload.describe()}"
+        return json_bytes, f"this route takes at most {settings.json_body_kib} KiB"
+
+    return limit_for
 
 
 def jsonable(errors: list) -> list:

@@ -57,6 +57,12 @@ class GatewaySettings(ModelReaderSettings, AudioSettings):
                                                                   "a zip's contents unpacked")
     upload_file_mb: float = Field(MAX_FILE_MB, gt=0, le=100, description="one MIDI file (MB); "
                                                                           "larger ones are skipped")
+    # Bounds on what one request may make the gateway hold (gateway/limits.py).
+    json_body_kib: int = Field(64, ge=1, le=10_000, description="a JSON request body (KiB)")
+    header_timeout_s: float = Field(10.0, gt=0, le=300,
+                                    description="a request's headers must be in by then")
+    body_timeout_s: float = Field(20.0, gt=0, le=600,
+                                  description="a request body may pause this long")
     # Only these peers may say who the client is (X-Forwarded-For): anyone else could forge a
     # fresh address per request and slip past the login limit. Empty: trust no one.
     trusted_proxies: str = Field("", description="proxy addresses or networks, comma-separated")

@@ -38,6 +38,7 @@ ws_router = APIRouter()
 JOB_PATTERN = r"^[a-z0-9-]{1,40}$"
 JobId = Annotated[str, Path(pattern=JOB_PATTERN, description="a training job's id")]
 FORM_SLACK = 1_000_000  # multipart headers and fields around the files
+UPLOADS = "/api/train/jobs"  # its body limit is the upload's (app.body_limits)
 
 
 class Progress(TrainProgress):
@@ -91,13 +92,10 @@ async def options(request: Request, jobs: Book, _: Admin) -> Options:
 
 
 async def _form(request: Request, lim: UploadLimits) -> tuple[dict[str, str], list[UploadFile]]:
-    """The form, read only once its declared size is within the limit."""
+    """The form (its declared size is within the limit: app.body_limits saw to it)."""
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit():
         raise HTTPException(411, "send the upload with a Content-Length header")
-    if int(declared) > lim.max_mb * 1_000_000 + FORM_SLACK:
-        raise HTTPException(413, f"{int(declared) / 1e6:.3g} MB sent; the limit is "
-                                 f"{lim.describe()}")
     try:
         form = await request.form(max_files=lim.max_files + 1, max_fields=20)
     except Exception as exc:  # Starlette's parser: too many parts, or not multipart at all
@@ -117,8 +115,8 @@ async def _collect(files: list[UploadFile], lim: UploadLimits) -> Collected:
         raise HTTPException(exc.status, exc.detail) from None
 
 
-@router.post("/jobs", status_code=201, response_model=TrainJob, openapi_extra=UPLOAD_BODY,
-             responses=problems(400, 409, 411, 413))
+@router.post(UPLOADS.removeprefix(router.prefix), status_code=201, response_model=TrainJob,
+             openapi_extra=UPLOAD_BODY, responses=problems(400, 409, 411, 413))
 async def create_job(request: Request, jobs: Book, db: Annotated[Store, Depends(store)],
                      _: Admin) -> TrainJob:
     """Queue a training job: MIDI files (or zips), or a music21 corpus. Files that are not

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import os
 import socket
@@ -15,6 +16,8 @@ import pytest
 import websockets
 
 from tests.conftest import run
+from tests.live.client import Heard
+from tests.live.timing import Listening, silence
 
 RATE = 44100
 
@@ -198,3 +201,125 @@ def test_memory_and_open_files_return_to_baseline_after_a_crowd(live):
     assert all(after <= base_fds + 2 for _, _, after, _ in seen), (base_fds, seen)
     assert all(peak > base_fds + 50 for _, peak, _, _ in seen)  # the crowd was really there
     assert seen[-1][3] < base_rss + 15, (base_rss, seen)
+
+
+async def flood_one(url: str, chunked: bool, most: int = 8_000_000) -> tuple[str, float, int]:
+    """An oversized POST /api/login: a 300 MB Content-Length, or chunks with no length, sent
+    as fast as the gateway takes them until it answers or closes. Its status line, when it
+    came, and the bytes it took."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    length = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 300000000"
+    writer.write(b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + length + b"\r\n\r\n")
+    t, sent, piece = time.monotonic(), 0, b'{"username": "' + b"a" * 65_000
+    answer = asyncio.create_task(reader.readline())
+    try:
+        while sent < most and not answer.done():
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            sent += len(piece)
+            await asyncio.wait_for(writer.drain(), 10)
+    except (ConnectionError, TimeoutError):
+        pass
+    try:
+        line = await asyncio.wait_for(answer, 10)
+    except (ConnectionError, TimeoutError):
+        line = b""
+    writer.close()
+    return line.decode(errors="replace").strip(), time.monotonic() - t, sent
+
+
+def test_oversized_bodies_are_refused_unread_while_the_radio_plays(live):
+    """40 clients each sending a 300 MB JSON body (30 declared, 10 chunked with no length)
+    at once: each gets 413 before the gateway reads its body, the gateway's memory does not
+    grow, and a listener of the radio hears no gap."""
+    url = live.gateway_url
+    pid = live.procs["gw"].pid
+
+    async def scenario() -> tuple[Heard, list, float, float]:
+        async with Listening(url) as listening:
+            await listening.wait(lambda: listening.heard.frames[-1][2]
+                                 if len(listening.heard.frames) > 40 else None, timeout=20)
+            before = rss_mb(pid)
+            results = await asyncio.gather(*(flood_one(url, chunked=i >= 30)
+                                             for i in range(40)))
+            peak = rss_mb(pid)
+            await asyncio.sleep(2.0)
+        return listening.heard, results, before, peak
+
+    heard, results, before, peak = run(scenario())
+    statuses = [line for line, _, _ in results]
+    arrivals = [when for _, _, when in heard.frames]
+    longest = max(b - a for a, b in itertools.pairwise(arrivals))
+    took = max(sent for *_, sent in results) / 1e6
+    print(f"\n40 oversized bodies: {sum(s.startswith('HTTP/1.1 413') for s in statuses)} x 413 "
+          f"in {max(s for _, s, _ in results):.2f} s at most, at most {took:.1f} MB sent before "
+          f"the answer; gateway RSS {before:.0f} -> {peak:.0f} MB; the radio's longest wait "
+          f"between frames {longest:.2f} s, silence {silence(heard, RATE):.2f} s")
+    assert all(s.startswith("HTTP/1.1 413 ") for s in statuses), statuses
+    assert peak - before < 15, (before, peak)
+    assert silence(heard, RATE) == 0.0, f"the radio fell silent for {silence(heard, RATE)} s"
+
+
+def test_trickled_headers_and_stalled_bodies_are_cut(services):
+    """300 connections sending their headers a line every half second, and one whose body
+    stops: cut at HEADER_TIMEOUT_S and BODY_TIMEOUT_S; meanwhile others are served, and the
+    gateway's open files return to their resting level."""
+    url = services.gateway(HEADER_TIMEOUT_S="2", BODY_TIMEOUT_S="2")
+    pid = services.procs["gw"].pid
+    host, port = url.removeprefix("http://").split(":")
+    resting = fds(pid)
+
+    async def trickle() -> float | None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        t = time.monotonic()
+        try:
+            writer.write(b"GET /api/ping HTTP/1.1\r\nHost: x\r\n")
+            for i in range(40):  # 20 s of headers, unless cut
+                writer.write(b"X-Slow-%d: yes\r\n" % i)
+                await writer.drain()
+                if await read_or_none(reader, 0.5) == b"":
+                    return time.monotonic() - t
+        except ConnectionError:
+            return time.monotonic() - t
+        finally:
+            writer.close()
+        return None
+
+    async def stalled_body() -> tuple[bytes, float]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        t = time.monotonic()
+        writer.write(b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nContent-Length: 60\r\n\r\n{\"username\": ")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        return line.strip(), time.monotonic() - t
+
+    async def scenario() -> tuple[list, tuple, list[int], int]:
+        cuts = asyncio.gather(*(trickle() for _ in range(300)), stalled_body())
+        await asyncio.sleep(1.0)
+        peak = fds(pid)
+        async with httpx.AsyncClient() as client:  # the honest are served meanwhile
+            served = [(await client.get(f"{url}/api/ping")).status_code for _ in range(3)]
+        *slow, body = await cuts
+        return slow, body, served, peak
+
+    slow, (line, body_after), served, peak = run(scenario())
+    time.sleep(0.5)
+    print(f"\n300 trickling headers: cut after {min(slow):.1f}-{max(slow):.1f} s (open files "
+          f"{resting} -> {peak} -> {fds(pid)}); a stalled body: {line.decode()} after "
+          f"{body_after:.1f} s")
+    assert None not in slow and max(slow) < 6, slow
+    assert peak > resting + 250  # they were really there
+    assert fds(pid) <= resting + 2
+    assert line == b"HTTP/1.1 408 Request Timeout" and body_after < 6
+    assert served == [200, 200, 200]
+
+
+async def read_or_none(reader: asyncio.StreamReader, seconds: float) -> bytes | None:
+    """What the server sent within ``seconds`` (b"" once it closed), or None."""
+    try:
+        return await asyncio.wait_for(reader.read(1024), seconds)
+    except TimeoutError:
+        return None

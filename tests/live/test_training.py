@@ -143,7 +143,8 @@ def test_each_upload_limit_refuses_before_anything_is_stored(services, redis):
     assert too_big.status_code == 413 and "over 0.012 MB of MIDI" in too_big.json()["detail"]
     body = httpx.post(f"{url}/api/train/jobs", headers={**auth, "Content-Type":
                       "multipart/form-data; boundary=x"}, content=b"x" * 1_100_000)
-    assert body.status_code == 413 and "1.1 MB sent" in body.json()["detail"]
+    assert body.status_code == 413 and "(1,100,000 bytes); an upload takes at most 3 MIDI " \
+        "files, 0.012 MB in all" in body.json()["detail"]
     not_midi = post([("files", ("notes.txt", b"hello", "text/plain"))])
     assert not_midi.status_code == 422
     assert "no MIDI file to train on (notes.txt: not a MIDI file" in not_midi.json()["detail"]
