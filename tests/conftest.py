@@ -225,8 +225,8 @@ class Services:
         self.procs[name] = proc
         return proc
 
-    def gateway(self, name: str = "gw", **env: str) -> str:
-        port = free_port()
+    def gateway(self, name: str = "gw", port: int | None = None, **env: str) -> str:
+        port = port or free_port()
         self.start(name, "gateway", PORT=str(port), **env)
         url = f"http://127.0.0.1:{port}"
         deadline, body = time.time() + 30, "no answer"

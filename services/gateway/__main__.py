@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
+import sys
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from gateway import workers
 from gateway.app import create_app
 from gateway.limits import timed_http
 from gateway.settings import GatewaySettings
@@ -56,16 +59,34 @@ def log_config() -> dict:
     return config
 
 
+GRACE_S = 3  # a stopping gateway's open requests may finish within this
+BACKLOG = 4096  # a crowd connecting at once (the kernel caps it at somaxconn)
+
+
+def server(settings: GatewaySettings) -> uvicorn.Server:
+    proxies = settings.trusted_proxies.strip()
+    return uvicorn.Server(uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port,
+        http=timed_http(settings.header_timeout_s), log_level=settings.log_level.lower(),
+        ws_per_message_deflate=False, ws_max_queue=16, ws_max_size=INBOUND_LIMIT,
+        timeout_graceful_shutdown=GRACE_S, backlog=BACKLOG, log_config=log_config(),
+        proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None))
+
+
 def main() -> None:
     settings = load(GatewaySettings, "gateway")
-    proxies = settings.trusted_proxies.strip()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                http=timed_http(settings.header_timeout_s),
-                log_level=settings.log_level.lower(), ws_per_message_deflate=False,
-                ws_max_queue=16, ws_max_size=INBOUND_LIMIT, timeout_graceful_shutdown=3,
-                backlog=4096,  # a crowd connecting at once (the kernel caps it at somaxconn)
-                log_config=log_config(), proxy_headers=bool(proxies),
-                forwarded_allow_ips=proxies or None)
+    index = os.environ.get(workers.WORKER_ENV)
+    if index is not None:  # one of several, started by the supervisor below
+        workers.die_with_parent()
+        if "replica_id" in settings.model_fields_set:  # named: each worker its own name
+            settings = settings.model_copy(update={"replica_id": f"{settings.replica_id}-w"
+                                                                 f"{index}"})
+        sock = workers.listening_socket(settings.host, settings.port, BACKLOG)
+        server(settings).run(sockets=[sock])
+    elif settings.workers > 1:
+        sys.exit(workers.Supervisor(settings.workers, GRACE_S).run())
+    else:
+        server(settings).run()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, SecretStr
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
@@ -94,17 +93,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         watch = service.RedisWatch("gateway", settings.redis_url)
         app.state.redis = service.client(settings.redis_url, connections=16)
         app.state.store = Store(app.state.redis, settings.models_dir)
-        backlog = round(settings.backlog_seconds * settings.sample_rate / settings.chunk_frames)
+        chunks = settings.sample_rate / settings.chunk_frames  # a second's
+        backlog = round(settings.backlog_seconds * chunks)
         app.state.hubs = Hubs(app.state.redis, settings.replica_id, backlog,
+                              round(settings.resume_seconds * chunks),
                               lambda: service.client(settings.redis_url, connections=2), watch)
         app.state.hubs.start()
-        listeners = metrics.Listeners(app.state.hubs.counts)
-        listeners.register()
-        keeper = Keeper(app.state.store, settings.default_channel, watch, app.state.credentials)
+        keeper = Keeper(app.state.store, settings.default_channel, watch, app.state.credentials,
+                        app.state.hubs.counts)
         keeping = asyncio.create_task(keeper.run())
         yield
         keeping.cancel()
-        listeners.unregister()
         await app.state.hubs.stop()
         with contextlib.suppress(*service.REDIS_DOWN):
             await app.state.redis.aclose()
@@ -183,7 +182,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body, media_type = metrics.exposition()
+        return PlainTextResponse(body, media_type=media_type)
 
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="player")
     return app

@@ -24,9 +24,19 @@ if TYPE_CHECKING:
 SEND_BUFFER = 64 * 1024  # bytes the kernel may hold for one listener (~0.7 s of PCM)
 
 
+SERVER_SIDE = "playbach.server_side"  # a scope key: see remember_server_side
+
+
+def remember_server_side(scope: dict, receive: object) -> None:
+    """For middleware that wraps ``receive``: note uvicorn's object behind it first, or the
+    connection could no longer be reached (a stalled listener would never be cut)."""
+    scope.setdefault(SERVER_SIDE, getattr(receive, "__self__", None))
+
+
 def _server_side(conn: Request | WebSocket) -> object:
     """uvicorn's object behind the connection: its receive callable is a bound method."""
-    return getattr(getattr(conn, "_receive", None), "__self__", None)
+    return conn.scope.get(SERVER_SIDE) or getattr(getattr(conn, "_receive", None), "__self__",
+                                                  None)
 
 
 def transport(conn: Request | WebSocket) -> asyncio.Transport | None:

@@ -104,6 +104,7 @@ class Encoder:
 
 
 OPUS_RATE = 48_000  # Opus runs at 48 kHz: positions of packets are counted at this rate
+PACKET_SAMPLES = OPUS_RATE // 50  # a 20 ms packet
 
 
 class OpusPackets:

@@ -26,11 +26,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
 
 from redis.asyncio import Redis
 
 from gateway import metrics
-from gateway.encode import Encoder, OpusPackets
+from gateway.encode import OPUS_RATE, PACKET_SAMPLES, Encoder, OpusPackets
 from playbach import streams
 from playbach.schemas import COALESCE_S, LEAD_S, SEND_AHEAD_S, AudioChunk, ControlEntry
 from playbach.service import REDIS_DOWN, RedisWatch, follow
@@ -119,6 +120,18 @@ class Frame:
                    notes_message(chunk), frame(chunk))
 
 
+class OpusSent(NamedTuple):
+    """An Opus frame as sent to players, kept for joiners: its span at 48 kHz."""
+
+    pos: int
+    end: int
+    due: float
+    frame: bytes
+
+
+H = TypeVar("H", Frame, OpusSent)
+
+
 @dataclass(eq=False)
 class Listener:
     """One client: its transport (a WebSocket's, or an Ogg or MP3 stream's), written to
@@ -205,16 +218,20 @@ class ChannelHub:
     """Reads ``pb:audio:<id>`` once and hands every chunk to this process's listeners."""
 
     def __init__(self, redis: Redis, cid: str, backlog_chunks: int,
-                 on_empty: Callable[[str], Awaitable[None]], watch: RedisWatch) -> None:
+                 on_empty: Callable[[str], Awaitable[None]], watch: RedisWatch,
+                 held_chunks: int = 0) -> None:
         # ``redis`` is this hub's own client: its blocking read holds a connection, which is
         # closed with the hub, so open files fall back when listeners leave.
         self.redis, self.cid, self.watch = redis, cid, watch
         self.listeners: set[Listener] = set()
         # format -> its encoder (made with the first frame after its first listener joined)
-        # and its listeners; "opus" (the player's packets) keeps a backlog as PCM does
+        # and its listeners; "opus" (the player's packets) keeps what was sent as PCM does
         self.encoded: dict[str, tuple[Encoder | OpusPackets | None, set[Listener]]] = {}
-        self.opus_recent: deque[tuple[float, bytes]] = deque(maxlen=max(backlog_chunks, 1))
-        self.recent: deque[Frame] = deque(maxlen=max(backlog_chunks, 1))  # sent: the backlog
+        # What was sent, held for joiners: the last ``backlog_chunks`` for a new listener,
+        # all ``held_chunks`` for a player that reconnects and resumes where it was.
+        held = max(backlog_chunks, held_chunks, 1)
+        self.opus_recent: deque[OpusSent] = deque(maxlen=held)
+        self.recent: deque[Frame] = deque(maxlen=held)
         self.ahead: dict[int, Frame] = {}  # received, not yet due: pos -> frame
         self.ver = -1  # the newest take received
         self.params_rev = 0  # the newest parameters announced (Store.update)
@@ -230,7 +247,7 @@ class ChannelHub:
         """Take the stream's tail (the lead, and the backlog before it) if Redis answers,
         then follow the stream and send each frame when it is due."""
         last: bytes | str = "$"
-        count = self.backlog_chunks + round(2 * LEAD_S * 50) + 64  # 50: chunks a second, most
+        count = self.recent.maxlen + round(2 * LEAD_S * 50) + 64  # 50: chunks a second, most
         try:
             entries = await self.redis.xrevrange(streams.audio(self.cid), count=count)
         except REDIS_DOWN as exc:
@@ -253,22 +270,57 @@ class ChannelHub:
         """Seconds since this channel last sent audio, while someone listens (else 0)."""
         return time.monotonic() - self.heard if self.count() else 0.0
 
-    def join(self, listener: Listener) -> None:
+    def join(self, listener: Listener, resume: int | None = None) -> None:
         """A new listener gets the backlog at once, but only audio of the current session: a
         channel waking from idle has an old tail in its stream, which would play as a
-        fragment of the last session and then a cut to silence. A listener to a compressed
-        stream joins its format's encoder (made for the first one) at the live point."""
+        fragment of the last session and then a cut to silence. A player that reconnected
+        (its gateway died) says where its audio ends (``resume``, at its codec's rate) and
+        gets what is held from there instead, so it plays on without a gap. A listener to
+        an Ogg or MP3 stream joins its format's encoder at the live point."""
         live = bool(self.recent) and time.time() - self.recent[-1].due < LIVE_S
+        if listener.encoding == "opus":
+            if self.encoded.get("opus", (None,))[0] is None and live:
+                self._start_opus(resume)
+            for *_, frame in self.held(self.opus_recent if live else (), resume):
+                listener.offer(frame)
         if listener.encoding:
             self.encoded.setdefault(listener.encoding, (None, set()))[1].add(listener)
-            for _, packet in self.opus_recent if listener.encoding == "opus" and live else ():
-                listener.offer(packet)
             return
-        for sent in self.recent if self.backlog_chunks and live else ():
+        for sent in self.held(self.recent if live else (), resume):
             if sent.notes:
                 listener.offer(sent.notes)
             listener.offer(sent.audio)
         self.listeners.add(listener)
+
+    def held(self, kept: Iterable[H], resume: int | None) -> list[H]:
+        """What a joiner gets of what was sent (Frames, or OpusSent): from ``resume`` on if
+        that is held, else the last ``backlog_chunks``."""
+        kept = list(kept)
+        if resume is not None and kept and kept[0].pos <= resume:
+            return [k for k in kept if k.end > resume]
+        return kept[len(kept) - self.backlog_chunks:] if self.backlog_chunks else []
+
+    def _start_opus(self, resume: int | None) -> None:
+        """The first Opus player here: its encoder starts on the audio sent (from where the
+        player resumes, or the backlog), so that player hears at once."""
+        rate = self.recent[-1].rate
+        encoder = OpusPackets(rate)
+        self.encoded["opus"] = (encoder, self.encoded.get("opus", (None, set()))[1])
+        metrics.ENCODERS.labels("opus").inc()
+        pos = None if resume is None else resume * rate // OPUS_RATE
+        for f in self.held(self.recent, pos):
+            self._opus(encoder, f)
+
+    def _opus(self, encoder: OpusPackets, f: Frame) -> bytes | None:
+        """A frame's Opus packets as the player's frame (None until a packet is complete),
+        kept for joiners."""
+        packets = encoder.encode(f.pos, f.audio[HEADER.size:])
+        if not packets:
+            return None
+        sent = OpusSent(packets[0][0], packets[-1][0] + PACKET_SAMPLES, f.due,
+                        opus_frame(packets, f.ver))
+        self.opus_recent.append(sent)
+        return sent.frame
 
     def count(self) -> int:
         return len(self.listeners) + sum(len(m) for _, m in self.encoded.values())
@@ -365,13 +417,10 @@ class ChannelHub:
                 metrics.ENCODERS.labels(name).inc()
             items: list[bytes | str | None] = []
             for f in frames:
-                pcm = f.audio[HEADER.size:]
                 if isinstance(encoder, OpusPackets):  # the player's frames: one per chunk
-                    packets = encoder.encode(f.pos, pcm)
-                    parts = [opus_frame(packets, f.ver)] if packets else []
-                    self.opus_recent.extend((f.due, part) for part in parts)
+                    parts = [self._opus(encoder, f)]
                 else:  # a byte stream: its pages (or MP3 frames) in one piece, one send
-                    parts = [b"".join(encoder.encode(pcm))]
+                    parts = [b"".join(encoder.encode(f.audio[HEADER.size:]))]
                 items += (f.notes, *(part for part in parts if part))
             for listener in list(members) if isinstance(encoder, Encoder) else ():
                 if not listener.started:
@@ -440,24 +489,26 @@ class Hubs:
     """This process's hubs, the listener heartbeat that keeps channels playing, and the
     control stream reader that passes parameter changes and errors on to listeners."""
 
-    def __init__(self, redis: Redis, replica: str, backlog_chunks: int,
+    def __init__(self, redis: Redis, replica: str, backlog_chunks: int, held_chunks: int,
                  reader: Callable[[], Redis], watch: RedisWatch) -> None:
         self.redis, self.replica, self.backlog_chunks = redis, replica, backlog_chunks
+        self.held_chunks = held_chunks
         self.reader, self.watch = reader, watch
         self.hubs: dict[str, ChannelHub] = {}
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
 
-    async def join(self, cid: str, listener: Listener) -> ChannelHub:
+    async def join(self, cid: str, listener: Listener, resume: int | None = None
+                   ) -> ChannelHub:
         # Under the lock that _empty takes too: a listener never joins a hub being stopped.
         async with self._lock:
             hub = self.hubs.get(cid)
             if hub is None:
                 hub = ChannelHub(self.reader(), cid, self.backlog_chunks, self._empty,
-                                 self.watch)
+                                 self.watch, self.held_chunks)
                 await hub.start()
                 self.hubs[cid] = hub
-            hub.join(listener)
+            hub.join(listener, resume)
         with contextlib.suppress(*REDIS_DOWN):  # the heartbeat will try again
             await self.beat(cid, hub.count())  # a channel nobody heard starts at once
         return hub

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from gateway import metrics
 from gateway.credentials import Credentials
@@ -22,9 +23,10 @@ DEFAULT_NAME = "Radio"  # the shared channel's name, given to it when it is (re)
 
 class Keeper:
     def __init__(self, store: Store, default: str | None, watch: RedisWatch,
-                 credentials: Credentials, interval_s: float = 1.0) -> None:
+                 credentials: Credentials, listeners: Callable[[], dict[str, int]],
+                 interval_s: float = 1.0) -> None:
         self.store, self.default, self.watch, self.interval_s = store, default, watch, interval_s
-        self.credentials = credentials
+        self.credentials, self.listeners = credentials, listeners
         # every channel, as last read
         self.known: dict[str, tuple[ChannelParams, ChannelAccess]] = {}
         self.epoch = service.Epoch()
@@ -32,6 +34,7 @@ class Keeper:
     async def run(self) -> None:
         while True:
             pause = await self.watch.guard(self.step)
+            metrics.count_listeners(self.listeners())  # Redis or not
             await asyncio.sleep(max(pause, self.interval_s))
 
     async def step(self) -> None:

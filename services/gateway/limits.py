@@ -25,6 +25,8 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.cuts import remember_server_side
+
 KIB = 1024
 
 
@@ -48,6 +50,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        remember_server_side(scope, receive)
         limit, named = self.limit_for(scope["method"], scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):

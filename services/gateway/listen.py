@@ -82,10 +82,13 @@ async def refuse(ws: WebSocket, reason: str, code: int = POLICY_VIOLATION) -> No
 
 @router.websocket("/ws/{cid}")
 async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None),
-                    codec: str = Query("pcm")) -> None:
-    """Binary frames: a u64 position and a u32 take, then s16le PCM (``codec=pcm``) or one
-    20 ms Opus packet (``codec=opus``, positions at 48 kHz; the player decodes it with
-    WebCodecs). JSON events between them (hello, notes, params, error)."""
+                    codec: str = Query("pcm"),
+                    resume: int | None = Query(None, alias="from", ge=0)) -> None:
+    """Binary frames: a u64 position and a u32 take, then s16le PCM (``codec=pcm``) or
+    20 ms Opus packets (``codec=opus``, positions at 48 kHz; the player decodes them with
+    WebCodecs). JSON events between them (hello, notes, params, error). A player that
+    reconnects passes ``from``, the position its audio ends at (at the codec's rate): it
+    gets the audio from there, held for RESUME_SECONDS, instead of the backlog."""
     app = ws.app
     settings = app.state.settings
     if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"),
@@ -113,13 +116,13 @@ async def websocket(ws: WebSocket, cid: str, token: str | None = Query(None),
         "channels": AUDIO_CHANNELS, "codec": codec,
         "codec_rate": OPUS_RATE if codec == "opus" else settings.sample_rate,
         "frame": "u64le position (at codec_rate), u32le take, then PCM or an Opus packet",
-        "params": params.model_dump()}))
+        "replica": settings.replica_id, "params": params.model_dump()}))
     opus = codec == "opus"  # 50 packets a second where PCM has 21.5 frames
     listener = Listener(settings.client_queue * (3 if opus else 1), settings.max_drops,
                         encoding="opus" if opus else None, timeout=settings.send_timeout_s)
     # written to directly by the hub where the server's transport is reachable (uvicorn)
     listener.transport = cuts.transport(ws)
-    hub = await app.state.hubs.join(cid, listener)
+    hub = await app.state.hubs.join(cid, listener, resume)
     sender = None if listener.transport else asyncio.create_task(
         _send(ws, listener, settings.send_timeout_s))
     budget = UnderrunBudget()

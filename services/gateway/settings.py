@@ -23,6 +23,9 @@ ORIGIN_FORMS = 'scheme://host[:port] (e.g. https://a.example), or * for any'
 class GatewaySettings(ModelReaderSettings, AudioSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="gateway processes sharing the port "
+                                                     "(SO_REUSEPORT); one dies, the others "
+                                                     "serve its listeners")
     replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     # Credentials: from the environment or a secret file, never from the repository.
     admin_user: str = "admin"
@@ -48,6 +51,9 @@ class GatewaySettings(ModelReaderSettings, AudioSettings):
     client_queue: int = Field(48, ge=4, le=10_000, description="frames queued per listener")
     max_drops: int = Field(200, ge=1, description="frames a listener may lose before it is cut")
     backlog_seconds: float = Field(0.6, ge=0, le=10, description="audio a joining listener gets")
+    resume_seconds: float = Field(5.0, ge=0, le=60,
+                                  description="audio held for a player that reconnects (its "
+                                              "gateway died) to resume where it was")
     send_timeout_s: float = Field(5.0, gt=0, le=60,
                                   description="a listener that takes no frame this long is cut")
     # Training uploads (the Train page): refused whole past these, before anything is stored.

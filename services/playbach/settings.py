@@ -41,12 +41,17 @@ REDIS_FORMS = ("redis://host[:port][/db], rediss://host[:port][/db], unix:///pat
                "or redis+cluster://host:port (any node of a Redis Cluster)")
 
 
+# An empty value means unset (compose passes `${VAR:-}`; .env.example leaves some empty).
+# Every settings class of every service has this config, mixins included: a base class's
+# config overrides another's in a subclass, so a mixin left at pydantic's defaults took
+# empty values literally (REPLICA_ID= named a gateway "").
+CONFIG = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True)
+
+
 class ServiceSettings(BaseSettings):
     """REDIS_URL, MODELS_DIR and LOG_LEVEL, which every service understands."""
 
-    # An empty value means unset (compose passes `${VAR:-}`; .env.example leaves some empty).
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True,
-                                      env_ignore_empty=True)
+    model_config = CONFIG
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     models_dir: Path = REPO / "models"
@@ -107,6 +112,8 @@ class AudioSettings(BaseSettings):
     """The audio format, one setting for every service that makes or sends audio: the synth
     renders at it, and the gateway announces it (hello message, WAV header) so the player
     follows it."""
+
+    model_config = CONFIG
 
     sample_rate: int = Field(SAMPLE_RATE, ge=8000, le=96000, description="samples per second")
     chunk_frames: int = Field(CHUNK_FRAMES, ge=256, le=16384, description="frames per chunk")

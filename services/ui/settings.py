@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from playbach.settings import CONFIG
 
 
 class UiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = CONFIG
 
     gateway_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://",
                              description="the gateway, as this server reaches it")

@@ -16,10 +16,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from playwright.sync_api import sync_playwright
 
 from playbach import streams
 from playbach.schemas import DEFAULT_MODEL
 from tests.conftest import SHIPPED, Services, free_port, login, run, start_redis
+from tests.live.browser import open_browser
 from tests.live.client import Heard, listen
 
 RATE = 44100
@@ -300,3 +302,78 @@ def test_health_endpoint_of_a_worker(redis_url, tmp_path):
     finally:
         services.stop()
     assert os.path.exists(tmp_path / "synth-1.log")
+
+
+PLAYER_STATE = """() => ({consumed: window.playbach.consumed / 44100,
+    underruns: window.playbach.underruns, silence: window.playbach.silence,
+    reconnects: window.playbach.reconnects, replica: window.playbach.replica,
+    opened: window.playbach.opened, errors: window.playbach.errors,
+    buffered: window.playbach.buffered,
+    status: document.getElementById('status').textContent})"""
+
+
+def playing_player(p, url: str, tmp_path: Path, seconds: float):
+    """Headless Chromium's player on the radio, pressed Play, ``seconds`` of audio played."""
+    browser = open_browser(p, tmp_path)
+    page = browser.new_page()
+    page.goto(f"{url}/?channel=radio")
+    page.get_by_role("button", name="▶ Play").click()
+    page.wait_for_function(f"window.playbach.consumed > 44100 * {seconds}", timeout=30_000)
+    return browser, page
+
+
+def test_a_gateway_killed_under_a_player_costs_it_no_silence(services, tmp_path):
+    """Two gateway processes on one port (WORKERS=2). SIGKILL the one the player streams
+    from: it reconnects at once to the other (the kernel sends new connections to the live
+    one), resumes at the sample it had, and its buffer covers the gap: no underrun."""
+    url = services.gateway(WORKERS="2", REPLICA_ID="")  # unnamed: replica ids carry the pid
+    services.start("inference-1", "inference")
+    services.start("synth-1", "synth")
+    with sync_playwright() as p:
+        browser, page = playing_player(p, url, tmp_path, 4)
+        before = page.evaluate(PLAYER_STATE)
+        victim = int(before["replica"].rsplit("-", 1)[1])
+        os.kill(victim, signal.SIGKILL)
+        killed = time.time()
+        page.wait_for_function(f"window.playbach.consumed > 44100 * {before['consumed'] + 5}",
+                               timeout=30_000)
+        after = page.evaluate(PLAYER_STATE)
+        browser.close()
+    back = (after["opened"][-1] / 1000 - killed) if len(after["opened"]) > 1 else None
+    print(f"\na gateway worker killed under the player (buffer {before['buffered']:.2f} s): "
+          f"reconnected to the other in "
+          f"{back:.3f} s; {after['underruns'] - before['underruns']} underruns, "
+          f"{after['silence'] - before['silence']:.3f} s of silence")
+    assert after["reconnects"] == 1 and after["replica"] != before["replica"], after
+    assert after["underruns"] == before["underruns"] == 0, (before, after)
+    assert after["silence"] == 0 and after["errors"] == [] and after["status"] == "playing"
+    log = services.log("gw")
+    assert f"(pid {victim}) ended (signal 9); starting it again" in log, log[-2000:]
+
+
+def test_the_only_gateway_restarted_costs_the_restart_and_no_more(services, tmp_path):
+    """One gateway, SIGKILLed and started again 1 s later on its port: the player's retries
+    (100 ms, doubling to 0.5 s, jittered) find it within a retry of it answering."""
+    port = free_port()
+    url = services.gateway(port=port)
+    services.start("inference-1", "inference")
+    services.start("synth-1", "synth")
+    with sync_playwright() as p:
+        browser, page = playing_player(p, url, tmp_path, 3)
+        services.kill("gw")
+        killed = time.time()
+        time.sleep(1.0)
+        services.gateway(port=port)
+        ready = time.time()  # /readyz answered (gateway() waited for it)
+        page.wait_for_function("window.playbach.opened.length > 1", timeout=20_000)
+        played = page.evaluate(PLAYER_STATE)["consumed"]
+        page.wait_for_function(f"window.playbach.consumed > 44100 * {played + 2}",
+                               timeout=20_000)  # and it plays again
+        state = page.evaluate(PLAYER_STATE)
+        browser.close()
+    reopened = state["opened"][-1] / 1000
+    print(f"\nthe only gateway killed, started again after 1 s: ready {ready - killed:.2f} s "
+          f"after the kill, the player reconnected {reopened - ready:+.2f} s after that "
+          f"({state['reconnects']} tries); {state['silence']:.2f} s of silence in all")
+    assert reopened - ready < 0.8, (killed, ready, state)  # one retry at most
+    assert state["errors"] == []

@@ -17,7 +17,7 @@ import websockets
 from playbach import streams
 from tests.live.client import Heard
 
-PLAYER_BUFFER_S = 0.25  # the web player's starting jitter buffer (worklet.js: target)
+PLAYER_BUFFER_S = 0.3  # the web player's jitter buffer, at its start and floor (worklet.js)
 SPLICE_WINDOW = 441  # samples either side of a splice where a click would be (10 ms)
 
 

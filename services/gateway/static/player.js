@@ -6,8 +6,10 @@ const state = window.playbach = {           // read by the browser tests
   notes: [], noteCount: 0, playhead: null, consumed: 0, underruns: 0, reported: 0,
   buffered: 0, errors: [], ws: null, ctx: null, node: null, frames: 0, ver: -1, splices: 0,
   codec: null, codecRate: 44100, decoder: null, decoderKind: null, wasm: null, bytes: 0,
-  labels: [],
+  labels: [], silence: 0, replica: null, reconnects: 0, opened: [],
+  receivedTo: null,                         // where the audio received ends (codec's rate)
 };
+const retry = { attempt: 0, timer: null };
 const $ = (id) => document.getElementById(id);
 window.addEventListener('error', (e) => state.errors.push(String(e.message)));
 
@@ -145,14 +147,17 @@ function onMessage(ev) {
     state.bytes += ev.data.byteLength;
     if (state.codec === 'opus') {           // then packets of 20 ms, each behind a u16 length
       if (!state.decoder || state.decoder.state === 'closed') return;
-      for (let off = 12, at = pos; off + 2 <= ev.data.byteLength; at += state.codecRate / 50) {
+      let at = pos;
+      for (let off = 12; off + 2 <= ev.data.byteLength; at += state.codecRate / 50) {
         const length = view.getUint16(off, true);
         state.decoder.decode(at, ver, new Uint8Array(ev.data, off + 2, length));
         off += 2 + length;
       }
+      state.receivedTo = Math.max(state.receivedTo ?? 0, at);
       return;
     }
     const pcm = new Int16Array(ev.data, 12);
+    state.receivedTo = Math.max(state.receivedTo ?? 0, pos + pcm.length);
     const samples = new Float32Array(pcm.length);
     for (let i = 0; i < pcm.length; i++) samples[i] = pcm[i] / 32768;
     play(pos, ver, samples);
@@ -160,6 +165,8 @@ function onMessage(ev) {
   }
   const msg = JSON.parse(ev.data);
   if (msg.type === 'hello') {
+    retry.attempt = 0;                      // a gateway answers: the next loss retries fast
+    state.replica = msg.replica;
     state.rate = msg.rate;
     state.codecRate = msg.codec_rate || msg.rate;
     state.node.port.postMessage({ type: 'rate', srcRate: state.codecRate });
@@ -174,13 +181,26 @@ function onMessage(ev) {
   else if (msg.type === 'error') $('m-error').textContent = msg.message;
 }
 
+// A lost connection (its gateway died or restarted) is retried at once and then less often:
+// ~100 ms, doubling to 0.5 s (a restarted gateway is found within that of answering), each
+// jittered so that a crowd cut off together does not return together. The worklet keeps playing what it holds meanwhile, and the new connection
+// resumes where the audio received ends (?from=), so a quick reconnect is never heard.
+function retryDelay() {
+  const base = Math.min(500, 100 * 2 ** retry.attempt++);
+  return base * (0.5 + Math.random());
+}
+
 function connect() {
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
   const query = new URLSearchParams({ codec: state.codec });
   if (q.get('token')) query.set('token', q.get('token'));
+  if (state.receivedTo !== null) query.set('from', String(Math.floor(state.receivedTo)));
   const ws = new WebSocket(`${proto}://${location.host}/ws/${encodeURIComponent(state.channel)}?${query}`);
   ws.binaryType = 'arraybuffer';
-  ws.onopen = () => { $('status').textContent = 'playing'; $('m-error').textContent = ''; };
+  ws.onopen = () => {
+    state.opened.push(Date.now());
+    $('status').textContent = 'playing'; $('m-error').textContent = '';
+  };
   ws.onmessage = onMessage;
   ws.onclose = (e) => {
     if (state.ws !== ws) return;
@@ -191,8 +211,9 @@ function connect() {
       $('play').textContent = '▶ Play';
       return;
     }
+    state.reconnects++;
     $('status').textContent = e.reason ? `reconnecting (${e.reason})…` : 'reconnecting…';
-    setTimeout(() => { if (state.ws === ws) { state.node.port.postMessage({ type: 'reset' }); state.ws = connect(); } }, 1500);
+    retry.timer = setTimeout(() => { if (state.ws === ws) state.ws = connect(); }, retryDelay());
   };
   return ws;
 }
@@ -211,7 +232,7 @@ async function start() {
       const scale = state.rate / state.codecRate;
       state.playhead = s.playhead === null ? null : s.playhead * scale;
       state.consumed = s.consumed * scale; state.underruns = s.underruns;
-      state.buffered = s.buffered;
+      state.buffered = s.buffered; state.silence = s.silence / state.codecRate;
       $('m-buffer').textContent = `${Math.round(s.buffered * 1000)} ms (aim ${Math.round(s.target * 1000)} ms)`;
       $('m-underruns').textContent = s.underruns;
     };
@@ -227,6 +248,8 @@ async function start() {
 function stop() {
   const ws = state.ws;
   state.ws = null;
+  clearTimeout(retry.timer);
+  state.receivedTo = null;                  // the next Play starts at the live point
   if (ws) ws.close();
   if (state.ctx) state.ctx.suspend();
   if (state.node) state.node.port.postMessage({ type: 'reset' });

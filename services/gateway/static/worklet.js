@@ -1,5 +1,10 @@
 // Play Bach's AudioWorklet: a ring buffer of the stream's samples, an adaptive jitter buffer,
 // and resampling from the stream's rate to the device's (44.1 kHz stream on a 48 kHz phone).
+// The jitter buffer, in seconds. Its floor covers a reconnect: a gateway that dies is
+// replaced by another within about a retry (100 ms) and a resume, which this much audio
+// plays over (tests/live/test_faults.py); below it, one such loss would be heard.
+const START_S = 0.3, FLOOR_S = 0.3, MOST_S = 2.0;
+
 class PcmPlayer extends AudioWorkletProcessor {
   constructor(options) {
     super();
@@ -10,11 +15,10 @@ class PcmPlayer extends AudioWorkletProcessor {
     this.read = 0;         // fractional read position (absolute count)
     this.firstPos = null;  // stream sample position of ring sample 0
     this.ver = -1;         // the take written last: a newer one replaces audio from its pos
-    this.target = Math.round(this.srcRate * 0.25);  // jitter buffer: start playing when this full
-    this.minTarget = Math.round(this.srcRate * 0.12);
-    this.maxTarget = Math.round(this.srcRate * 2.0);
+    this.sizeBuffer();
     this.playing = false;
     this.underruns = 0;
+    this.silent = 0;       // output samples (at the stream's rate) of silence after an underrun
     this.consumed = 0;
     this.calmBlocks = 0;
     this.port.onmessage = (e) => this.receive(e.data);
@@ -48,13 +52,17 @@ class PcmPlayer extends AudioWorkletProcessor {
     } else if (msg.type === 'rate' && msg.srcRate !== this.srcRate) {  // the stream's, from hello
       this.srcRate = msg.srcRate;
       this.ring = new Float32Array(this.srcRate * 16);
-      this.target = Math.round(this.srcRate * 0.25);
-      this.minTarget = Math.round(this.srcRate * 0.12);
-      this.maxTarget = Math.round(this.srcRate * 2.0);
+      this.sizeBuffer();
       this.write = 0; this.read = 0; this.firstPos = null; this.playing = false; this.ver = -1;
     } else if (msg.type === 'reset') {
       this.write = 0; this.read = 0; this.firstPos = null; this.playing = false; this.ver = -1;
     }
+  }
+
+  sizeBuffer() {  // start playing when `target` is in; it grows after underruns, shrinks calm
+    this.target = Math.round(this.srcRate * START_S);
+    this.minTarget = Math.round(this.srcRate * FLOOR_S);
+    this.maxTarget = Math.round(this.srcRate * MOST_S);
   }
 
   // A new take from ring index `at` on: what is not yet played is overwritten and the old
@@ -87,6 +95,7 @@ class PcmPlayer extends AudioWorkletProcessor {
     }
     if (!this.playing) {
       out.fill(0);
+      if (this.underruns) this.silent += out.length * step;
     } else {
       const len = this.ring.length;
       for (let i = 0; i < out.length; i++) {
@@ -110,6 +119,7 @@ class PcmPlayer extends AudioWorkletProcessor {
         type: 'state', playhead: this.firstPos === null ? null : this.firstPos + this.read,
         buffered: (this.write - this.read) / this.srcRate, target: this.target / this.srcRate,
         underruns: this.underruns, consumed: this.consumed, playing: this.playing,
+        silence: this.silent,
       });
     }
     return true;
