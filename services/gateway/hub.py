@@ -33,8 +33,8 @@ from redis.asyncio import Redis
 from gateway import metrics
 from gateway.encode import OPUS_RATE, PACKET_SAMPLES, Encoder, OpusPackets
 from playbach import streams
-from playbach.schemas import COALESCE_S, LEAD_S, SEND_AHEAD_S, AudioChunk, ControlEntry
-from playbach.service import REDIS_DOWN, RedisWatch, follow
+from playbach.schemas import COALESCE_S, SEND_AHEAD_S, AudioChunk, ControlEntry
+from playbach.service import REDIS_DOWN, RedisWatch, follow, give_back_memory
 
 log = logging.getLogger("gateway")
 # binary frame: u64 little-endian sample position, u32 take, then s16le PCM
@@ -247,14 +247,13 @@ class ChannelHub:
         """Take the stream's tail (the lead, and the backlog before it) if Redis answers,
         then follow the stream and send each frame when it is due."""
         last: bytes | str = "$"
-        count = self.recent.maxlen + round(2 * LEAD_S * 50) + 64  # 50: chunks a second, most
         try:
-            entries = await self.redis.xrevrange(streams.audio(self.cid), count=count)
+            entries = await self.tail()
         except REDIS_DOWN as exc:
             self.watch.failed(exc)
             entries = []
-        for entry_id, fields in reversed(entries):
-            self.receive(AudioChunk.from_fields(fields), streams.written_ms(entry_id))
+        for entry_id, chunk in reversed(entries):
+            self.receive(chunk, streams.written_ms(entry_id))
         if entries:
             last = entries[0][0]
         # what was due before now is the backlog, not to be sent to nobody
@@ -265,6 +264,24 @@ class ChannelHub:
             self.recent.append(self.ahead.pop(pos))
             self.sent_to = self.recent[-1].end
         self.tasks = [asyncio.create_task(self._follow(last)), asyncio.create_task(self._pace())]
+
+    async def tail(self, page: int = 64) -> list[tuple[bytes, AudioChunk]]:
+        """The stream's newest entries, newest first: all not yet due (the lead, and the
+        takes that replace part of it) and enough that were to fill what is held (with a
+        page to spare for takes). Read a page at a time: hundreds of chunks in one reply
+        made megabytes of short-lived buffers per channel, and the memory stayed."""
+        out: list[tuple[bytes, AudioChunk]] = []
+        before, past, now_ms = "+", 0, time.time() * 1000
+        while past < (self.recent.maxlen or 0) + page:
+            entries = await self.redis.xrevrange(streams.audio(self.cid), max=before, count=page)
+            for entry_id, fields in entries:
+                chunk = AudioChunk.from_fields(fields)
+                out.append((entry_id, chunk))
+                past += (chunk.due or streams.written_ms(entry_id)) <= now_ms
+            if len(entries) < page:
+                break
+            before = f"({streams.text(entries[-1][0])}"
+        return out
 
     def silent_for(self) -> float:
         """Seconds since this channel last sent audio, while someone listens (else 0)."""
@@ -481,6 +498,9 @@ class ChannelHub:
             if encoder:
                 encoder.close()
                 metrics.ENCODERS.labels(name).dec()
+        self.recent.clear()  # now, not when the last reference goes: the memory is given
+        self.opus_recent.clear()  # back right after this (Hubs._empty)
+        self.ahead.clear()
         with contextlib.suppress(*REDIS_DOWN):
             await self.redis.aclose()
 
@@ -520,6 +540,7 @@ class Hubs:
                 return
             del self.hubs[cid]
         await hub.stop()
+        give_back_memory()  # its held audio and encoders (playbach.service)
         with contextlib.suppress(*REDIS_DOWN):
             await self.redis.hdel(streams.listeners(cid), self.replica)
 

@@ -107,6 +107,8 @@ class ChannelWorker(Generic[C]):
             state = self.channels.pop(cid, None)
             if state is not None:
                 self.release(cid, state)
+        if lost:
+            service.give_back_memory()
         for cid in gained:
             state = await self.adopt(cid)
             if state is None:
@@ -136,4 +138,5 @@ class ChannelWorker(Generic[C]):
         state = self.channels.pop(cid, None)
         if state is not None:
             self.release(cid, state)
+            service.give_back_memory()
         await self.ownership.drop(cid)

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import run
-from tests.live.client import Heard
+from tests.conftest import guest, login, run
+from tests.live.client import Heard, listen
 from tests.live.timing import Listening, silence
 
 RATE = 44100
@@ -323,3 +323,37 @@ async def read_or_none(reader: asyncio.StreamReader, seconds: float) -> bytes | 
         return await asyncio.wait_for(reader.read(1024), seconds)
     except TimeoutError:
         return None
+
+
+def test_forty_channels_made_heard_and_deleted_give_their_memory_back(live):
+    """Each channel costs inference a network state, synth a FluidSynth, the gateway a hub:
+    40 of them, each with a listener, then all deleted. Every service's memory returns to
+    within 10% of what it was before, once warm (four channels made, heard and deleted
+    first: connection pools and first uses reach their size then, and stay)."""
+    url = live.gateway_url
+    admin, owners = login(url), [guest(url), guest(url)]  # 20 each: the most one may make
+    pids = {name: live.procs[name].pid for name in ("gw", "inference-1", "synth-1")}
+
+    def cycle(count: int, seconds: float) -> list[float]:
+        cids = [httpx.post(f"{url}/api/channels", headers=owners[i % 2], json={}).json()["id"]
+                for i in range(count)]
+
+        async def heard() -> list[float]:
+            return [h.seconds() for h in await asyncio.gather(*(
+                listen(url, cid, seconds) for cid in [*cids, "radio"]))]
+
+        played = run(heard())
+        for cid in cids:
+            assert httpx.delete(f"{url}/api/channels/{cid}", headers=admin).status_code == 204
+        run(listen(url, "radio", 5.0))  # meanwhile the owners let the deleted channels go
+        return played
+
+    cycle(4, 5.0)
+    baseline = {name: rss_mb(pid) for name, pid in pids.items()}
+    played = cycle(40, 6.0)
+    after = {name: rss_mb(pid) for name, pid in pids.items()}
+    print("\n40 channels, each heard then deleted (RSS, MB): " + "; ".join(
+        f"{n} {baseline[n]:.0f} -> {after[n]:.0f}" for n in pids))
+    assert min(played) > 2, played  # every channel really played
+    for name in pids:
+        assert after[name] < baseline[name] * 1.1, (name, baseline, after)
