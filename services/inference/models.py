@@ -3,7 +3,8 @@ state lives with the channel, so one interpreter serves many channels).
 
 A model is probed when it is loaded (a few steps must give finite logits); a model that fails
 is remembered as failed until its directory is republished, so a broken model costs one probe,
-not one per tick."""
+not one per tick. A republished model (the trainer swaps the folder by one rename) is a new
+folder: ``get`` loads it the first time it is asked after the swap."""
 
 from __future__ import annotations
 
@@ -17,16 +18,24 @@ from playbach.stepmodel import StepModel
 class ModelCache:
     def __init__(self, models_dir: Path, size: int) -> None:
         self.models_dir, self.size = Path(models_dir), size
-        self._loaded: OrderedDict[str, tuple[int, StepModel]] = OrderedDict()
-        self._failed: dict[str, tuple[int, str]] = {}
+        self._loaded: OrderedDict[str, tuple[tuple[int, int], StepModel]] = OrderedDict()
+        self._failed: dict[str, tuple[tuple[int, int], str]] = {}
+
+    def stamp(self, name: str) -> tuple[int, int] | None:
+        """Which publication of the model is on disk: its folder's inode and meta.json's
+        time (a republish swaps the folder); None if it is gone."""
+        path = model_dir(self.models_dir, name)
+        try:
+            return path.stat().st_ino, (path / "meta.json").stat().st_mtime_ns
+        except OSError:
+            return None
 
     def get(self, name: str) -> StepModel:
         """The model, reloaded when its directory was republished. Raises ModelError."""
         path = model_dir(self.models_dir, name)
-        try:
-            stamp = (path / "meta.json").stat().st_mtime_ns
-        except OSError:
-            raise ModelError(f"no model {name!r} in {self.models_dir}") from None
+        stamp = self.stamp(name)
+        if stamp is None:
+            raise ModelError(f"no model {name!r} in {self.models_dir}")
         cached = self._loaded.get(name)
         if cached and cached[0] == stamp:
             self._loaded.move_to_end(name)

@@ -39,6 +39,7 @@ from playbach.worker import ChannelWorker
 
 log = logging.getLogger("inference")
 REPORT_EVERY_S = 1.0  # at most one error event per channel per second
+MODELS_EVERY_S = 1.0  # how often the folders of the models playing are looked at
 # a tick that fills a whole lead (a new take) writes what it has this often: the synth is
 # waiting for the first of those notes, not for the last
 FLUSH_AFTER_S = 0.02
@@ -72,6 +73,8 @@ class InferenceWorker(ChannelWorker[Owned]):
         self.models = ModelCache(settings.models_dir, settings.model_cache)
         self.notes_written = 0
         self.reported: dict[str, float] = {}  # channel -> when its last error event went out
+        self.models_seen = 0.0  # when the models' folders were last looked at (monotonic)
+        self.refused: dict[str, tuple[int, int]] = {}  # model -> publication refused, told
 
     async def starting(self) -> None:
         """Load the published models (as many as the cache holds, the default first): the
@@ -154,6 +157,42 @@ class InferenceWorker(ChannelWorker[Owned]):
         if new.seed != old.seed and new.seed is not None:
             owned.improviser.rng = np.random.default_rng(new.seed)
         owned.params = new
+
+    async def before_serving(self) -> None:
+        """Each second, the models that channels play are looked for on disk: one
+        republished (same name, new weights) is played from the next note not yet heard; one
+        removed leaves its channels to the default."""
+        if time.monotonic() - self.models_seen < MODELS_EVERY_S:
+            return
+        self.models_seen = time.monotonic()
+        for name in {o.params.model for o in self.channels.values()}:
+            await self.follow_model(name, [o for o in self.channels.values()
+                                           if o.params.model == name])
+
+    async def follow_model(self, name: str, users: list[Owned]) -> None:
+        stamp = self.models.stamp(name)
+        if stamp is None:  # removed: as a model that broke, to the default, said once
+            for owned in users:
+                await self.model_failed(owned, ModelError(f"model {name!r} was removed"))
+            return
+        try:
+            model = self.models.get(name)  # the same object unless republished
+        except ModelError as exc:  # republished broken: the version loaded plays on
+            if self.refused.get(name) != stamp:
+                self.refused[name] = stamp
+                for owned in users:
+                    await self.report(owned.cid, f"model {name!r} was published anew but is "
+                                                 f"refused ({exc}); the version before plays on")
+            return
+        for owned in [o for o in users if o.improviser.model is not model]:
+            await self.go_back(owned)
+            owned.improviser.use(model, prime=PRIME_ON_CHANGE)
+            build = model.meta.get("build_id")
+            log.info("channel %s: model %s republished (build %s), playing it", owned.cid,
+                     name, build)
+            await ControlEntry(type="model", channel=owned.cid, data={
+                "model": name, "build": build,
+                "message": f"model {name} was published anew; playing it now"}).post(self.redis)
 
     async def model_failed(self, owned: Owned, exc: ModelError) -> None:
         """The model broke while sampling: go back to the previous model or the default."""

@@ -300,10 +300,11 @@ class AudioChunk(BaseModel):
 
 class ControlEntry(BaseModel):
     """An entry of ``pb:control``, the one shape every writer uses: a channel's parameters
-    changed (``params``), an audio test tone asked for (``tone``), or an ``error`` to tell its
-    listeners. Gateways pass each to the channel's listeners as :meth:`event`."""
+    changed (``params``), an audio test tone asked for (``tone``), an ``error`` to tell its
+    listeners, or its ``model`` was published anew and now plays (``model``, ``build``,
+    ``message``). Gateways pass each to the channel's listeners as :meth:`event`."""
 
-    type: Literal["params", "tone", "error"]
+    type: Literal["params", "tone", "error", "model"]
     channel: str
     data: dict[str, Any] = {}
 

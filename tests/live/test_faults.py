@@ -6,6 +6,7 @@ Real processes throughout: redis-server killed with SIGKILL and started again on
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -18,11 +19,12 @@ import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
-from playbach import streams
+from playbach import modeldir, streams
 from playbach.schemas import DEFAULT_MODEL
 from tests.conftest import SHIPPED, Services, free_port, login, run, start_redis
 from tests.live.browser import open_browser
 from tests.live.client import Heard, listen
+from tests.live.timing import silence
 
 RATE = 44100
 
@@ -377,3 +379,59 @@ def test_the_only_gateway_restarted_costs_the_restart_and_no_more(services, tmp_
           f"({state['reconnects']} tries); {state['silence']:.2f} s of silence in all")
     assert reopened - ready < 0.8, (killed, ready, state)  # one retry at most
     assert state["errors"] == []
+
+
+def republish(models: Path, name: str, source: Path, build: str) -> None:
+    """``source`` published as ``name`` as the trainer does (a staging folder swapped in by
+    one rename), its meta.json saying ``build``."""
+    staging = modeldir.staging_dir(models, name)
+    shutil.rmtree(staging)
+    shutil.copytree(source, staging)
+    meta = json.loads((staging / "meta.json").read_text())
+    modeldir.write_json(staging / "meta.json", {**meta, "build_id": build})
+    modeldir.publish(staging, models / name)
+
+
+def test_a_model_published_anew_broken_or_removed_while_it_plays(services, models):
+    """The radio plays "mine". Published anew (other weights): within a few seconds every
+    channel on it plays the new one and listeners get a ``model`` event. Published broken:
+    refused, the version before plays on, one error. Removed: the default plays, one
+    error."""
+    republish(models, "mine", SHIPPED / "chorales", "first")
+    url = services.gateway(MODELS_DIR=str(models))
+    services.start("inference-1", "inference", MODELS_DIR=str(models))
+    services.start("synth-1", "synth", MODELS_DIR=str(models))
+    auth = login(url)
+    httpx.patch(f"{url}/api/channels/radio", json={"model": "mine"},
+                headers=auth).raise_for_status()
+
+    async def scenario() -> tuple[Heard, dict[str, float]]:
+        heard, at = Heard(), {}
+        listening = asyncio.create_task(listen(url, "radio", 17.0, heard))
+        await asyncio.sleep(3.0)
+        republish(models, "mine", SHIPPED / DEFAULT_MODEL, "second")
+        at["anew"] = time.monotonic()
+        await asyncio.sleep(4.0)
+        republish(models, "mine", models / "nan", "broken")
+        at["broken"] = time.monotonic()
+        await asyncio.sleep(4.0)
+        shutil.rmtree(models / "mine")
+        at["removed"] = time.monotonic()
+        await listening
+        return heard, at
+
+    heard, at = run(scenario())
+    events = [e for e in heard.events if e["type"] in ("model", "error")]
+    print("\nmodel events: " + "; ".join(
+        f"{e['type']} {e.get('build') or e.get('message')!r}" for e in events))
+    assert [e["type"] for e in events] == ["model", "error", "error"], events
+    assert events[0]["build"] == "second" and events[0]["model"] == "mine"
+    assert "was published anew but is refused" in events[1]["message"]
+    assert "non-finite" in events[1]["message"]
+    assert f"playing '{DEFAULT_MODEL}'" in events[2]["message"]
+    assert httpx.get(f"{url}/api/channels/radio").json()["params"]["model"] == DEFAULT_MODEL
+    for since, until in (("anew", "broken"), ("broken", "removed"), ("removed", None)):
+        chunks = [c for c in heard.chunks if at[since] + 1 < c[2] < (at[until] if until
+                                                                      else float("inf"))]
+        assert chunks and max(np.abs(np.concatenate([c[1] for c in chunks]))) > 100, since
+    assert silence(heard, RATE) == 0.0

@@ -178,6 +178,7 @@ function onMessage(ev) {
     state.noteCount += msg.notes.length;
     $('m-notes').textContent = state.noteCount;
   } else if (msg.type === 'params') showParams(msg.params);
+  else if (msg.type === 'model') $('status').textContent = `playing · ${msg.message}`;
   else if (msg.type === 'error') $('m-error').textContent = msg.message;
 }
 
