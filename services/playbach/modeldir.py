@@ -81,9 +81,15 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def staging_prefix(name: str) -> str:
+    """How the staging folders of model ``name`` begin: hidden (never listed as a model),
+    and ended by a character no name has (so model "a" never claims model "a-b"'s)."""
+    return f".staging-{check_name(name)}@"
+
+
 def staging_dir(models_dir: Path, name: str) -> Path:
     """An empty folder beside the target, on the same file system, to build a model in."""
-    path = Path(models_dir) / f".staging-{check_name(name)}-{os.getpid()}-{time.time_ns()}"
+    path = Path(models_dir) / f"{staging_prefix(name)}{os.getpid()}-{time.time_ns()}"
     path.mkdir(parents=True)
     return path
 

@@ -3,7 +3,12 @@ in a process of its own (:mod:`trainer.jobrun`), passing its progress on to the 
 
 While a job runs, the worker beats (so others know the job is alive), watches for a cancel,
 and ends the job with what the process reported, or with why it died. Started again under
-the same replica id, it first fails the job it was running (lost with the old process)."""
+the same replica id, it first fails the job it was running (lost with the old process).
+
+Nothing a job leaves on disk outlives it: its uploads go when it ends, and so do the
+checkpoints and half-built model folder of one that did not publish. Between jobs the
+worker sweeps what jobs that ended elsewhere left (a worker killed with -9 cleans nothing;
+its job is failed by whoever notices, and its files by the next sweep here)."""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from playbach import service
-from playbach.training import JobBook, TrainJob, TrainProgress
+from playbach.modeldir import staging_prefix
+from playbach.training import FINAL, JobBook, TrainJob, TrainProgress
 from trainer import jobrun
 from trainer.settings import WorkerSettings
 
@@ -49,6 +55,7 @@ class Worker:
         for job in await self.book.reap(self.restarted):
             log.warning("job %s (%s): failed: %s", job.id, job.name, job.reason)
         self.restarted = None
+        await self.sweep()
         job = await self.book.claim(self.settings.replica_id)
         if job is not None:
             await self.train(job)
@@ -69,11 +76,14 @@ class Worker:
     async def train(self, job: TrainJob) -> None:
         log.info("job %s: training %s (%s, preset %s)", job.id, job.name, job.source, job.preset)
         folder = self.settings.runs_dir / "uploads" / job.id
+        result = {"state": "failed", "reason": "the trainer worker failed"}
         try:
             await self.unpack(job, folder)
             result = await self.supervise(job, folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            if result["state"] != "done":
+                self.scrap(job.name)
         extra = {}
         if result.get("model"):
             extra["model"] = result["model"]
@@ -83,6 +93,27 @@ class Worker:
                                                     **extra))
         log.info("job %s (%s): %s%s", job.id, job.name, result["state"],
                  f": {result['reason']}" if result.get("reason") else "")
+
+    def scrap(self, name: str) -> None:
+        """What a job that did not publish ``name`` left: its checkpoints and logs, and the
+        staging folder of a model it did not finish publishing."""
+        shutil.rmtree(self.settings.runs_dir / "jobs" / name, ignore_errors=True)
+        for staging in self.settings.models_dir.glob(f"{staging_prefix(name)}*"):
+            shutil.rmtree(staging, ignore_errors=True)
+
+    async def sweep(self) -> None:
+        """Remove the uploads of jobs that ended (or are forgotten), and the scratch of
+        those that did not publish, unless a job of that name is live again."""
+        uploads = self.settings.runs_dir / "uploads"
+        for folder in sorted(uploads.iterdir()) if uploads.is_dir() else ():
+            job = await self.book.get(folder.name)
+            if job is not None and job.state not in FINAL:
+                continue  # queued, or running on a worker sharing this disk
+            shutil.rmtree(folder, ignore_errors=True)
+            live = {j.name for j in await self.book.all() if j.state not in FINAL}
+            if job is not None and job.state != "done" and job.name not in live:
+                self.scrap(job.name)
+            log.info("swept the files of job %s", folder.name)
 
     async def unpack(self, job: TrainJob, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -58,8 +58,17 @@ def job_processes(replica: str, command: bytes = b"") -> set[int]:
     return found
 
 
+def left_behind(env: dict[str, str], job: dict) -> list[str]:
+    """What a job that did not publish left on disk: its uploads, its checkpoints, a
+    half-built model folder."""
+    runs, models = Path(env["RUNS_DIR"]), Path(env["MODELS_DIR"])
+    found = [runs / "uploads" / job["id"], runs / "jobs" / job["name"],
+             *models.glob(f".staging-{job['name']}@*")]
+    return [str(p) for p in found if p.exists()]
+
+
 def test_a_lost_job_fails_with_why_and_a_cancel_stops_training(trained, services):
-    url, auth, _ = trained
+    url, auth, env = trained
     token = auth["Authorization"].split()[1]
 
     # A worker killed (-9) mid-job and started again: the job failed, saying why, and its
@@ -69,12 +78,14 @@ def test_a_lost_job_fails_with_why_and_a_cancel_stops_training(trained, services
     wait_for_value(lambda: job(url, auth, lost["id"])["job"]["state"] == "running", 30, "a start")
     worker = services.procs["trainer-1"].pid
     wait_for_value(lambda: job_processes("trainer-1") - {worker}, 30, "the training process")
+    wait_for_value(lambda: left_behind(env, lost), 30, "the job's files on disk")
     services.kill("trainer-1")
     wait_for_value(lambda: not job_processes("trainer-1"), 10, "the training process to end too")
     services.start("trainer-1", "trainer", "worker", **WORKER_ENV)
     failed = wait_for_value(lambda: (j := job(url, auth, lost["id"])["job"])["state"] == "failed"
                             and j, 30, "the lost job to fail")
     assert "trainer-1 restarted while training it" in failed["reason"]
+    wait_for_value(lambda: not left_behind(env, lost), 10, "the lost job's files to go")
 
     # The training process itself killed (as the kernel's OOM killer would): the worker lives
     # on and fails the job, saying how the process ended.
@@ -87,6 +98,7 @@ def test_a_lost_job_fails_with_why_and_a_cancel_stops_training(trained, services
                             and j, 30, "the job to fail")
     assert failed["reason"].startswith("the training process died (killed by signal 9")
     assert services.procs["trainer-1"].poll() is None
+    assert not left_behind(env, died)
 
     # Three cello movements, a corrupt MIDI file and a text file, followed over the
     # WebSocket; cancelled once it trains (the first epoch takes seconds: TensorFlow builds
@@ -121,6 +133,7 @@ def test_a_lost_job_fails_with_why_and_a_cancel_stops_training(trained, services
     ended = job(url, auth, mine["id"])["job"]
     assert ended["state"] == "cancelled" and ended["reason"] == "cancelled by the admin"
     assert "to-cancel" not in {m["name"] for m in httpx.get(f"{url}/api/models").json()}
+    assert not left_behind(env, mine)
     assert httpx.get(f"{url}/api/train/jobs", headers={}).status_code == 401
 
 
