@@ -117,6 +117,7 @@ async def login(body: Login, request: Request) -> Token:
     credentials = auth.ready_credentials(request)
     redis = request.app.state.redis
     client = auth.client_address(request)
+    auth.warn_of_an_untrusted_proxy(request, settings.trusted_proxies)
     await auth.login_attempt(redis, client)
     # scrypt takes ~20 ms: off the event loop, so listeners' audio does not wait for it
     if not await asyncio.to_thread(credentials.check, body.username, body.password):

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -26,6 +27,7 @@ from gateway.credentials import Credentials
 from playbach import streams
 from playbach.schemas import ChannelAccess
 
+log = logging.getLogger("gateway")
 FAIL_WINDOW_S = 300
 FAIL_LIMIT = 20  # login attempts per address per window, then 429 until the window passes
 DOWNLOADS_PER_MINUTE = 10
@@ -85,6 +87,21 @@ def verify(secret: str, token: str, scopes: tuple[Scope, ...] = ("admin",)) -> s
 def client_address(request: Request) -> str:
     """The peer, or the address a trusted proxy gave (uvicorn applies TRUSTED_PROXIES)."""
     return request.client.host if request.client else "unknown"
+
+
+_warned: set[str] = set()
+
+
+def warn_of_an_untrusted_proxy(request: Request, trusted: str) -> None:
+    """Once per peer: a login came with X-Forwarded-For from a peer that is not trusted. If
+    that peer is the site's own reverse proxy, every client shares its address, and one
+    attacker's failures would lock the admin out from everywhere."""
+    peer = client_address(request)
+    if "x-forwarded-for" in request.headers and peer not in _warned and not trusted.strip():
+        _warned.add(peer)
+        log.warning("a login came through %s with X-Forwarded-For, and TRUSTED_PROXIES is "
+                    "empty: if %s is your reverse proxy, every client shares its address for "
+                    "the login limit; set TRUSTED_PROXIES=%s", peer, peer, peer)
 
 
 async def count(redis, key: str, window_s: int) -> int:

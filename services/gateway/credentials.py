@@ -18,6 +18,27 @@ from playbach import streams
 from playbach.streams import text
 
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # ~20 ms a check: a guess is costly, a login is not
+PASSWORD_MIN = 12
+STRONG_ENOUGH = 3  # zxcvbn's score: "safely unguessable" (about 10^8 guesses or more)
+KNOWN_WORDS = ["playbach", "play bach", "bach", "radio", "cello", "admin", "password"]
+
+
+def weakness(password: str, user: str) -> str | None:
+    """Why a chosen admin password is too easy to guess, or None. Length is not enough
+    ("aaaaaaaaaaaa", "Password1234"): zxcvbn, a maintained estimator, counts the guesses
+    of an attacker who tries common passwords, words, names, keyboard patterns and
+    repeats first, with this project's own words among them."""
+    from zxcvbn import zxcvbn
+
+    if len(password) < PASSWORD_MIN:
+        return f"shorter than {PASSWORD_MIN} characters"
+    found = zxcvbn(password[:100], user_inputs=[*KNOWN_WORDS, user])
+    if found["score"] >= STRONG_ENOUGH:
+        return None
+    said = found["feedback"]["warning"] or "a pattern an attacker tries early"
+    hints = [f"{h[:1].lower()}{h[1:].rstrip('.')}" for h in found["feedback"]["suggestions"][:1]]
+    guesses = f"found in about 10^{found['guesses_log10']:.0f} guesses"
+    return f"{said[:1].lower()}{said[1:].rstrip('.')} ({'; '.join([guesses, *hints])})"
 
 
 def same(given: str, expected: str) -> bool:

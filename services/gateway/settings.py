@@ -12,10 +12,11 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from gateway.credentials import weakness
 from playbach.settings import AudioSettings, ModelReaderSettings
 from playbach.training import MAX_FILE_MB
 
-PASSWORD_MIN, SECRET_MIN = 12, 32
+SECRET_MIN = 32
 PLACEHOLDERS = {"change-me", "changeme", "password", "admin", "secret"}
 ORIGIN_FORMS = 'scheme://host[:port] (e.g. https://a.example), or * for any'
 
@@ -113,15 +114,24 @@ class GatewaySettings(ModelReaderSettings, AudioSettings):
                 raise ValueError(f"cannot read {path}: {exc}") from None
         return path
 
-    @field_validator("admin_password", "token_secret")
+    @field_validator("token_secret")
+    @classmethod
+    def _long(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short key is guessed, and an example's placeholder is known to everyone.
+        text = value.get_secret_value() if value is not None else ""
+        if text and (len(text) < SECRET_MIN or text.lower() in PLACEHOLDERS):
+            raise ValueError(f"too easy to guess: at least {SECRET_MIN} characters, not an "
+                             "example's placeholder; or leave it unset to have one made")
+        return value
+
+    @field_validator("admin_password")
     @classmethod
     def _strong(cls, value: SecretStr | None, info) -> SecretStr | None:
-        # A short password is guessed, and an example's placeholder is known to everyone.
-        least = {"admin_password": PASSWORD_MIN, "token_secret": SECRET_MIN}[info.field_name]
         text = value.get_secret_value() if value is not None else ""
-        if text and (len(text) < least or text.lower() in PLACEHOLDERS):
-            raise ValueError(f"too easy to guess: at least {least} characters, not an example's "
-                             "placeholder; or leave it unset to have one generated")
+        why = weakness(text, info.data.get("admin_user", "admin")) if text else None
+        if why:
+            raise ValueError(f"too easy to guess: {why}; choose another, or leave it unset to "
+                             "have one generated")
         return value
 
     @model_validator(mode="after")
@@ -134,5 +144,8 @@ class GatewaySettings(ModelReaderSettings, AudioSettings):
             object.__setattr__(self, "token_secret", None)
         if self.admin_password is None and self.admin_password_file is not None:
             text = self.admin_password_file.expanduser().read_text().strip()
+            if why := weakness(text, self.admin_user):
+                raise ValueError(f"the password in ADMIN_PASSWORD_FILE is too easy to guess: "
+                                 f"{why}; choose another")
             object.__setattr__(self, "admin_password", SecretStr(text))
         return self

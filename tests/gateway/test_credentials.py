@@ -99,6 +99,10 @@ def test_a_secret_is_named_in_the_error_but_not_shown(tmp_path, monkeypatch, cap
 
 @pytest.mark.parametrize("name, value", [("ADMIN_PASSWORD", "change-me"),
                                          ("ADMIN_PASSWORD", "short-pw"),
+                                         ("ADMIN_PASSWORD", "Password1234"),
+                                         ("ADMIN_PASSWORD", "aaaaaaaaaaaa"),
+                                         ("ADMIN_PASSWORD", "qwertyuiop123"),
+                                         ("ADMIN_PASSWORD", "playbachadmin1"),
                                          ("TOKEN_SECRET", "not-32-characters-long")])
 def test_a_guessable_secret_is_refused(name, value, tmp_path, monkeypatch, capsys):
     from gateway.settings import GatewaySettings
@@ -111,3 +115,22 @@ def test_a_guessable_secret_is_refused(name, value, tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert err.startswith(f"gateway: bad setting: {name}='<hidden>'") and value not in err
     assert "too easy to guess" in err
+
+
+def test_a_guessable_password_in_a_file_is_refused_and_a_strong_one_taken(tmp_path, monkeypatch,
+                                                                          capsys):
+    from gateway.settings import GatewaySettings
+    from playbach.settings import load
+
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("ADMIN_PASSWORD", raising=False)
+    secret = tmp_path / "admin"
+    secret.write_text("Password1234\n")
+    monkeypatch.setenv("ADMIN_PASSWORD_FILE", str(secret))
+    with pytest.raises(SystemExit):
+        load(GatewaySettings, "gateway")
+    err = capsys.readouterr().err
+    assert "ADMIN_PASSWORD_FILE is too easy to guess" in err and "Password1234" not in err
+    secret.write_text("violin lantern oyster 1723\n")
+    assert load(GatewaySettings, "gateway").admin_password.get_secret_value() == (
+        "violin lantern oyster 1723")

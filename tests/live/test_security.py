@@ -247,3 +247,33 @@ def test_channels_per_user_are_capped_even_in_a_burst(services):
     # guest sessions are limited per address (each one may make channels)
     codes = [httpx.post(f"{url}/api/guest").status_code for _ in range(12)]
     assert codes.count(201) == 9 and set(codes[9:]) == {429}, codes  # 10 an hour, 1 used
+
+
+def test_behind_a_proxy_failures_from_others_do_not_lock_the_admin_out(services):
+    """A reverse proxy (here the test, on 127.0.0.1) names each client in X-Forwarded-For,
+    and the gateway trusts it (TRUSTED_PROXIES): 20 clients' wrong passwords, and 25 from
+    one of them, lock out that one client only; the admin logs in from their own address.
+    Untrusted, the header is ignored and the gateway says how to set it."""
+    url = services.gateway(TRUSTED_PROXIES="127.0.0.1")
+
+    def attempt(client: str, password: str = "wrong-guess") -> int:
+        return httpx.post(f"{url}/api/login", headers={"X-Forwarded-For": client},
+                          json={"username": "admin", "password": password}).status_code
+
+    async def many(clients: list[str]) -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return [r.status_code for r in await asyncio.gather(*(client.post(
+                f"{url}/api/login", headers={"X-Forwarded-For": c},
+                json={"username": "admin", "password": "wrong-guess"}) for c in clients))]
+
+    others = run(many([f"203.0.113.{i}" for i in range(1, 21)]))
+    one = run(many(["198.51.100.66"] * 25))
+    assert set(others) == {401} and one.count(429) >= 5, (others, one)
+    assert attempt("198.51.100.66", PASSWORD) == 429  # that client is locked out
+    assert attempt("198.51.100.7", PASSWORD) == 200  # the admin, from their own address
+
+    untrusted = services.gateway("gw-2")  # no TRUSTED_PROXIES: the header is not believed
+    res = httpx.post(f"{untrusted}/api/login", headers={"X-Forwarded-For": "192.0.2.1"},
+                     json={"username": "admin", "password": "wrong-guess"})
+    assert res.status_code == 401
+    assert "set TRUSTED_PROXIES=127.0.0.1" in services.log("gw-2")
