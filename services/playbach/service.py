@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import gc
 import json
 import logging
 import secrets
@@ -107,7 +106,6 @@ def give_back_memory() -> None:
     FluidSynth, network states and audio buffers are many mid-sized allocations; freed, they
     stay in the process's heap, fragmented, and its memory never came down (40 channels
     made and deleted left the synth at 751 MB for its 229). Elsewhere than glibc: nothing."""
-    gc.collect()  # what only cycles still hold (a cancelled task and its frames) first
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 

@@ -335,12 +335,14 @@ def test_forty_channels_made_heard_and_deleted_give_their_memory_back(live):
     pids = {name: live.procs[name].pid for name in ("gw", "inference-1", "synth-1")}
 
     def cycle(count: int, seconds: float) -> list[float]:
+        """Make ``count`` channels, hear ``seconds`` of each (with the radio), delete them."""
         cids = [httpx.post(f"{url}/api/channels", headers=owners[i % 2], json={}).json()["id"]
                 for i in range(count)]
 
-        async def heard() -> list[float]:
+        async def heard() -> list[float]:  # a busy machine starts 40 channels in its time
             return [h.seconds() for h in await asyncio.gather(*(
-                listen(url, cid, seconds) for cid in [*cids, "radio"]))]
+                listen(url, cid, 30.0, until=lambda h: h.seconds() >= seconds)
+                for cid in [*cids, "radio"]))]
 
         played = run(heard())
         for cid in cids:
@@ -348,12 +350,12 @@ def test_forty_channels_made_heard_and_deleted_give_their_memory_back(live):
         run(listen(url, "radio", 5.0))  # meanwhile the owners let the deleted channels go
         return played
 
-    cycle(4, 5.0)
+    cycle(4, 3.0)
     baseline = {name: rss_mb(pid) for name, pid in pids.items()}
-    played = cycle(40, 6.0)
+    played = cycle(40, 3.0)
     after = {name: rss_mb(pid) for name, pid in pids.items()}
     print("\n40 channels, each heard then deleted (RSS, MB): " + "; ".join(
         f"{n} {baseline[n]:.0f} -> {after[n]:.0f}" for n in pids))
-    assert min(played) > 2, played  # every channel really played
+    assert min(played) >= 3, played  # every channel really played
     for name in pids:
         assert after[name] < baseline[name] * 1.1, (name, baseline, after)
