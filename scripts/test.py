@@ -1,11 +1,15 @@
 """`make test`'s pytest: two sessions at once, so the suite takes about the longer of the two
 instead of their sum.
 
-- The trainer's tests train real (tiny) models: CPU-bound, with no timing in them. They run at
-  low priority (``nice``), in the background, their report printed at the end.
-- Everything else (live services, browsers, the fuzzer) mostly waits on real time: audio
-  plays at its own pace. It runs at normal priority, so its timing is measured on a machine
-  that is busy but gives it the CPU first (the kernel weighs nice 0 about ten times nice 10).
+- The tests with no real-time timing in them run at low priority (``nice``), in the
+  background, their report printed at the end: the trainer's (they train real tiny models:
+  CPU-bound), and the gateway's, the control room's, the synth's, the manifests' and the
+  settings' own (units, the fuzzer, AppTest, kubernetes-validate, services refusing a bad
+  setting).
+- Everything else (live services, browsers) mostly waits on real time: audio plays at its
+  own pace. It runs at normal priority, so its timing is measured on a machine that is busy
+  but gives it the CPU first (the kernel weighs nice 0 about ten times nice 10). So do the
+  shared package's tests, some of which time a worker's wake-up.
 
 Arguments are passed to both sessions (``make test ARGS="-x"``). Exit status: the first
 non-zero of the two."""
@@ -21,7 +25,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BACKGROUND = ["tests/trainer"]
+BACKGROUND = ["tests/trainer", "tests/gateway", "tests/ui", "tests/synth", "tests/deploy",
+              "tests/test_service_settings.py"]
 NICE = 10
 
 

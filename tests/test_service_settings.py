@@ -29,6 +29,10 @@ REDIS_FORMS = "expected redis://host[:port][/db], rediss://host[:port][/db], uni
     ("gateway", {"ALLOWED_ORIGINS": "a.example"}, "gateway: bad setting: ALLOWED_ORIGINS="
                                                   "'a.example': Value error, 'a.example' is not "
                                                   "an origin; expected scheme://host[:port]"),
+    ("gateway", {"ADMIN_PASSWORD": "Password1234"}, "gateway: bad setting: ADMIN_PASSWORD="
+                                                    "'<hidden>': Value error, too easy to guess: "
+                                                    "this is similar to a commonly used password"),
+    ("gateway", {"WORKERS": "2", "PORT": "0x"}, "gateway: bad setting: PORT='0x'"),
     ("gateway", {"MODELS_DIR": "/nonexistent"}, "gateway: bad setting: MODELS_DIR='/nonexistent'"
                                                 ": Value error, no such directory"),
     ("inference", {"MODELS_DIR": "/nonexistent"}, "inference: bad setting: MODELS_DIR="

@@ -259,6 +259,7 @@ def test_oversized_bodies_are_refused_unread_while_the_radio_plays(live):
     assert all(s.startswith("HTTP/1.1 413 ") for s in statuses), statuses
     assert peak - before < 15, (before, peak)
     assert silence(heard, RATE) == 0.0, f"the radio fell silent for {silence(heard, RATE)} s"
+    assert longest < 0.5, f"the radio's frames stopped for {longest:.2f} s"
 
 
 def test_trickled_headers_and_stalled_bodies_are_cut(services):
