@@ -4,7 +4,8 @@ Builds the images and boots docker-compose.yml with `docker compose` where a Doc
 answers and `podman-compose` otherwise (../shared/tools/podman-setup.sh prepares one), with
 no .env and no secrets. Then: waits for health, listens to the radio over the gateway's
 WebSocket (PCM not silent), scales inference to 3 (every note made once), SIGKILLs an
-inference and a synth container (the silence a listener hears), restarts Redis (recovery, the
+inference and a synth container (the silence a listener hears) and one of the gateway's
+two processes (another connection is served at once), restarts Redis (recovery, the
 channels kept), uploads three cello movements for the trainer-worker to train with the tiny
 preset (as the control room's Train page does) and plays the model, and tears everything
 down. Prints each figure; exits non-zero on the first failed check. Needs root
@@ -229,6 +230,27 @@ def main() -> int:
             check(heard.closed is None and quiet == 0 and timing.gaps(heard) == 0
                   and (lost, repeated) == (0, 0),
                   f"{victim} SIGKILLed: {figures[f'kill -9 {service}']}, same WebSocket")
+
+        # The gateway runs two processes on its port: one killed, the other serves at once
+        # (the player's own reconnect is measured in tests/live/test_faults.py).
+        gateway = stack.containers("gateway")[0]
+        first = asyncio.run(listen(stack.url, "radio", 4.0, until=lambda h: bool(h.hello)))
+        worker = first.hello["replica"].rsplit("-", 1)[1]  # hostname-pid
+        subprocess.run([stack.engine, "exec", gateway, "python", "-c",  # (no kill(1) there)
+                        f"import os; os.kill({int(worker)}, 9)"], check=True)
+        killed = time.monotonic()
+        heard = asyncio.run(listen(stack.url, "radio", 30.0, until=lambda h: h.seconds() > 1))
+        figures["kill -9 a gateway worker"] = (
+            f"a new connection heard 1 s of audio {time.monotonic() - killed:.2f} s later, "
+            f"from worker {heard.hello.get('replica')}")
+        check(heard.seconds() > 1 and heard.hello["replica"] != first.hello["replica"],
+              figures["kill -9 a gateway worker"])
+        deadline = time.monotonic() + 20
+        while ("ended (signal 9); starting it again" not in stack.logs("gateway")
+               and time.monotonic() < deadline):
+            time.sleep(0.5)
+        check("ended (signal 9); starting it again" in stack.logs("gateway"),
+              "the supervisor started the killed worker again")
 
         res = httpx.patch(f"{stack.url}/api/channels/radio", json={"bpm": 123}, headers=auth)
         check(res.status_code == 200, "radio set to 123 BPM before the Redis restart")

@@ -6,8 +6,10 @@ Plain numpy, no TensorFlow: `evaluate` runs on the exported model only."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 import numpy as np
 
@@ -92,6 +94,97 @@ def longest_repeat(tokens: Sequence) -> int:
 def longest_exact_repeat(piece: Sequence[Event]) -> float:
     """Events (pitch and duration both) in the longest passage heard twice."""
     return float(longest_repeat([(ev.pitch, ev.duration) for ev in piece]))
+
+
+def onsets(piece: Sequence[Event]) -> tuple[list[Fraction], Fraction]:
+    """Where each sounding event starts (quarter lengths from the excerpt's start; rests take
+    time, chords are one onset), and where the excerpt ends."""
+    at, starts = Fraction(0), []
+    for ev in piece:
+        if not ev.is_rest:
+            starts.append(at)
+        at += ev.duration
+    return starts, at
+
+
+def iois(piece: Sequence[Event]) -> list[Fraction]:
+    """Inter-onset intervals: from each sounding event's start to the next's (a rest between
+    them lengthens the interval), the last to the excerpt's end."""
+    starts, end = onsets(piece)
+    return [b - a for a, b in zip(starts, [*starts[1:], end], strict=True)]
+
+
+def onsets_per_beat(piece: Sequence[Event]) -> float:
+    """Sounding events per quarter note: 1 for quarters throughout, 4 for sixteenths."""
+    starts, end = onsets(piece)
+    return len(starts) / float(end) if end else float("nan")
+
+
+def top_ioi_share(piece: Sequence[Event]) -> float:
+    """The share of the commonest inter-onset interval: near 1, one rhythm throughout."""
+    found = Counter(iois(piece))
+    return max(found.values()) / sum(found.values()) if found else float("nan")
+
+
+def ioi_entropy(piece: Sequence[Event]) -> float:
+    """Bits of the inter-onset intervals' distribution."""
+    return _entropy(Counter(iois(piece)))
+
+
+def triplet_share(piece: Sequence[Event]) -> float:
+    """Share of sounding events lasting a triplet value (1/6, 1/3, 2/3, 4/3...)."""
+    sounding = [ev for ev in piece if not ev.is_rest]
+    if not sounding:
+        return float("nan")
+    return sum(Fraction(ev.duration).denominator % 3 == 0 for ev in sounding) / len(sounding)
+
+
+def _moves(piece: Sequence[Event]) -> np.ndarray:
+    tops = [max(ev.midi) for ev in piece if not ev.is_rest]
+    return np.diff(tops) if len(tops) > 1 else np.zeros(0)
+
+
+def step_share(piece: Sequence[Event]) -> float:
+    """Share of moves between consecutive top notes of a whole tone or less (repeats too)."""
+    moves = _moves(piece)
+    return float(np.mean(np.abs(moves) <= 2)) if len(moves) else float("nan")
+
+
+def leap_share(piece: Sequence[Event]) -> float:
+    """Share of moves of a fourth or more."""
+    moves = _moves(piece)
+    return float(np.mean(np.abs(moves) >= 5)) if len(moves) else float("nan")
+
+
+def contour_turns(piece: Sequence[Event]) -> float:
+    """Share of moves that turn the line's direction (repeated notes skipped): Bach's
+    figuration turns often, a scale run never, a line that wanders without a shape at
+    random (about half)."""
+    moves = [m for m in _moves(piece) if m]
+    if len(moves) < 2:
+        return float("nan")
+    return float(np.mean([(a > 0) != (b > 0) for a, b in itertools.pairwise(moves)]))
+
+
+def register_drift(piece: Sequence[Event]) -> float:
+    """Semitones between the mean top note of the excerpt's last quarter and its first: a
+    line that descends or climbs over the excerpt, against one that stays put."""
+    tops = [max(ev.midi) for ev in piece if not ev.is_rest]
+    if len(tops) < 8:
+        return float("nan")
+    q = len(tops) // 4
+    return float(abs(np.mean(tops[-q:]) - np.mean(tops[:q])))
+
+
+def long_note_rate(piece: Sequence[Event]) -> float:
+    """Share of sounding events that last at least twice the excerpt's typical
+    inter-onset interval: where a phrase comes to rest (a cadence, a held note, a rest
+    after it). A rhythm locked in one value has none."""
+    found = iois(piece)
+    if not found:
+        return float("nan")
+    typical = float(np.median([float(x) for x in found]))
+    return float(np.mean([float(x) >= 2 * typical for x in found]))
 
 
 STATISTICS: dict[str, Callable[[Sequence[Event]], float]] = {
