@@ -1,6 +1,7 @@
 """Events -> a standard MIDI file (type 1, one track), byte-for-byte deterministic: from an
 improvisation's events (one tempo, one program), or from what a channel played, as it was
-heard (its tempo map and program changes where they happened)."""
+heard (its tempo map and program changes where they happened). And back: a file's notes as
+events (``file_events``), for judging what a channel played."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fractions import Fraction
 import mido
 
 from playbach.schemas import NoteOn
-from playbach.vocab import Event
+from playbach.vocab import REST, Event, dynamic, pitch_token
 
 TICKS_PER_BEAT = 480  # every grid duration (1/8 .. 4 quarters, triplets too) is whole ticks
 
@@ -76,6 +77,47 @@ def heard_midi(onsets: Iterable[tuple[float, NoteOn]], end_s: float, channel: in
         now = when
     track.append(mido.MetaMessage("end_of_track", time=tick - now))
     return _save(track)
+
+
+SNAP = Fraction(1, 24)  # a heard note's onset may be a tick or two off the grid: snapped
+
+
+def file_events(data: bytes) -> list[Event]:
+    """The notes of a MIDI file as events, in quarter notes whatever the tempo (as the music
+    was written, not as fast as it was played): the notes that start together are one event,
+    lasting until the next event starts, or until they end followed by a rest."""
+    midi = mido.MidiFile(file=io.BytesIO(data))
+    starts: dict[int, list[tuple[int, int]]] = {}  # tick -> (note, velocity)
+    ends: dict[int, int] = {}  # tick a note started -> when the first of them ended
+    sounding: dict[int, int] = {}
+    tick = 0
+    for msg in mido.merge_tracks(midi.tracks):
+        tick += msg.time
+        if msg.type == "note_on" and msg.velocity > 0:
+            starts.setdefault(tick, []).append((msg.note, msg.velocity))
+            sounding[msg.note] = tick
+        elif msg.type in ("note_off", "note_on") and msg.note in sounding:
+            began = sounding.pop(msg.note)
+            ends[began] = min(ends.get(began, tick), tick)
+    per = Fraction(1, midi.ticks_per_beat)
+
+    def snap(ticks: int) -> Fraction:
+        return round(Fraction(ticks) * per / SNAP) * SNAP
+
+    onsets = sorted(starts)
+    out = []
+    for at, after in zip(onsets, [*onsets[1:], None], strict=True):
+        notes = sorted(starts[at])
+        held = snap(ends.get(at, at) - at)
+        gap = snap(after - at) if after is not None else held
+        sounds = min(held, gap) if held > 0 else gap
+        if sounds <= 0:
+            continue
+        out.append(Event(pitch_token(n for n, _ in notes), sounds,
+                         dynamic(max(v for _, v in notes))))
+        if gap > sounds:
+            out.append(Event(REST, gap - sounds))
+    return out
 
 
 def _save(track: mido.MidiTrack) -> bytes:

@@ -53,8 +53,9 @@ Bpm = Annotated[float, Field(ge=BPM[0], le=BPM[1], description="beats per minute
 Temperature = Annotated[float, Field(ge=TEMPERATURE[0], le=TEMPERATURE[1],
                                      description="sampling temperature, 0.1-3.0")]
 TopP = Annotated[float, Field(ge=TOP_P[0], le=TOP_P[1],
-                              description="nucleus sampling: draw only from the likeliest "
-                                          "choices that make up this share, 0.05-1.0 (1: all)")]
+                              description="nucleus sampling: draw each pitch only from the "
+                                          "likeliest that make up this share, 0.05-1.0 (1: "
+                                          "all); durations are drawn from all")]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed, 0-4294967295")]
 NAME_LENGTH = 60
 ChannelName = Annotated[str, Field(min_length=1, max_length=NAME_LENGTH,

@@ -325,7 +325,11 @@ class Improviser:
         again = repeat_bans(self._recent.steps, self.max_repeat)
         if len({*banned, *again}) < rows.shape[-1]:  # else (one note left) it may repeat
             banned = (*banned, *again)
-        p_join = distribution(d_logits, t, never, top)[JOIN_ID]
+        # Nucleus sampling cuts the pitch's tail only. Cut from the durations too, the
+        # likeliest duration was left alone whenever the network was sure enough of it, and
+        # running free (feeding on its own notes) it grew surer: one rhythm locked in
+        # (docs/music.md, bench/collapse.py).
+        p_join = distribution(d_logits, t, never)[JOIN_ID]
         above = np.zeros(rows.shape[-1])
         if join_above is not None:
             low = max(join_above, REST_ID) + 1
@@ -335,8 +339,8 @@ class Improviser:
             pitch, duration = draw(above, self.rng), JOIN_ID
         else:  # the duration of a new event: top-p among those (it may have cut all but +)
             pitch = draw(distribution(rows[0], t, banned, top), self.rng)
-            duration = draw(distribution(d_logits, t, (*never, JOIN_ID), top), self.rng)
-        step = (pitch, duration, sample(v_logits, t, self.rng, never, top))
+            duration = draw(distribution(d_logits, t, (*never, JOIN_ID)), self.rng)
+        step = (pitch, duration, sample(v_logits, t, self.rng, never))
         self._logits, self._state = self.model.step(step, self._state)
         self._recent.append((pitch, duration))
         return step

@@ -1,5 +1,5 @@
-"""Command line: ``python -m trainer {train,crossval,score,generate,evaluate,worker}``. See
-``--help`` of each."""
+"""Command line: ``python -m trainer {train,crossval,score,generate,evaluate,judge,worker}``.
+See ``--help`` of each."""
 
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true",
                    help="keep the folds an earlier run of the same corpus and config wrote to "
                         "--out; run the rest")
+    c.add_argument("--export", type=Path,
+                   help="save each fold's network here as a model directory (fold1/...), "
+                        "with its own held-out pieces: judge --fold-models judges them")
     c.add_argument("--only", type=str, default="",
                    help="run only these folds (numbers from 1, comma-separated): a change "
                         "tried on the folds it should help first; --resume adds the rest later")
@@ -96,6 +99,35 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--record", action="store_true", help="also write the result into the "
                                                          "model's meta.json")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    j = sub.add_parser("judge", allow_abbrev=False,
+                       help="improvisations as a listener hears them, against held-out Bach: "
+                            "distributions per excerpt and a classifier (read-only unless "
+                            "--record)")
+    j.add_argument("--model", default=DEFAULT_MODEL,
+                   help="judged against its own test pieces (corpus.npz)")
+    j.add_argument("--fold-models", type=Path,
+                   help="a cross-validation's exported fold models (crossval --export DIR): "
+                        "each against its own held-out pieces, every piece once")
+    j.add_argument("--pieces", type=int, default=24, help="improvisations per model")
+    j.add_argument("--notes", default="", help="excerpt lengths in sounding events, "
+                                               "comma-separated (default: 100,300 where the "
+                                               "pieces hold them)")
+    j.add_argument("--temperature", type=float, default=1.0)
+    j.add_argument("--top-p", type=float, default=DEFAULT_TOP_P,
+                   help=f"nucleus sampling (default {DEFAULT_TOP_P}, as a channel plays)")
+    j.add_argument("--seed", type=int, default=0)
+    j.add_argument("--no-rival", action="store_true",
+                   help="skip the n-gram's free-running samples")
+    j.add_argument("--radio", help="a running gateway's URL: judge what its channels played")
+    j.add_argument("--minutes", type=float, default=5.0, help="how long to listen (--radio)")
+    j.add_argument("--channels", type=int, default=4,
+                   help="channels listened to at once, each with its own seed (--radio)")
+    j.add_argument("--out", type=Path, help="write the result as JSON here")
+    j.add_argument("--plot", type=Path, help="draw the distributions into this PNG")
+    j.add_argument("--record", action="store_true",
+                   help="also write the result (and its plot) into the model's folder")
+    j.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     sub.add_parser("worker", allow_abbrev=False,
                    help="train the jobs queued in Redis (the control room's Train page), one "
@@ -228,6 +260,8 @@ def _crossval(args: argparse.Namespace, extra: list[str], settings: TrainerSetti
     if not 1 <= args.window_stride <= 64:
         raise UserError("--window-stride must be between 1 and 64")
     only = _fold_numbers(args.only, args.folds)
+    if args.export is not None:
+        _check_writable(args.export, "--export")
     if args.out is not None:
         _check_writable(args.out.parent, "--out")
     elif args.resume:
@@ -241,7 +275,7 @@ def _crossval(args: argparse.Namespace, extra: list[str], settings: TrainerSetti
     result = crossval(CrossVal(cfg, Vocabulary(options), corpus, args.folds,
                                settings.runs_dir / "crossval", args.window_model,
                                args.window_stride, cfg.init_weights(models_dir), progress,
-                               args.stratify, args.out, args.resume, only))
+                               args.stratify, args.out, args.resume, only, args.export))
     print(report(result))
     if args.out is not None:
         print(f"wrote {args.out}")
@@ -267,6 +301,42 @@ def _score(args: argparse.Namespace, settings: TrainerSettings, models_dir: Path
         raise UserError(f"--midi-dir {args.midi_dir}: no readable MIDI pieces")
     result = score(folder, encode(corpus.pieces, model.vocab), [p.name for p in corpus.pieces])
     print(json.dumps(result, indent=1) if args.json else report(result))
+
+
+def _judge(args: argparse.Namespace, models_dir: Path) -> None:
+    import json
+
+    from trainer import judge
+
+    _check_generation(argparse.Namespace(**{**vars(args), "notes": None}))
+    lengths = [int(n) for n in args.notes.split(",") if n.strip()] if args.notes else None
+    if lengths and not all(8 <= n <= 2000 for n in lengths):
+        raise UserError("--notes takes lengths between 8 and 2000")
+    if args.fold_models:
+        folders = sorted(p.parent for p in args.fold_models.glob("*/meta.json"))
+        if not folders:
+            raise UserError(f"--fold-models {args.fold_models}: no model folders in it")
+    else:
+        folders = [model_dir(models_dir, args.model)]
+    held = [judge.held_out(f) for f in folders]
+    if args.radio:
+        from trainer.radio import listen_and_judge
+
+        result = listen_and_judge(args.radio, held, args.minutes, args.channels, lengths,
+                                  args.temperature, args.top_p, args.seed)
+    else:
+        played: list = []
+        result = judge.judge(held, args.pieces, lengths, args.temperature, args.top_p,
+                             args.seed, rival=not args.no_rival, played=played)
+    print(json.dumps(result, indent=1) if args.json else judge.report(result))
+    if args.out:
+        judge.write(result, args.out)
+    plot = args.plot or (folders[0] / "judge.png" if args.record and not args.radio else None)
+    if plot and not args.radio:
+        judge.plot(result, held, played, plot)
+        print(f"drew {plot}")
+    if args.record:
+        judge.record(folders[0] if len(folders) == 1 else args.fold_models, result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                               args.top_p)
             print(f"wrote {args.out}: {len(events)} events "
                   f"({sum(not e.is_rest for e in events)} sounding)")
+        elif args.command == "judge":
+            _judge(args, models_dir)
         else:
             import json
 

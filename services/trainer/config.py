@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
+from fractions import Fraction
 from pathlib import Path
 
 from playbach.modeldir import model_dir
 from playbach.training import PRESETS as PRESET_NAMES
+
+
+def stretches(factors: str) -> tuple[Fraction, ...]:
+    """The tempo changes a config names (``stretch_factors``: "1/2,2", ...)."""
+    return tuple(Fraction(f.strip()) for f in factors.split(",") if f.strip())
 
 
 class UserError(Exception):
@@ -27,7 +33,8 @@ class TrainConfig:
     augment_share: float = 1.0  # of the windows moved each epoch; the rest stay in Bach's key
     aug_low: int = 36  # that keeps its notes within MIDI aug_low..aug_high: C2 to C6 fits the
     aug_high: int = 84  # cello and the four voices of a chorale
-    stretch_share: float = 0.0  # of the windows moved to another tempo each epoch (STRETCHES)
+    stretch_share: float = 0.0  # of the windows moved to another tempo each epoch
+    stretch_factors: str = "1/2,2/3,3/2,2"  # the tempo changes drawn from (dataset.stretch)
     # model
     embed_pitch: int = 64
     embed_duration: int = 16
@@ -84,6 +91,14 @@ class TrainConfig:
             raise UserError("copy_window and copy_dim must be at least 1")
         if self.rhythm < 0 or not self.duration_weight > 0:  # NaN too
             raise UserError("rhythm must be at least 0 (off) and duration_weight above 0")
+        try:
+            factors = stretches(self.stretch_factors)
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"stretch_factors {self.stretch_factors!r}: fractions separated by "
+                            "commas, e.g. 1/2,2") from None
+        if not factors or not all(0 < f <= 4 and f != 1 for f in factors):
+            raise UserError("stretch_factors: one or more tempo changes above 0, at most 4, "
+                            "none 1")
         if not 0 <= self.copy_match <= 64:
             raise UserError("copy_match must be between 0 (off) and 64")
 

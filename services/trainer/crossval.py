@@ -6,7 +6,9 @@ network's gap to the best baseline (the gap counts only if it is larger than twi
 from __future__ import annotations
 
 import json
+import shutil
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -43,6 +45,7 @@ class CrossVal:
     out: Path | None = None  # the result, written after every fold too (partial)
     resume: bool = False  # keep the folds a run with the same identity wrote to ``out``
     only: tuple[int, ...] = ()  # run only these folds (1-based; with ``resume``, kept ones too)
+    export: Path | None = None  # each fold's network as a model directory here (fold<k>/)
 
 
 def fold_indices(n: int, k: int, seed: int, val_fraction: float,
@@ -142,9 +145,47 @@ def run_fold(cv: CrossVal, f: int, split, seqs: list[np.ndarray], bar) -> dict:
                          extra_callbacks=[_EpochBar(bar, f"fold {f + 1} window model")])
         row["window"] = heldout.window_scores(twin, test, WINDOW)
     row["pieces"] = pieces
+    if cv.export is not None:
+        export_fold(cv, f, model, train, val, test, names, ident, len(history))
     row["seconds"] = round(time.time() - started, 1)
     keras.backend.clear_session()
     return row
+
+
+def export_fold(cv: CrossVal, f: int, model, train, val, test, names: list[str], ident: dict,
+                epochs: int) -> Path:
+    """The fold's network as a model directory (``export/fold<k>``): its step model, and in
+    corpus.npz its own training, validation and held-out pieces, so ``judge --fold-models``
+    improvises with it against the Bach it never read (and fits the n-gram rival on what it
+    did)."""
+    from playbach import modeldir
+    from trainer.dataset import key_table, note_range
+    from trainer.model import state_offset
+    from trainer.score import CORPUS_FILE, save_steps
+    from trainer.train import export
+
+    folder = cv.export / f"fold{f + 1}"
+    staging = folder.with_name(f".{folder.name}-staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    meta: dict = {"format_version": modeldir.FORMAT_VERSION, "name": folder.name,
+                  "build_id": uuid.uuid4().hex, "command": "trainer crossval --export",
+                  "corpus": {"source": cv.corpus.source, "fingerprint": cv.corpus.fingerprint,
+                             "split": {"train": len(train), "val": len(val), "test": len(test),
+                                       "test_pieces": names}},
+                  "encoding": asdict(cv.vocab.options), "config": asdict(cv.cfg),
+                  "model": {"parameters": int(model.count_params()),
+                            "vocab_sizes": dict(zip(HEADS, cv.vocab.sizes, strict=True))},
+                  "training": {"epochs_run": epochs}, "fold": f + 1, "identity": ident,
+                  "range": note_range(train)}
+    if cv.cfg.key:
+        meta["keys"] = key_table(train, state_offset(cv.cfg, "key"),
+                                 cv.vocab.options.octaves).to_meta()
+    save_steps(staging / CORPUS_FILE, train, val, test)
+    export(model, replace(cv.cfg, eval_pieces=0), cv.vocab, meta, staging, test)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder
 
 
 def summarise(rows: list[dict]) -> dict:

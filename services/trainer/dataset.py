@@ -194,37 +194,36 @@ def transpose(win: np.ndarray, rng: np.random.Generator, low: int, high: int,
     return _turn_profile(out, shift)
 
 
-STRETCHES = (Fraction(1, 2), Fraction(2, 3), Fraction(3, 2), Fraction(2))  # tempo changes tried
-
-
-def stretch_table(vocab: Vocabulary) -> np.ndarray:
-    """[len(STRETCHES), duration ids]: each id's duration times each factor (the start and a
+def stretch_table(vocab: Vocabulary, factors: tuple[Fraction, ...]) -> np.ndarray:
+    """[len(factors), duration ids]: each id's duration times each factor (the start and a
     chord's ``+`` unchanged), -1 where the product is not on the grid."""
     lengths = [None] * DURATION_OFFSET + [Fraction(d) for d in vocab.duration[DURATION_OFFSET:]]
     ids = {d: i for i, d in enumerate(lengths) if d is not None}
     return np.array([[i if d is None else ids.get(d * f, -1) for i, d in enumerate(lengths)]
-                     for f in STRETCHES], np.int32)
+                     for f in factors], np.int32)
 
 
 def stretch(win: np.ndarray, rng: np.random.Generator, table: np.ndarray,
-            ticks: np.ndarray) -> np.ndarray:
-    """Each window at another tempo: every duration times a factor of STRETCHES, drawn among
-    those that keep all of the window's durations and its first onset on the grid (a window
-    none keeps stays as it is), its onsets counted again from there. Each dance of the suites
-    comes four times; its rhythms at half or twice the speed, or as triplets, are other
-    dances' (a courante's triplets, 198 of its 949 steps, were never heard in training)."""
+            ticks: np.ndarray, factors: tuple[Fraction, ...]) -> np.ndarray:
+    """Each window at another tempo: every duration times one of ``factors`` (the rows of
+    ``table``), drawn among those that keep all of the window's durations and its first
+    onset on the grid (a window none keeps stays as it is), its onsets counted again from
+    there. Each dance of the suites comes four times; its rhythms at half or twice the speed
+    are other dances'. (Times 2/3 and 3/2 too, the straight rhythms became triplets and
+    dotted ones as often: the network then played triplets a corpus nearly without them
+    never has: docs/music.md.)"""
     out = win.copy()
     dur = out[..., 1]
     before = (out[:, 0, ONSET] - ticks[dur[:, 0]]) % CYCLE  # where each window's first step begins
     for w in range(len(out)):
         begins = int(before[w])
-        fits = [k for k, f in enumerate(STRETCHES)
+        fits = [k for k, f in enumerate(factors)
                 if (table[k][dur[w]] >= 0).all() and (begins * f).denominator == 1]
         if not fits:
             continue
         k = fits[rng.integers(len(fits))]
         dur[w] = table[k][dur[w]]
-        out[w, :, ONSET] = (int(begins * STRETCHES[k]) + np.cumsum(ticks[dur[w]])) % CYCLE
+        out[w, :, ONSET] = (int(begins * factors[k]) + np.cumsum(ticks[dur[w]])) % CYCLE
     return out
 
 

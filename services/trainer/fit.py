@@ -15,8 +15,15 @@ import keras
 import numpy as np
 
 from playbach.vocab import Vocabulary
-from trainer.config import TrainConfig, UserError, with_defaults
-from trainer.dataset import duration_ticks, stretch, stretch_table, training_windows, transpose, xy
+from trainer.config import TrainConfig, UserError, stretches, with_defaults
+from trainer.dataset import (
+    duration_ticks,
+    stretch,
+    stretch_table,
+    training_windows,
+    transpose,
+    xy,
+)
 from trainer.model import build_model
 
 FRESH = ("pointer/distance",)  # weights --init may leave to training: new in the network
@@ -29,7 +36,9 @@ class Augmented(keras.utils.PyDataset):
     def __init__(self, wins: np.ndarray, cfg: TrainConfig, vocab: Vocabulary) -> None:
         super().__init__()
         self.wins, self.cfg, self.octaves = wins, cfg, vocab.options.octaves
-        self.stretches, self.ticks = stretch_table(vocab), duration_ticks(vocab)
+        self.factors = stretches(cfg.stretch_factors)
+        self.stretches = stretch_table(vocab, self.factors)
+        self.ticks = duration_ticks(vocab)
         self.rng = np.random.default_rng(cfg.seed)
         self.on_epoch_end()
 
@@ -42,7 +51,7 @@ class Augmented(keras.utils.PyDataset):
         if self.cfg.stretch_share > 0:  # (drawn only when on: runs without it stay the same)
             faster = self.rng.random(len(self.epoch)) < self.cfg.stretch_share
             self.epoch[faster] = stretch(self.epoch[faster], self.rng, self.stretches,
-                                         self.ticks)
+                                         self.ticks, self.factors)
 
     def __len__(self) -> int:
         return -(-len(self.wins) // self.cfg.batch_size)

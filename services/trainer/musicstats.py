@@ -139,31 +139,32 @@ def triplet_share(piece: Sequence[Event]) -> float:
     return sum(Fraction(ev.duration).denominator % 3 == 0 for ev in sounding) / len(sounding)
 
 
-def _moves(piece: Sequence[Event]) -> np.ndarray:
+def moves(piece: Sequence[Event]) -> np.ndarray:
+    """Semitones from each sounding event's top note to the next's."""
     tops = [max(ev.midi) for ev in piece if not ev.is_rest]
     return np.diff(tops) if len(tops) > 1 else np.zeros(0)
 
 
 def step_share(piece: Sequence[Event]) -> float:
     """Share of moves between consecutive top notes of a whole tone or less (repeats too)."""
-    moves = _moves(piece)
-    return float(np.mean(np.abs(moves) <= 2)) if len(moves) else float("nan")
+    found = moves(piece)
+    return float(np.mean(np.abs(found) <= 2)) if len(found) else float("nan")
 
 
 def leap_share(piece: Sequence[Event]) -> float:
     """Share of moves of a fourth or more."""
-    moves = _moves(piece)
-    return float(np.mean(np.abs(moves) >= 5)) if len(moves) else float("nan")
+    found = moves(piece)
+    return float(np.mean(np.abs(found) >= 5)) if len(found) else float("nan")
 
 
 def contour_turns(piece: Sequence[Event]) -> float:
     """Share of moves that turn the line's direction (repeated notes skipped): Bach's
     figuration turns often, a scale run never, a line that wanders without a shape at
     random (about half)."""
-    moves = [m for m in _moves(piece) if m]
-    if len(moves) < 2:
+    found = [m for m in moves(piece) if m]
+    if len(found) < 2:
         return float("nan")
-    return float(np.mean([(a > 0) != (b > 0) for a, b in itertools.pairwise(moves)]))
+    return float(np.mean([(a > 0) != (b > 0) for a, b in itertools.pairwise(found)]))
 
 
 def register_drift(piece: Sequence[Event]) -> float:
@@ -197,6 +198,16 @@ STATISTICS: dict[str, Callable[[Sequence[Event]], float]] = {
     "duration_entropy": duration_entropy,
     "mean_duration": mean_duration,
     "longest_exact_repeat": longest_exact_repeat,
+}
+
+
+# Everything `judge` looks at: `evaluate`'s, and rhythm, contour and phrase ends.
+STATISTICS_ALL: dict[str, Callable[[Sequence[Event]], float]] = {
+    **STATISTICS,
+    "onsets_per_beat": onsets_per_beat, "top_ioi_share": top_ioi_share,
+    "ioi_entropy": ioi_entropy, "triplet_share": triplet_share, "step_share": step_share,
+    "leap_share": leap_share, "contour_turns": contour_turns, "register_drift": register_drift,
+    "long_note_rate": long_note_rate,
 }
 
 

@@ -162,7 +162,9 @@ def export(model, cfg: TrainConfig, vocab: Vocabulary, meta: dict, folder: Path,
     }
     meta["model"]["state_size"] = state_size(cfg)
     try:
-        meta["evaluation"] = improvise.evaluate(folder, cfg.eval_pieces, cfg.eval_notes or None)
+        if cfg.eval_pieces:
+            meta["evaluation"] = improvise.evaluate(folder, cfg.eval_pieces,
+                                                    cfg.eval_notes or None)
     except ModelError as exc:  # a corpus too small for a band: say so, the model still ships
         meta["evaluation"] = {"error": str(exc)}
     modeldir.write_json(folder / "meta.json", meta)

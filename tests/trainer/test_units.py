@@ -164,9 +164,11 @@ def test_augment_share_is_the_share_of_windows_moved(share):
 
 
 def test_stretch_moves_a_window_to_another_tempo_with_its_onsets_counted_again():
-    from trainer.dataset import ONSET, STRETCHES, stretch, stretch_table
+    from trainer.config import TrainConfig, stretches
+    from trainer.dataset import ONSET, stretch, stretch_table
     from trainer.fit import Augmented
 
+    factors = stretches(TrainConfig.stretch_factors)
     vocab = Vocabulary()
     ticks = duration_ticks(vocab)
     F = Fraction
@@ -175,20 +177,20 @@ def test_stretch_moves_a_window_to_another_tempo_with_its_onsets_counted_again()
     piece = [Event(n, d) for n, d in zip(names, lengths, strict=True)]
     seq = context(np.array(vocab.encode_piece(piece)), ticks, C_MAJOR)
     win = np.stack([seq[2:]] * 400)  # from the third step: its first onset is off the start
-    out = stretch(win, np.random.default_rng(0), stretch_table(vocab), ticks)
+    out = stretch(win, np.random.default_rng(0), stretch_table(vocab, factors), ticks, factors)
     seen = set()
     for w in out:
         got = [F(vocab.duration[i]) for i in w[:, 1]]
         factor = got[0] / lengths[1]
         seen.add(factor)
-        assert factor in STRETCHES and got == [d * factor for d in lengths[1:]]
+        assert factor in factors and got == [d * factor for d in lengths[1:]]
         start = int(F(6) * factor)  # the window began a sixteenth in
         assert w[:, ONSET].tolist() == (start + np.cumsum(ticks[w[:, 1]])).tolist()
         assert (w[:, [0, 2, 3, 4]] == seq[2:, [0, 2, 3, 4]]).all()  # only time moves
     assert seen == {F(1, 2), F(2, 3), 2}  # x 3/2 would make the 3/4 a 9/8, off the grid
     odd = np.stack([seq[1:]] * 5)
     odd[:, 3, 1] = vocab.duration.index("4")  # only x 1/2 keeps a whole note on the grid
-    kept = stretch(odd, np.random.default_rng(1), stretch_table(vocab), ticks)
+    kept = stretch(odd, np.random.default_rng(1), stretch_table(vocab, factors), ticks, factors)
     assert {F(vocab.duration[w[3, 1]]) for w in kept} == {2}
     epoch = Augmented(np.stack([seq] * 1000), TrainConfig(augment_share=0, stretch_share=0.5),
                       vocab).epoch
