@@ -22,6 +22,10 @@ from redis.exceptions import RedisError
 from playbach.settings import cluster_seed
 
 REPO = Path(__file__).resolve().parents[1]
+STOP_SECONDS = 3.5  # then SIGKILL: `make up` promises to be gone within 5 s
+SERVICES = {"inference": ["inference"], "synth": ["synth"], "gateway": ["gateway"],
+            "trainer": ["trainer", "worker"],  # the Train page's jobs
+            "ui": ["ui"]}
 COLOURS = {"redis": 90, "inference": 36, "synth": 35, "gateway": 32, "trainer": 34, "ui": 33}
 
 
@@ -55,6 +59,20 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+def stop(procs: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM to every child's group at once, SIGKILL to what is left after STOP_SECONDS."""
+    for proc in reversed(list(procs.values())):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
+    for proc in procs.values():
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0.05))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def main() -> int:
     tty = sys.stdout.isatty()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -71,6 +89,11 @@ def main() -> int:
         login = (f"  No ADMIN_PASSWORD set: for this run, log in as admin / "
                  f"{env['ADMIN_PASSWORD']}\n")
     procs: dict[str, subprocess.Popen] = {}
+    # A flag, not a threading.Event: a handler that takes the Event's lock while the main
+    # thread holds it (inside Event.wait) never returns, and nothing stops.
+    stopping: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
 
     def start(name: str, cmd: list[str]) -> None:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -93,36 +116,24 @@ def main() -> int:
                         where.hostname or "127.0.0.1", "--save", "", "--appendonly", "no",
                         "--loglevel", "warning"])
         deadline = time.time() + 10
-        while not redis_answers(redis_url) and time.time() < deadline:
+        while not stopping and not redis_answers(redis_url) and time.time() < deadline:
             time.sleep(0.1)
-    for name in ("inference", "synth", "gateway"):
-        start(name, [sys.executable, "-m", name])
-    start("trainer", [sys.executable, "-m", "trainer", "worker"])  # the Train page's jobs
     env.update(UI_PORT=ui_port, UI_HOST=host)
-    start("ui", [sys.executable, "-m", "ui"])
+    for name, args in SERVICES.items():
+        if not stopping:  # Ctrl-C while starting stops what started
+            start(name, [sys.executable, "-m", *args])
     print(f"\n  Play Bach is starting. The control room: http://{shown}:{ui_port}/ · the player "
           f"alone: http://{shown}:{port}/ · API docs: http://{shown}:{port}/docs\n"
           f"{login}  Ctrl-C stops everything.\n", flush=True)
 
-    stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopping.set())
     failed = None
-    while not stopping.is_set():
+    while not stopping:
         failed = next((n for n, p in procs.items() if p.poll() is not None), None)
         if failed:
             print(f"up: {failed} exited with code {procs[failed].returncode}; stopping all")
             break
-        stopping.wait(0.5)
-    for proc in reversed(list(procs.values())):
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    deadline = time.time() + 8
-    for proc in procs.values():
-        try:
-            proc.wait(max(deadline - time.time(), 0.1))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(0.2)
+    stop(procs)
     return 1 if failed else 0
 
 
