@@ -45,6 +45,7 @@ PRIME_ON_CHANGE = 12
 # longest exact repeat 128 notes of 256, where Bach's 256-note excerpts stay within 6-84).
 # Whatever would extend a repeat past this is not drawn (as "no repeated n-gram" in text).
 MAX_REPEAT = 32
+RHYTHM_WARMTH = (0.5, 3.0)  # the rhythm temperatures a model may ask for (meta.json)
 REPEAT_REACH = 640  # steps looked back for it at least: the pointer's 512 and more
 
 
@@ -105,12 +106,25 @@ class StepModel:
         if self.keys and not 0 <= self.keys.offset <= self.state_size - KEY_SLOTS:
             raise ModelError(f"{self.path}: its key lies outside its state")
         self.range = self._range()
+        self.rhythm_temperature = self._rhythm_temperature()
         low, high = (0, 127) if self.range is None else self.range
         # pitch ids of the notes the improviser never draws: outside the corpus' range
         self.outside = tuple(i for i in range(PITCH_OFFSET, self.vocab.sizes[0])
                              if not low <= i - PITCH_OFFSET <= high)
         self._in = {k: v["index"] for k, v in inputs.items()}
         self._out = {k: v["index"] for k, v in outputs.items()}
+
+    def _rhythm_temperature(self) -> float:
+        """How much warmer than the pitches the durations are drawn (``meta.json`` →
+        ``sampling``, fitted by the trainer's calibrate.py; 1.0 in older models)."""
+        sampling = self.meta.get("sampling") or {}
+        found = sampling.get("rhythm_temperature", 1.0) if isinstance(sampling, dict) else None
+        low, high = RHYTHM_WARMTH
+        if isinstance(found, bool) or not isinstance(found, int | float) \
+                or not low <= found <= high:
+            raise ModelError(f"{self.path}: meta.json sampling.rhythm_temperature {found!r} is "
+                             f"not a number from {low} to {high}")
+        return float(found)
 
     def _range(self) -> tuple[int, int] | None:
         """The lowest and highest note of the training pieces as written (``meta.json`` →
@@ -259,8 +273,10 @@ class Improviser:
     def __init__(self, model: StepModel, temperature: float = 1.0, seed: int | None = None,
                  history: Iterable[Event] = (), top_p: float = 1.0,
                  key: Key | None = None, any_note: bool = False,
-                 max_repeat: int | None = None) -> None:
+                 max_repeat: int | None = None, rhythm_temperature: float | None = None
+                 ) -> None:
         self.temperature, self.top_p, self.any_note = temperature, top_p, any_note
+        self.rhythm_temperature = rhythm_temperature  # None: the model's own
         self.max_repeat = MAX_REPEAT if max_repeat is None else max_repeat
         self.rng = np.random.default_rng(seed)
         self.history: deque[Event] = deque(maxlen=HISTORY)
@@ -327,9 +343,11 @@ class Improviser:
             banned = (*banned, *again)
         # Nucleus sampling cuts the pitch's tail only. Cut from the durations too, the
         # likeliest duration was left alone whenever the network was sure enough of it, and
-        # running free (feeding on its own notes) it grew surer: one rhythm locked in
-        # (docs/music.md, bench/collapse.py).
-        p_join = distribution(d_logits, t, never)[JOIN_ID]
+        # running free (feeding on its own notes) it grew surer: one rhythm locked in. The
+        # durations are drawn a little warmer for the same reason (the model's fitted
+        # rhythm temperature; docs/music.md, bench/collapse.py).
+        warmth = self.rhythm_temperature or self.model.rhythm_temperature
+        p_join = distribution(d_logits, t * warmth, never)[JOIN_ID]
         above = np.zeros(rows.shape[-1])
         if join_above is not None:
             low = max(join_above, REST_ID) + 1
@@ -337,9 +355,9 @@ class Improviser:
         joins = p_join * above.sum()
         if self.rng.random() * (joins + 1.0 - p_join) < joins:
             pitch, duration = draw(above, self.rng), JOIN_ID
-        else:  # the duration of a new event: top-p among those (it may have cut all but +)
+        else:  # a new event: its pitch, then its duration
             pitch = draw(distribution(rows[0], t, banned, top), self.rng)
-            duration = draw(distribution(d_logits, t, (*never, JOIN_ID)), self.rng)
+            duration = draw(distribution(d_logits, t * warmth, (*never, JOIN_ID)), self.rng)
         step = (pitch, duration, sample(v_logits, t, self.rng, never))
         self._logits, self._state = self.model.step(step, self._state)
         self._recent.append((pitch, duration))

@@ -1,4 +1,5 @@
-"""Command line: ``python -m trainer {train,crossval,score,generate,evaluate,judge,worker}``.
+"""Command line: ``python -m trainer {train,crossval,score,generate,evaluate,calibrate,judge,
+worker}``.
 See ``--help`` of each."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from playbach import settings as settings_mod
 from playbach.modeldir import ModelError, check_name, model_dir
 from playbach.schemas import DEFAULT_MODEL, DEFAULT_TOP_P, TOP_P
-from playbach.stepmodel import MAX_REPEAT, REPEAT_REACH, StepModel
+from playbach.stepmodel import MAX_REPEAT, REPEAT_REACH, RHYTHM_WARMTH, StepModel
 from playbach.training import CORPORA
 from playbach.vocab import PARTS_HELP, EncodingOptions, VocabError
 from trainer.config import PRESETS, TrainConfig, UserError, make_config
@@ -100,6 +101,13 @@ def _parser() -> argparse.ArgumentParser:
                                                          "model's meta.json")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    c = sub.add_parser("calibrate", allow_abbrev=False,
+                       help="fit a model's rhythm temperature to its training pieces again "
+                            "(train does it; writes meta.json -> sampling)")
+    c.add_argument("--model", default=DEFAULT_MODEL)
+    c.add_argument("--fold-models", type=Path, help="every fold model in this folder")
+    c.add_argument("--pieces", type=int, default=16, help="improvisations per candidate")
+
     j = sub.add_parser("judge", allow_abbrev=False,
                        help="improvisations as a listener hears them, against held-out Bach: "
                             "distributions per excerpt and a classifier (read-only unless "
@@ -117,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--top-p", type=float, default=DEFAULT_TOP_P,
                    help=f"nucleus sampling (default {DEFAULT_TOP_P}, as a channel plays)")
     j.add_argument("--seed", type=int, default=0)
+    j.add_argument("--rhythm-temperature", type=float,
+                   help="draw the durations this much warmer than the pitches (default: the "
+                        "model's own, meta.json -> sampling)")
     j.add_argument("--no-rival", action="store_true",
                    help="skip the n-gram's free-running samples")
     j.add_argument("--radio", help="a running gateway's URL: judge what its channels played")
@@ -303,6 +314,32 @@ def _score(args: argparse.Namespace, settings: TrainerSettings, models_dir: Path
     print(json.dumps(result, indent=1) if args.json else report(result))
 
 
+def _folders(args: argparse.Namespace, models_dir: Path) -> list[Path]:
+    """The model named by --model, or every fold model in --fold-models."""
+    if args.fold_models:
+        folders = sorted(p.parent for p in args.fold_models.glob("*/meta.json"))
+        if not folders:
+            raise UserError(f"--fold-models {args.fold_models}: no model folders in it")
+        return folders
+    return [model_dir(models_dir, args.model)]
+
+
+def _calibrate(args: argparse.Namespace, models_dir: Path) -> None:
+    from playbach import modeldir
+    from trainer import calibrate
+
+    if not 1 <= args.pieces <= 1000:
+        raise UserError("--pieces must be between 1 and 1000")
+    for folder in _folders(args, models_dir):
+        sampling = calibrate.fit(folder, args.pieces)
+        fitted = sampling["fitted"]
+        print(f"{folder.name}: rhythm temperature {sampling['rhythm_temperature']} ("
+              f"{fitted if isinstance(fitted, str) else fitted['ks_sum']})")
+        meta = modeldir.read_meta(folder)
+        meta["sampling"] = sampling
+        modeldir.write_json(folder / "meta.json", meta)
+
+
 def _judge(args: argparse.Namespace, models_dir: Path) -> None:
     import json
 
@@ -312,12 +349,10 @@ def _judge(args: argparse.Namespace, models_dir: Path) -> None:
     lengths = [int(n) for n in args.notes.split(",") if n.strip()] if args.notes else None
     if lengths and not all(8 <= n <= 2000 for n in lengths):
         raise UserError("--notes takes lengths between 8 and 2000")
-    if args.fold_models:
-        folders = sorted(p.parent for p in args.fold_models.glob("*/meta.json"))
-        if not folders:
-            raise UserError(f"--fold-models {args.fold_models}: no model folders in it")
-    else:
-        folders = [model_dir(models_dir, args.model)]
+    low, high = RHYTHM_WARMTH
+    if args.rhythm_temperature is not None and not low <= args.rhythm_temperature <= high:
+        raise UserError(f"--rhythm-temperature must be between {low} and {high}")
+    folders = _folders(args, models_dir)
     held = [judge.held_out(f) for f in folders]
     if args.radio:
         from trainer.radio import listen_and_judge
@@ -327,7 +362,8 @@ def _judge(args: argparse.Namespace, models_dir: Path) -> None:
     else:
         played: list = []
         result = judge.judge(held, args.pieces, lengths, args.temperature, args.top_p,
-                             args.seed, rival=not args.no_rival, played=played)
+                             args.seed, rival=not args.no_rival, played=played,
+                             rhythm_temperature=args.rhythm_temperature)
     print(json.dumps(result, indent=1) if args.json else judge.report(result))
     if args.out:
         judge.write(result, args.out)
@@ -374,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({sum(not e.is_rest for e in events)} sounding)")
         elif args.command == "judge":
             _judge(args, models_dir)
+        elif args.command == "calibrate":
+            _calibrate(args, models_dir)
         else:
             import json
 

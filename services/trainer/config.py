@@ -68,6 +68,9 @@ class TrainConfig:
     original_protocol: bool = False  # also train the leaky way (a random split of windows)
     eval_pieces: int = 8  # pieces `evaluate` improvises at the end of training
     eval_notes: int = 0  # sounding events per excerpt; 0: a typical piece's, at most 256
+    # improvisations per candidate when fitting the rhythm temperature (calibrate.py; 0: none,
+    # the durations drawn at the channel's temperature). Sampling only: the network is the same
+    calibrate_pieces: int = 16
 
     def __post_init__(self) -> None:
         if self.objective not in ("seq2seq", "last"):
@@ -118,7 +121,7 @@ PRESETS: dict[str, dict[str, object]] = {
     # Tests and CI: trains in seconds on 2 CPU cores.
     "tiny": dict(seq_len=32, stride=16, embed_pitch=16, embed_duration=4, embed_velocity=2,
                  units=32, layers=1, dropout=0.1, batch_size=16, epochs=3, patience=2,
-                 copy_window=16, copy_dim=16, eval_pieces=2),
+                 copy_window=16, copy_dim=16, eval_pieces=2, calibrate_pieces=2),
     # The shipped model (see `make train`).
     "default": {},
 }

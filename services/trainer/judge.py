@@ -175,10 +175,12 @@ def lengths_for(pieces: list[list[Event]], asked: Sequence[int] | None) -> list[
 
 
 def improvisations(folder: Path, count: int, notes: int, temperature: float, top_p: float,
-                   seed: int) -> list[list[Event]]:
-    """``count`` improvisations of ``notes`` sounding events, as a channel plays them."""
+                   seed: int, rhythm_temperature: float | None = None) -> list[list[Event]]:
+    """``count`` improvisations of ``notes`` sounding events, as a channel plays them (the
+    durations at the model's own rhythm temperature unless one is given)."""
     model = StepModel(folder)
-    return [list(Improviser(model, temperature, seed + i, top_p=top_p).notes(notes))
+    return [list(Improviser(model, temperature, seed + i, top_p=top_p,
+                            rhythm_temperature=rhythm_temperature).notes(notes))
             for i in range(count)]
 
 
@@ -233,7 +235,8 @@ def ngram_improvisations(train: list[np.ndarray], vocab, count: int, notes: int,
 
 def judge(held: list[Held], pieces: int, lengths: Sequence[int] | None = None,
           temperature: float = 1.0, top_p: float = DEFAULT_TOP_P, seed: int = 0,
-          rival: bool = True, played: list | None = None) -> dict:
+          rival: bool = True, played: list | None = None,
+          rhythm_temperature: float | None = None) -> dict:
     """The network's improvisations (``pieces`` per model, each as long as the longest
     excerpt) against its held-out Bach, pooled over the models given (a cross-validation's
     folds); with ``rival``, the n-gram's beside it. The improvisations, a list per model,
@@ -243,12 +246,15 @@ def judge(held: list[Held], pieces: int, lengths: Sequence[int] | None = None,
     longest = max(chosen)
     rivals = []
     for h in held:
-        played.append(improvisations(h.folder, pieces, longest, temperature, top_p, seed))
+        played.append(improvisations(h.folder, pieces, longest, temperature, top_p, seed,
+                                     rhythm_temperature))
         if rival and h.train:
             rivals.append(ngram_improvisations(h.train, StepModel(h.folder).vocab, pieces,
                                                longest, seed))
     result: dict = {"models": [h.folder.name for h in held], "pieces": pieces,
                     "temperature": temperature, "top_p": top_p, "seed": seed,
+                    "rhythm_temperature": [rhythm_temperature or StepModel(h.folder)
+                                           .rhythm_temperature for h in held],
                     "bach_pieces": sum(len(h.bach) for h in held), "lengths": {}}
     for n in chosen:
         bach = [e for h in held for e in ms.excerpts(h.bach, n)]

@@ -16,7 +16,7 @@ from playbach import modeldir
 from playbach.modeldir import ModelError
 from playbach.stepmodel import HEADS
 from playbach.vocab import EncodingOptions, Vocabulary
-from trainer import heldout, improvise
+from trainer import calibrate, heldout, improvise
 from trainer.config import TrainConfig
 from trainer.corpus import Corpus, check_size
 from trainer.dataset import (
@@ -161,6 +161,10 @@ def export(model, cfg: TrainConfig, vocab: Vocabulary, meta: dict, folder: Path,
         "bytes": {f.name: f.stat().st_size for f in sorted(folder.iterdir())},
     }
     meta["model"]["state_size"] = state_size(cfg)
+    if cfg.calibrate_pieces:  # before evaluate, which then draws as a channel will
+        modeldir.write_json(folder / "meta.json", meta)
+        meta["sampling"] = calibrate.fit(folder, cfg.calibrate_pieces)
+        modeldir.write_json(folder / "meta.json", meta)
     try:
         if cfg.eval_pieces:
             meta["evaluation"] = improvise.evaluate(folder, cfg.eval_pieces,

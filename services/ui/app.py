@@ -288,7 +288,8 @@ def metric_chart(frame: pd.DataFrame, metric: str, counted: bool) -> None:
         return
     axis = alt.Axis(format="d", tickMinStep=1) if counted else alt.Axis()
     chart = alt.Chart(data).mark_line(point=len(data) < 3).encode(
-        x=alt.X("time:T", title=None),
+        # 24-hour clock: Vega-Lite's default reads 20:06 as "08:06"
+        x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S")),
         y=alt.Y(f"{metric}:Q", title=None, axis=axis, scale=alt.Scale(zero=True)),
         color=alt.Color("channel:N", legend=alt.Legend(orient="bottom", title=None)))
     st.altair_chart(chart.properties(height=180), width="stretch")

@@ -160,3 +160,34 @@ def test_the_improviser_keeps_to_the_range_of_its_corpus(tmp_path):
     (broken / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=r"range \[70, 40\] is not \[lowest, highest\]"):
         StepModel(broken)
+
+
+def test_the_durations_are_drawn_at_the_models_rhythm_temperature(tmp_path):
+    import json
+    import shutil
+
+    from playbach.modeldir import ModelError
+
+    model = StepModel(SHIPPED / DEFAULT_MODEL)
+
+    def spread(warmth: float) -> int:  # distinct durations over the same seeds
+        imp = Improviser(model, 1.0, seed=5, top_p=0.95, rhythm_temperature=warmth)
+        return len({ev.duration for ev in imp.notes(300)})
+
+    assert spread(3.0) > spread(0.5)
+    # a model asks for its own (meta.json -> sampling); out of range it is refused
+    warm = tmp_path / "warm"
+    shutil.copytree(SHIPPED / DEFAULT_MODEL, warm)
+    meta = json.loads((warm / "meta.json").read_text())
+    meta["sampling"] = {"rhythm_temperature": 3.0}
+    (warm / "meta.json").write_text(json.dumps(meta))
+    assert StepModel(warm).rhythm_temperature == 3.0
+    cold = Improviser(StepModel(warm), 1.0, seed=5, top_p=0.95, rhythm_temperature=0.5)
+    own = Improviser(StepModel(warm), 1.0, seed=5, top_p=0.95)
+    assert len({e.duration for e in own.notes(300)}) > len({e.duration for e in cold.notes(300)})
+    for bad in (7, "warm", True):
+        meta["sampling"] = {"rhythm_temperature": bad}
+        (warm / "meta.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelError, match=r"sampling\.rhythm_temperature .* is not a "
+                                             r"number from 0\.5 to 3\.0"):
+            StepModel(warm)

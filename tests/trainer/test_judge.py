@@ -12,7 +12,7 @@ import pytest
 
 from playbach.vocab import Event
 from tests.conftest import run_cli
-from trainer import judge
+from trainer import calibrate, judge
 from trainer import musicstats as ms
 
 SCALE = ("C3", "D3", "E3", "F3", "G3", "A3", "B3", "C4")
@@ -99,6 +99,22 @@ def test_judge_a_trained_model_against_its_held_out_pieces(chorale_model, dirs, 
     assert (chorale_model / "meta.json").read_text() == before
     bad = run_cli("judge", "--model", chorale_model.name, "--notes", "3", env=dirs)
     assert bad.returncode == 2 and "--notes takes lengths between 8 and 2000" in bad.stderr
+    bad = run_cli("judge", "--model", chorale_model.name, "--rhythm-temperature", "9", env=dirs)
+    assert bad.returncode == 2 and "--rhythm-temperature must be between 0.5 and 3" in bad.stderr
+
+
+def test_train_fits_the_rhythm_temperature_and_calibrate_fits_it_again(chorale_model, dirs):
+    """Fitted to the training pieces at the end of train (the tiny preset tries every
+    candidate on 2 improvisations), recorded in meta.json, and fitted again on demand."""
+    sampling = json.loads((chorale_model / "meta.json").read_text())["sampling"]
+    assert sampling["rhythm_temperature"] in calibrate.CANDIDATES
+    assert set(sampling["fitted"]["ks_sum"]) == {str(c) for c in calibrate.CANDIDATES}
+    assert sampling["fitted"]["against"] == "training pieces"
+    res = run_cli("calibrate", "--model", chorale_model.name, "--pieces", "2", env=dirs)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"{chorale_model.name}: rhythm temperature" in res.stdout
+    again = json.loads((chorale_model / "meta.json").read_text())["sampling"]
+    assert again["fitted"]["pieces"] == 2 and again == sampling  # same seeds, same fit
 
 
 @pytest.mark.parametrize("durations", [[F(1, 2), F(1, 4), F(1, 6), F(3, 2)]])
