@@ -8,14 +8,16 @@ export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: help setup sysdeps up test lint train crossval ablations bench reliability clean \
-	k8s-check compose-test bench-fanout
+	k8s-check compose-test bench-fanout judge crossval-judge
 
 help:
-	@echo "make up     run everything locally: open http://127.0.0.1:8000/ and press Play"
+	@echo "make up     run everything locally: the control room at http://127.0.0.1:8501/"
 	@echo "make test   lint and run every test"
 	@echo "make train  retrain the shipped models (models/cello-suites, models/chorales)"
 	@echo "make crossval  6-fold cross-validation of both against the baselines (README table)"
 	@echo "make ablations  what each model change bought, cross-validated on the suites"
+	@echo "make judge  the improvisations as a listener hears them, against held-out Bach"
+	@echo "make crossval-judge  the same on every piece of the suites, 6 folds (an hour)"
 	@echo "make bench  speed measurements (figures go in README.md)"
 	@echo "make bench-fanout  listeners per gateway process beside websockets.broadcast, Icecast"
 	@echo "make reliability  the fault tests, with their figures"
@@ -106,6 +108,23 @@ ablations: setup
 		$(EARLIER)) $(RESULTS)/crossval-cello.json $(RESULTS)/ablation-cello-random.json
 	$(PY) bench/crossval_table.py --changes $(RESULTS)/crossval-cello-rhythm.json \
 		$(RESULTS)/ablation-cello-norhythm.json
+
+# The music as a listener hears it (docs/music.md): both shipped models' improvisations
+# against their own held-out pieces, into their folders (judge.json, judge.png), and how the
+# sampling changes lock-in over long improvisations (bench/collapse.py).
+judge: setup
+	$(PY) -m trainer judge --model cello-suites --record
+	$(PY) -m trainer judge --model chorales --record
+	$(PY) bench/collapse.py --out $(RESULTS)/collapse.json
+
+# The suites' judge on every piece once: a 6-fold cross-validation exporting its fold models,
+# each judged against the pieces it never read (about an hour on 2 cores).
+FOLDS := runs/folds/cello-suites
+crossval-judge: setup
+	$(PY) -m trainer crossval --midi-dir $(CELLO) $(CELLO_CONFIG) --no-progress \
+		--out $(RESULTS)/crossval-cello-judged.json --export $(FOLDS) --resume
+	$(PY) -m trainer judge --fold-models $(FOLDS) --out $(RESULTS)/judge-cello-folds.json \
+		--plot $(RESULTS)/judge-cello-folds.png
 
 # The fault tests alone, with their figures printed (README, "Reliability").
 reliability: setup

@@ -316,6 +316,14 @@ DownloadToken = Annotated[str | None, Query(description="a listen or admin token
                                                         "listening is not public")]
 
 
+def download_name(params: ChannelParams, cid: str, ext: str) -> str:
+    """``playbach-<channel name>-<model>-<UTC time>.<ext>``: downloads from several channels
+    and sessions do not overwrite each other (letters, digits and dashes only)."""
+    words = re.sub(r"[^a-z0-9]+", "-", f"{params.name or cid} {params.model}".lower())
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return f"playbach-{words.strip('-')[:80]}-{stamp}.{ext}"
+
+
 @router.get("/channels/{cid}/recent.mid", tags=["channels"], response_class=Response,
             responses={200: {"content": {"audio/midi": {}}}, **problems(401, 404, 429)})
 async def recent_midi(cid: ChannelId, request: Request, db: Annotated[Store, Depends(store)],
@@ -323,7 +331,7 @@ async def recent_midi(cid: ChannelId, request: Request, db: Annotated[Store, Dep
                       token: DownloadToken = None) -> Response:
     """What the channel played in the last ``seconds`` (at most 600), as a MIDI file that
     matches the WAV: its tempo and instrument changes where they were heard."""
-    await _channel(db, cid)
+    params = await _channel(db, cid)
     await may_download(request, token)
     onsets, length_s = await db.heard_onsets(cid, seconds)
     if not onsets:
@@ -331,7 +339,7 @@ async def recent_midi(cid: ChannelId, request: Request, db: Annotated[Store, Dep
                             f"channel {cid!r} played nothing in the last {seconds:g} s")
     data = heard_midi(onsets, length_s)
     return Response(data, media_type="audio/midi", headers={
-        "Content-Disposition": f'attachment; filename="playbach-{cid}.mid"'})
+        "Content-Disposition": f'attachment; filename="{download_name(params, cid, "mid")}"'})
 
 
 @router.get("/channels/{cid}/recent.wav", tags=["channels"], response_class=StreamingResponse,
@@ -341,7 +349,7 @@ async def recent_wav(cid: ChannelId, request: Request, db: Annotated[Store, Depe
                      token: DownloadToken = None) -> StreamingResponse:
     """The channel's audio of the last ``seconds`` (at most 120, what Redis keeps), as WAV,
     streamed from Redis a page at a time (a download holds a page in memory, not the file)."""
-    await _channel(db, cid)
+    params = await _channel(db, cid)
     await may_download(request, token)
     heard = await db.heard_pcm(cid, seconds)
     if heard is None:
@@ -355,7 +363,7 @@ async def recent_wav(cid: ChannelId, request: Request, db: Annotated[Store, Depe
             yield data
 
     return StreamingResponse(body(), media_type="audio/wav", headers={
-        "Content-Disposition": f'attachment; filename="playbach-{cid}.wav"',
+        "Content-Disposition": f'attachment; filename="{download_name(params, cid, "wav")}"',
         "Content-Length": str(44 + frames * 2 * first.channels)})
 
 

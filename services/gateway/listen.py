@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from gateway import auth, cuts, metrics
 from gateway.encode import FORMATS, OPUS_RATE
 from gateway.hub import HEADER, Listener
+from playbach.gm import PROGRAMS
 from playbach.schemas import AUDIO_CHANNELS, PlayerReport
 from playbach.service import REDIS_DOWN
 
@@ -221,13 +222,19 @@ def icy_block(title: str | None) -> bytes:
     return bytes([blocks]) + text.ljust(16 * blocks, b"\0")
 
 
-def now_playing(item: str, name: str) -> str | None:
-    """The title for a notes message: the channel, the model, the note that starts."""
-    notes = json.loads(item).get("notes") or []
-    if not notes:
-        return None
-    last = notes[-1]
-    return f"Play Bach: {name} - {last['model']} - {last['pitch']}"
+def now_playing(item: str, name: str, facts: dict[str, str]) -> str:
+    """The stream's title: the channel, model, instrument, key and BPM. It follows a
+    change of any of them (a notes or params message updates ``facts``), not every note."""
+    msg = json.loads(item)
+    if msg.get("type") == "params":
+        p = msg.get("params") or {}
+        if "bpm" in p:
+            facts["bpm"] = f"{round(float(p['bpm']))} BPM"
+    for note in (msg.get("notes") or [])[-1:]:
+        facts.update(model=note.get("model", ""), key=note.get("key", ""),
+                     instrument=PROGRAMS[note["program"]] if "program" in note else "")
+    said = (facts.get(k) for k in ("model", "instrument", "key", "bpm"))
+    return " · ".join([f"Play Bach: {name}", *(f for f in said if f)])
 
 
 async def _compressed(fmt: str, cid: str, request: Request, token: str | None
@@ -252,18 +259,20 @@ async def _compressed(fmt: str, cid: str, request: Request, token: str | None
     hub = await app.state.hubs.join(cid, listener)
 
     async def body():
-        title, left = f"Play Bach: {name}", ICY_METAINT
+        facts = {"model": params.model, "instrument": PROGRAMS[params.instrument],
+                 "bpm": f"{round(params.bpm)} BPM"}
+        title, sent, left = now_playing("{}", name, facts), None, ICY_METAINT
         try:
             while (item := await listener.next()) is not None:
                 if isinstance(item, str):
                     if icy:
-                        title = now_playing(item, name) or title
+                        title = now_playing(item, name, facts)
                     continue
                 while icy and len(item) >= left:  # a metadata block every ICY_METAINT bytes
                     yield item[:left]
                     item, left = item[left:], ICY_METAINT
-                    yield icy_block(title)
-                    title = None
+                    yield icy_block(title if title != sent else None)
+                    sent = title
                 left -= len(item) if icy else 0
                 if item:
                     yield item

@@ -69,6 +69,22 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
                 page.get_by_role("link", name="MIDI").click()
             midi = Path(download.value.path()).read_bytes()
             name = download.value.suggested_filename
+            # what a lock screen, headphones and a car are told, and the line on the page
+            session = page.evaluate("""() => { const m = navigator.mediaSession.metadata;
+                return {title: m && m.title, artist: m && m.artist, album: m && m.album,
+                        state: navigator.mediaSession.playbackState,
+                        line: document.getElementById('now-playing').textContent}; }""")
+            volume = page.evaluate("""() => new Promise((done) => {
+                const v = document.getElementById('volume');
+                v.value = '0.25'; v.dispatchEvent(new Event('input'));
+                setTimeout(() => done([window.playbach.gain.gain.value,
+                                       localStorage.getItem('playbach-volume')]), 400); })""")
+            page.context.grant_permissions(["clipboard-read", "clipboard-write"],
+                                           origin=live.gateway_url)
+            page.get_by_role("button", name="Copy link").click()
+            page.wait_for_function(
+                "document.getElementById('share').textContent === 'Link copied'")
+            link = page.evaluate("navigator.clipboard.readText()")
         page.screenshot(path=str(ARTIFACTS / f"player-{device_rate or 'device'}-"
                                              f"{codec or 'auto'}-{decoder or 'auto'}.png"))
         # the roll has drawn notes: some pixels are in the notes' colours
@@ -79,7 +95,14 @@ def test_player_plays_audio_and_draws_the_piano_roll(live, tmp_path, device_rate
         assert nothing == "nothing heard yet: press ▶ Play, listen, then download"
         assert labels == ["C1", "C2", "C3", "C4", "C5", "C6", "C7"]
         assert re.fullmatch(r"\d+ ms \(aim \d+ ms\)", buffer), buffer
-        assert helped and name == "playbach-radio.mid" and midi[:4] == b"MThd"
+        assert helped and midi[:4] == b"MThd"
+        assert re.fullmatch(rf"playbach-radio-{DEFAULT_MODEL}-\d{{8}}-\d{{6}}\.mid", name), name
+        assert session["title"] == "Radio" and session["state"] == "playing", session
+        assert session["artist"] == f"Play Bach · {DEFAULT_MODEL}", session
+        assert re.fullmatch(r"Cello · [A-G]#? (major|minor)", session["album"]), session
+        assert session["line"] == f"Radio · {DEFAULT_MODEL} · {session['album']} · 100 BPM"
+        assert abs(volume[0] - 0.25) < 0.01 and volume[1] == "0.25", volume
+        assert link == f"{live.gateway_url}/?channel=radio"
     assert not [c for c in console if c.startswith(("error", "pageerror"))], console
     assert state["consumed"] > 2 * 44100 and state["frames"] > 20
     assert state["status"] == "playing" and state["model"] == DEFAULT_MODEL

@@ -8,6 +8,7 @@ const state = window.playbach = {           // read by the browser tests
   codec: null, codecRate: 44100, decoder: null, decoderKind: null, wasm: null, bytes: 0,
   labels: [], silence: 0, replica: null, reconnects: 0, opened: [],
   receivedTo: null,                         // where the audio received ends (codec's rate)
+  gain: null, volume: 1, channelName: '', nowPlaying: '',
 };
 const retry = { attempt: 0, timer: null };
 const $ = (id) => document.getElementById(id);
@@ -16,13 +17,79 @@ window.addEventListener('error', (e) => state.errors.push(String(e.message)));
 function showParams(p) {
   if (!p) return;
   state.params = p;
+  if (p.name) state.channelName = p.name;
   $('p-model').textContent = p.model;
   const inst = state.instruments.find((i) => i.program === p.instrument);
   $('p-instrument').textContent = inst ? inst.name : `program ${p.instrument}`;
   $('p-bpm').textContent = Math.round(p.bpm);
   $('p-temperature').textContent = Number(p.temperature).toFixed(2);
   $('p-top-p').textContent = Number(p.top_p ?? 1).toFixed(2);
+  showNowPlaying();
 }
+
+// One line that changes when the channel, model, instrument, key or BPM does (not with every
+// note), and the same for the lock screen, headphones and car (Media Session).
+function showNowPlaying() {
+  const p = state.params;
+  if (!p) return;
+  const key = $('p-key').textContent === '–' ? '' : $('p-key').textContent;
+  const parts = [state.channelName || state.channel, p.model, $('p-instrument').textContent,
+    key, `${Math.round(p.bpm)} BPM`].filter(Boolean);
+  const line = parts.join(' · ');
+  if (line === state.nowPlaying) return;
+  state.nowPlaying = line;
+  $('now-playing').textContent = line;
+  document.title = `${state.channelName || state.channel} — Play Bach`;
+  if ('mediaSession' in navigator && window.MediaMetadata) {
+    navigator.mediaSession.metadata = new MediaMetadata({
+      title: state.channelName || state.channel, artist: `Play Bach · ${p.model}`,
+      album: [$('p-instrument').textContent, key].filter(Boolean).join(' · '),
+      artwork: [{ src: 'favicon.svg', sizes: 'any', type: 'image/svg+xml' }],
+    });
+  }
+}
+
+if ('mediaSession' in navigator) {
+  const play = () => { if (!state.ws) start().catch((e) => state.errors.push(String(e))); };
+  for (const [action, handler] of [['play', play], ['pause', () => state.ws && stop()],
+    ['stop', () => state.ws && stop()]]) {
+    try { navigator.mediaSession.setActionHandler(action, handler); } catch (e) { /* unsupported */ }
+  }
+}
+
+// Volume: a gain after the worklet, remembered on this device.
+function setVolume(v) {
+  state.volume = Math.min(1, Math.max(0, Number(v)));
+  $('volume').value = String(state.volume);
+  try { localStorage.setItem('playbach-volume', String(state.volume)); } catch (e) { /* private mode */ }
+  if (state.gain) state.gain.gain.setTargetAtTime(state.volume, state.ctx.currentTime, 0.02);
+}
+$('volume').addEventListener('input', (e) => setVolume(e.target.value));
+try {
+  const saved = localStorage.getItem('playbach-volume');
+  if (saved !== null) setVolume(saved);
+} catch (e) { /* private mode */ }
+
+// The channel's link (its id is its key; a listen token is personal and stays out of it):
+// the phone's share sheet where there is one, else the clipboard.
+function channelLink() {
+  return `${location.origin}${location.pathname}?channel=${encodeURIComponent(state.channel)}`;
+}
+$('share').addEventListener('click', async () => {
+  const url = channelLink(), button = $('share');
+  try {
+    if (navigator.share && matchMedia('(pointer: coarse)').matches) {
+      await navigator.share({ title: `${state.channelName || state.channel} — Play Bach`, url });
+      return;
+    }
+    await navigator.clipboard.writeText(url);
+    button.textContent = 'Link copied';
+  } catch (e) {
+    if (e && e.name === 'AbortError') return;  // the share sheet closed
+    window.prompt('Copy this link:', url);
+  }
+  setTimeout(() => { button.textContent = 'Copy link'; }, 2000);
+});
 
 async function loadLists() {
   try {
@@ -38,6 +105,7 @@ async function loadLists() {
     if (!ids.includes(state.channel)) ids.unshift(state.channel);
     const names = Object.fromEntries(channels.map((c) => [c.id, c.params.name || c.id]));
     for (const id of ids) sel.add(new Option(names[id] || id, id, false, id === state.channel));
+    state.channelName = names[state.channel] || state.channel;
     const mine = channels.find((c) => c.id === state.channel);
     if (mine) showParams(mine.params);
   } catch (e) { $('m-error').textContent = 'the server is unreachable'; }
@@ -237,13 +305,16 @@ async function start() {
       $('m-buffer').textContent = `${Math.round(s.buffered * 1000)} ms (aim ${Math.round(s.target * 1000)} ms)`;
       $('m-underruns').textContent = s.underruns;
     };
-    state.node.connect(state.ctx.destination);
+    state.gain = state.ctx.createGain();
+    state.gain.gain.value = state.volume;
+    state.node.connect(state.gain).connect(state.ctx.destination);
   }
   await state.ctx.resume();
   state.codec = state.codec || await pickCodec();
   state.ws = connect();
   $('play').textContent = '■ Stop';
   $('play').setAttribute('aria-pressed', 'true');
+  if ('mediaSession' in navigator) navigator.mediaSession.playbackState = 'playing';
 }
 
 function stop() {
@@ -260,6 +331,7 @@ function stop() {
   $('play').textContent = '▶ Play';
   $('play').setAttribute('aria-pressed', 'false');
   $('status').textContent = 'stopped';
+  if ('mediaSession' in navigator) navigator.mediaSession.playbackState = 'paused';
 }
 
 // Underruns go back to the gateway, which shows them in /api/stats.
@@ -298,7 +370,10 @@ function draw() {
     for (const n of state.notes) {
       const x0 = xOf(n.pos), x1 = xOf(n.pos + n.duration * state.rate);
       const sounding = n.pos <= state.playhead && state.playhead < n.pos + n.duration * state.rate;
-      if (sounding && n.key && $('p-key').textContent !== n.key) $('p-key').textContent = n.key;
+      if (sounding && n.key && $('p-key').textContent !== n.key) {
+        $('p-key').textContent = n.key;
+        showNowPlaying();
+      }
       g.fillStyle = sounding ? '#ffd27a' : (x0 > nowX ? '#5a6b85' : '#b08a3e');
       for (const m of n.midi) g.fillRect(x0, h - ((m - low) / (high - low)) * h - bar / 2, Math.max(2, x1 - x0 - 1), bar);
     }
@@ -311,6 +386,7 @@ $('play').addEventListener('click', () => (state.ws ? stop() : start().catch((e)
   state.errors.push(String(e)); $('m-error').textContent = `cannot play: ${e}`; })));
 $('channel').addEventListener('change', (e) => {
   const playing = !!state.ws; stop(); state.channel = e.target.value;
+  $('p-key').textContent = '–';             // the new channel's key comes with its notes
   history.replaceState(null, '', `?channel=${encodeURIComponent(state.channel)}`);
   loadLists().then(() => { if (playing) start(); });
 });
