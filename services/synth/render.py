@@ -64,9 +64,27 @@ def instrument_names(path: Path) -> dict[int, str]:
         synth.delete()
 
 
+KNEE = 0.7  # of full scale: above it the limiter bends the wave, so nothing ever clips
+
+
+def limit(x: np.ndarray) -> np.ndarray:
+    """A soft limiter without memory (a rewind or splice renders the same samples again):
+    the identity up to KNEE, then a tanh curve that approaches full scale and never reaches
+    it (in floating point), so a loud chord is rounded off instead of clipped."""
+    over = np.abs(x) > KNEE
+    if over.any():
+        a = np.abs(x[over])
+        x[over] = np.sign(x[over]) * (KNEE + (1 - KNEE) * np.tanh((a - KNEE) / (1 - KNEE)))
+    return x
+
+
 class Renderer:
-    def __init__(self, soundfont: Path, rate: int, gain: float, program: int) -> None:
+    def __init__(self, soundfont: Path, rate: int, gain: float, program: int,
+                 loudness_db: float = 0.0) -> None:
         self.rate = rate
+        # FluidSynth renders with headroom (its own clipping is hard); the level a listener
+        # expects from a radio comes after it, through the limiter
+        self.makeup = 10 ** (loudness_db / 20) / 2 / 32768  # the mean of two channels too
         self.synth = fluidsynth.Synth(samplerate=float(rate), gain=gain)
         self.sfid = load_soundfont(self.synth, soundfont)
         self.program = -1
@@ -99,8 +117,8 @@ class Renderer:
     def _segment(self, frames: int) -> np.ndarray:
         if frames <= 0:
             return np.zeros(0, np.int16)
-        stereo = np.asarray(self.synth.get_samples(frames), np.int32).reshape(-1, 2)
-        return (stereo.sum(axis=1) // 2).astype(np.int16)
+        stereo = np.asarray(self.synth.get_samples(frames), np.float64).reshape(-1, 2)
+        return np.round(limit(stereo.sum(axis=1) * self.makeup) * 32767).astype(np.int16)
 
     def tone(self) -> None:
         self.tone_left = int(TONE_SECONDS * self.rate)

@@ -19,7 +19,12 @@ class SynthSettings(ModelReaderSettings, WorkerSettings, AudioSettings):
                                 description="audio rendered ahead of the clock: it covers a "
                                             "takeover (about LEASE_MS), changes do not wait "
                                             "for it")
-    gain: float = Field(0.5, gt=0, le=5, description="FluidSynth master gain")
+    gain: float = Field(0.5, gt=0, le=5, description="FluidSynth master gain (its headroom: "
+                                                      "FluidSynth clips hard)")
+    loudness_db: float = Field(14.0, ge=0, le=24,
+                               description="gain after FluidSynth, in dB, up to a web "
+                                           "radio's level; peaks above -3 dBFS are rounded off "
+                                           "by a soft limiter, never clipped")
     tick_ms: int = Field(20, ge=5, le=1000, description="how often owned channels are served")
     audio_maxlen: int = Field(2800, ge=50, description="chunks kept per channel (2800: 130 s)")
 

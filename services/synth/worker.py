@@ -94,7 +94,8 @@ class SynthWorker(ChannelWorker[Voice]):
         if params is None:
             return None
         s = self.settings
-        renderer = Renderer(s.soundfont, s.sample_rate, s.gain, params.instrument)
+        renderer = Renderer(s.soundfont, s.sample_rate, s.gain, params.instrument,
+                            s.loudness_db)
         saved = await SynthPosition.read(self.redis, cid)
         pos = saved.pos
         renderer.last_seq, renderer.last_id = saved.seq, saved.id

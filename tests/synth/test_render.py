@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from playbach.schemas import NoteEvent
-from synth.render import Pending, Renderer, instrument_names
+from synth.render import KNEE, Pending, Renderer, instrument_names, limit
 from synth.settings import FLUID_R3
 
 RATE, CHUNK = 44100, 2048
@@ -176,3 +176,25 @@ def test_a_takeover_resumes_the_held_note_and_keeps_the_rhythm():
     held = np.concatenate(pcm_b)[:4410].astype(float)
     assert np.sqrt(np.mean(held ** 2)) > 0.3 * np.sqrt(np.mean(pcm_a[at:at + 4410] ** 2))
     assert ons_b == [(pos, n.seq) for pos, n in ons_a if n.seq == 2] == [(4 * RATE, 2)]
+
+
+def test_the_level_is_made_up_after_fluidsynth_and_peaks_are_rounded_off_not_clipped():
+    def rendered(db: float) -> np.ndarray:
+        r = Renderer(FLUID_R3, RATE, 0.5, program=19, loudness_db=db)  # an organ: sustained
+        r.pending.extend(note(i, [48, 55, 64, 72], 0.5) for i in range(8))
+        pcm, _ = render(r, 2.0, bpm=120)
+        r.close()
+        return pcm
+
+    def dbfs(x: np.ndarray) -> float:
+        return 20 * np.log10(np.sqrt(np.mean(x ** 2)) / 32768)
+
+    plain, made_up, loudest = rendered(0.0), rendered(10.0), rendered(24.0)
+    assert 8.0 < dbfs(made_up) - dbfs(plain) <= 10.05  # the limiter takes a little of the 10
+    peak = np.abs(made_up).max()
+    assert KNEE * 32767 < peak < 0.99 * 32767  # rounded off above the knee, short of full scale
+    assert np.abs(loudest).max() <= 32767 and dbfs(loudest) > dbfs(made_up)  # never wraps
+    quiet = np.linspace(-KNEE, KNEE, 101)
+    assert np.array_equal(limit(quiet.copy()), quiet)  # below the knee: untouched
+    loud = limit(np.array([0.9, -3.0, 50.0]))
+    assert np.all(np.abs(loud) <= 1) and loud[0] < 0.9 and loud[1] < -0.99
