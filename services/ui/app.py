@@ -19,7 +19,8 @@ from ui import train
 from ui.client import Gateway, GatewayError
 from ui.settings import UiSettings
 
-st.set_page_config(page_title="Play Bach — control room", page_icon="🎼", layout="wide")
+st.set_page_config(page_title="Play Bach — control room", page_icon=":material/music_note:",
+                   layout="wide")
 HISTORY = 300  # stats points kept for the charts
 PLAYER_HEIGHT = 560  # the embedded player, meters and downloads included, at 390 px wide too
 
@@ -43,25 +44,37 @@ state.setdefault("flash", [])
 state.setdefault("history", [])
 
 
-def flash(kind: str, text: str) -> None:
-    """A message shown once, after the rerun a callback causes."""
-    state.flash.append((kind, text))
+def flash(kind: str, text: str, beside: str | None = None) -> None:
+    """A message shown once, after the rerun a callback causes: as a toast, which shows
+    wherever the user is on the page, or ``beside`` the button it answers (its key)."""
+    if beside:
+        state[f"said-{beside}"] = (kind, text)
+    else:
+        state.flash.append((kind, text))
 
 
-def attempt(action, success: str | None = None):
+def said(where, key: str) -> None:
+    """What the button ``key`` answered, under it (once)."""
+    kind, text = state.pop(f"said-{key}", (None, None))
+    if text:
+        (where.error if kind == "error" else where.success)(text)
+
+
+def attempt(action, success: str | None = None, beside: str | None = None):
     try:
         result = action()
     except GatewayError as exc:
-        flash("error", str(exc))
+        flash("error", str(exc), beside)
         return None
     if success:
-        flash("success", success)
+        flash("success", success, beside)
     return result
 
 
 # --- the account, on the page (a phone folds the sidebar away); the server test aside -----
 
-st.markdown("### 🎼 Play Bach")
+# Streamlit's Material icons, not emoji: a system without an emoji font shows emoji as boxes
+st.markdown("### :material/music_note: Play Bach")
 account = st.container()
 if gw.admin:
     who, out = account.columns([4, 1], vertical_alignment="center")
@@ -70,7 +83,7 @@ if gw.admin:
         gw.logout()
         st.rerun()
 else:
-    with account.expander("🔑 Log in to change the music (anyone can listen)"):
+    with account.expander("Log in to change the music (anyone can listen)", icon=":material/key:"):
         with st.form("login", border=False):
             user = st.text_input("User", key="username", value="admin")
             password = st.text_input("Password", key="password", type="password")
@@ -82,22 +95,22 @@ with st.sidebar:
     st.caption("A neural network improvises Bach, live.")
 
     def server_test() -> None:
-        pong = attempt(gw.ping)
+        pong = attempt(gw.ping, beside="ping")
         if pong:
             flash("success", f"Server test: {pong['round_trip_ms']:.0f} ms round trip "
-                             f"(Redis {pong['redis_ms']:.1f} ms)")
+                             f"(Redis {pong['redis_ms']:.1f} ms)", beside="ping")
 
-    st.button("Server test", key="ping", on_click=server_test,
+    st.button("Server test", key="ping", on_click=server_test, icon=":material/dns:",
               help="a round trip through the gateway and Redis")
+    said(st, "ping")
     st.caption(f"Gateway: {settings.public_gateway_url} · [API docs]"
                f"({settings.public_gateway_url}/docs)")
 
-# Messages and notices live in containers that always exist, so what comes after them keeps
-# its place in the page: the embedded player is never re-created (and never goes silent)
-# because a message appeared or disappeared above it.
-messages = st.container()
+# Toasts take no place in the page: the embedded player is never re-created (and never goes
+# silent) because a message appeared or disappeared above it.
 for kind, text in state.flash:
-    (messages.error if kind == "error" else messages.success)(text)
+    st.toast(text, icon=":material/error:" if kind == "error" else ":material/check_circle:",
+             duration="long" if kind == "error" or len(text) > 60 else "short")
 state.flash = []
 
 try:
@@ -121,8 +134,9 @@ def describe_params(p: dict) -> str:
     return ", ".join(said + ([f"seed {p['seed']}"] if p.get("seed") is not None else []))
 
 
-listen, train_tab, stats_tab, guide = st.tabs(["🎧 Listen", "🏋 Train", "📈 Stats",
-                                               "📖 Guide & about"])
+listen, train_tab, stats_tab, guide = st.tabs([
+    ":material/headphones: Listen", ":material/model_training: Train",
+    ":material/monitoring: Stats", ":material/menu_book: Guide & about"])
 
 # --- listen ------------------------------------------------------------------------------
 
@@ -134,7 +148,10 @@ with listen:
     state.setdefault("channel", "radio" if "radio" in ids else ids[0])
     if state.channel not in ids:
         state.channel = ids[0]
-    pick, new = st.columns([3, 2], vertical_alignment="bottom")
+    # A desktop shows the controls beside the player; a phone stacks the two columns, so the
+    # order there stays picker, player, controls.
+    player_col, controls_col = st.columns([11, 9], gap="medium")
+    pick, new = player_col.columns([5, 4], vertical_alignment="bottom")
     names = {c["id"]: c["params"].get("name") or c["id"] for c in channels}
 
     def channel_label(c: str) -> str:  # its name; the id only tells the shared one
@@ -164,9 +181,9 @@ with listen:
     # PUBLIC_LISTENING=false it gets a listen-only token, never the admin's (that would sit
     # in the frame's address, where anyone who sees it could change the channel).
     token = f"&token={quote(gw.listen_token)}" if gw.listen_token else ""
-    st.iframe(f"{settings.public_gateway_url}/?channel={quote(cid)}&embed=1{token}",
-              height=PLAYER_HEIGHT)
-    notice = st.container()
+    player_col.iframe(f"{settings.public_gateway_url}/?channel={quote(cid)}&embed=1{token}",
+                      height=PLAYER_HEIGHT)
+    notice = controls_col.container()
     if readonly:
         notice.info("Log in (at the top) to change the music, or make a channel just for "
                     "you. Anyone can listen.")
@@ -185,7 +202,7 @@ with listen:
         return name if acc is None else f"{name} · pitch {acc:.0%}"
 
     # Rows of two, so that a phone, which stacks columns, keeps the controls in this order.
-    c1, c2 = st.columns(2)
+    c1, c2 = controls_col.columns(2)
     c1.selectbox("Model", model_names, key=f"model-{cid}", format_func=model_label,
                  index=model_names.index(params["model"]) if params["model"] in model_names
                  else 0, on_change=change, args=("model", f"model-{cid}"), disabled=readonly)
@@ -199,7 +216,7 @@ with listen:
                  on_change=change,
                  args=("instrument", f"instrument-{cid}", lambda v: int(v.split(":")[0])),
                  disabled=readonly)
-    c1, c2 = st.columns(2)
+    c1, c2 = controls_col.columns(2)
     c1.slider("BPM", *BPM, int(params["bpm"]), key=f"bpm-{cid}", on_change=change,
               args=("bpm", f"bpm-{cid}"), disabled=readonly)
     c2.slider("Temperature", *TEMPERATURE, float(params["temperature"]), step=0.05,
@@ -207,13 +224,13 @@ with listen:
                                                                  f"temperature-{cid}"),
               help="low: safe, repetitive choices; 1: as learned; high: adventurous",
               disabled=readonly)
-    c1, c2 = st.columns(2)
+    c1, c2 = controls_col.columns(2)
     c1.slider("Top-p", *TOP_P, float(params.get("top_p", DEFAULT_TOP_P)), step=0.05,
               key=f"top_p-{cid}", on_change=change, args=("top_p", f"top_p-{cid}"),
               help="draw only from the likeliest choices that together make up this share: "
                    f"lower cuts the unlikely tail; 1: every choice may come ({DEFAULT_TOP_P}: "
                    "keeps the music in key)", disabled=readonly)
-    seed_col, apply_col = c2.columns([3, 1], vertical_alignment="bottom")
+    seed_col, apply_col = c2.columns([3, 2], vertical_alignment="bottom")
     seed_col.text_input("Seed (optional)", value="" if params["seed"] is None
                         else str(params["seed"]), key=f"seed-{cid}",
                         placeholder="empty: a new surprise every time", disabled=readonly)
@@ -232,11 +249,13 @@ with listen:
 
     apply_col.button("Apply", key=f"apply-seed-{cid}", on_click=apply_seed, disabled=readonly,
                      width="stretch")
-    st.button("Audio test", key="tone", disabled=readonly,
-              on_click=lambda: attempt(lambda: gw.tone(cid), "Audio test: a 440 Hz tone plays "
-                                       "in the player for one second"),
-              help="a 440 Hz tone through the same audio path as the music (everyone on the "
-                   "channel hears it)")
+    controls_col.button("Audio test", key="tone", disabled=readonly, icon=":material/graphic_eq:",
+                        on_click=lambda: attempt(lambda: gw.tone(cid), "Audio test: a 440 Hz "
+                                                 "tone plays in the player for one second",
+                                                 beside="tone"),
+                        help="a 440 Hz tone through the same audio path as the music "
+                             "(everyone on the channel hears it)")
+    said(controls_col, "tone")
 
 # --- train -------------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ import streamlit as st
 from ui.client import Gateway, GatewayError
 
 FINAL = ("done", "failed", "cancelled")
-STATE_ICON = {"queued": "⏳", "running": "🏃", "done": "✅", "failed": "❌", "cancelled": "⏹"}
+STATE_ICON = {"queued": ":material/hourglass_empty:", "running": ":material/directions_run:",
+              "done": ":material/check_circle:", "failed": ":material/error:",
+              "cancelled": ":material/stop_circle:"}
 HEADS = ("pitch", "duration", "velocity")
 
 

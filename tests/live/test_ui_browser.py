@@ -94,6 +94,18 @@ def set_bpm(page, slider, stored, target: int, timeout: float = 30) -> None:
         page.wait_for_timeout(50 if now != target else 300)
 
 
+LAPTOP = {"width": 1280, "height": 800}
+GLYPHS = """() => {
+    const emoji = [...document.body.innerText].filter((c) => /\\p{Emoji_Presentation}/u.test(c));
+    const icons = [...document.querySelectorAll('span')].filter((i) =>
+        getComputedStyle(i).fontFamily.includes('Material Symbols') && i.children.length === 0
+        && i.getBoundingClientRect().width > 0);
+    const wide = icons.filter((i) => i.getBoundingClientRect().width >
+        2 * parseFloat(getComputedStyle(i).fontSize)).map((i) => i.textContent);
+    const font = [...new Set([...document.fonts].filter((f) => f.family.includes('Material'))
+        .map((f) => f.status))];
+    return {emoji, icons: icons.length, wide, font}; }"""
+
 LABEL_TOPS = """(names) => {
     const tops = {};
     for (const label of document.querySelectorAll('[data-testid="stWidgetLabel"]')) {
@@ -134,6 +146,20 @@ def test_the_control_room_on_a_phone_and_a_desktop(ui, live, tmp_path):
         order = label_tops(page, "Model", "Instrument", "BPM", "Temperature", "Top-p",
                            "Seed (optional)")
         page.screenshot(path=str(ARTIFACTS / "control-room-phone.png"), full_page=True)
+        glyphs_phone = page.evaluate(GLYPHS)
+
+        page.set_viewport_size(LAPTOP)  # the controls beside the player, in the first screen
+        page.wait_for_timeout(500)
+        beside = label_tops(page, "Model", "Instrument", "BPM", "Temperature", "Top-p",
+                            "Seed (optional)")
+        tone = page.get_by_role("button", name="Audio test").bounding_box()
+        player = page.locator("iframe").first.bounding_box()
+        glyphs = page.evaluate(GLYPHS)
+        page.screenshot(path=str(ARTIFACTS / "control-room-laptop.png"))
+        page.get_by_role("button", name="Audio test").click()
+        tone_said = page.get_by_text("Audio test: a 440 Hz tone plays")
+        tone_said.wait_for(timeout=10_000)
+        tone_below = tone_said.bounding_box()["y"] - (tone["y"] + tone["height"])
 
         page.set_viewport_size(DESKTOP)
         # a product, not a Streamlit sketch: no Deploy button, no developer menu
@@ -180,6 +206,15 @@ def test_the_control_room_on_a_phone_and_a_desktop(ui, live, tmp_path):
         page.screenshot(path=str(ARTIFACTS / "new-channel-phone.png"), full_page=True)
         browser.close()
     assert login_on_phone and said_logged_in == 1
+    assert all(0 < top < LAPTOP["height"] for top in beside), f"controls below the fold: {beside}"
+    assert tone["y"] + tone["height"] < LAPTOP["height"] and tone["x"] > player["x"] + \
+        player["width"], "the controls are not beside the player"
+    assert 0 <= tone_below < 80, "the audio test's answer is not next to its button"
+    for seen in (glyphs_phone, glyphs):
+        # no emoji (boxes where no emoji font is installed); icons drawn from the bundled
+        # Material font as one glyph each, not as their names
+        assert seen["emoji"] == [] and "loaded" in seen["font"], seen
+        assert seen["icons"] >= 5 and seen["wide"] == [], seen
     assert meters_inside, "the embedded player cuts off its meters on a phone"
     assert order == sorted(order), f"controls out of order on a phone: {order}"
     assert (deploy, developer) == (0, 0), "Streamlit's Deploy button or developer menu shows"
