@@ -137,8 +137,8 @@ def bar(job: dict, progress: list[dict], workers: int) -> None:
     elif epoch:
         left = epoch.get("eta_s")
         text = f"epoch {epoch['epoch']} of at most {epoch['epochs']}"
-        if last.get("kind") == "phase":
-            text += f" · {last['message']}"
+        if last.get("kind") == "phase":  # training is over: say what runs now, first
+            text = f"{last['message']} (trained {epoch['epoch']} epochs)"
         elif left:
             text += f" · at most {left:.0f} s left (it stops early when it stops improving)"
         st.progress(epoch["epoch"] / epoch["epochs"], text=text)
@@ -183,13 +183,32 @@ def result(gw: Gateway, flash, model: str, channel: str) -> None:
                "n-gram: the best order chosen on validation pieces; repeat: the previous "
                "event again.")
 
-    def play() -> None:
+    if pieces < 3:
+        st.warning(f"{pieces} held-out piece{'s' * (pieces != 1)} decide{'s' * (pieces == 1)} "
+                   "little: another split could read quite differently. Train on more files "
+                   "(the held-out share is a tenth of the pieces) for figures to trust.")
+
+    def play(where: str) -> None:
         try:
+            if where == "new":
+                made = gw.create_channel(model=model, name=f"{model}, just trained")
+                st.session_state["channel"] = made["id"]
+                flash("success", f"A new channel plays {model}: “{made['params']['name']}”")
+                return
             gw.update(channel, model=model)
         except GatewayError as exc:
             flash("error", str(exc))
             return
         flash("success", f"{channel} now plays {model}")
 
-    st.button(f"▶ Play {model} on this channel", key=f"play-model-{model}", on_click=play,
-              type="primary")
+    mine, shared = st.columns(2)
+    mine.button(f"▶ Play {model} on a new channel", key=f"play-model-new-{model}",
+                on_click=play, args=("new",), type="primary", width="stretch")
+    if channel == "radio":  # what every listener hears: only when meant
+        meant = shared.checkbox("Change the shared radio for every listener",
+                                key=f"play-radio-{model}")
+        shared.button(f"Play {model} on the shared radio", key=f"play-model-{model}",
+                      on_click=play, args=("here",), disabled=not meant, width="stretch")
+    else:
+        shared.button(f"▶ Play {model} on this channel", key=f"play-model-{model}",
+                      on_click=play, args=("here",), width="stretch")

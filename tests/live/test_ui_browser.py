@@ -244,7 +244,8 @@ def log_in(page, ui: str) -> None:
 
 def test_train_a_model_from_the_browser_and_play_it(ui_training, services, tmp_path):
     """Three cello movements and a corrupt file uploaded on the Train page with the tiny
-    preset: a progress bar and live curves, the held-out table, and one press plays it."""
+    preset: a progress bar and live curves, the held-out table with a word on how little
+    one piece decides, and the shared radio switched to it only when that is ticked."""
     ARTIFACTS.mkdir(exist_ok=True)
     broken = tmp_path / "broken.mid"
     broken.write_bytes(b"MThd\x00\x00\x00\x06" + b"garbage" * 8)
@@ -268,7 +269,12 @@ def test_train_a_model_from_the_browser_and_play_it(ui_training, services, tmp_p
         curves = page.get_by_test_id("stVegaLiteChart").count()
         skipped = page.get_by_text(re.compile("Skipped: broken.mid")).count()
         page.screenshot(path=str(ARTIFACTS / "train-done-desktop.png"), full_page=True)
-        page.get_by_role("button", name="▶ Play browser-cello on this channel").click()
+        warned = page.get_by_text(re.compile("held-out pieces? decides? little")).count()
+        # the shared radio changes for everyone only when that is ticked
+        shared = page.get_by_role("button", name="Play browser-cello on the shared radio")
+        guarded = shared.is_disabled()
+        page.get_by_text("Change the shared radio for every listener").click()
+        shared.click()
         page.get_by_text("radio now plays browser-cello").wait_for(timeout=20_000)
         page.set_viewport_size({"width": PHONE["width"], "height": PHONE["height"]})
         page.wait_for_timeout(500)
@@ -276,6 +282,8 @@ def test_train_a_model_from_the_browser_and_play_it(ui_training, services, tmp_p
         browser.close()
     assert curves >= 2, "no live loss and accuracy curves"
     assert skipped == 1, "the corrupt file is not named"
+    assert warned == 1, "no warning that one held-out piece decides little"
+    assert guarded, "one press switched the shared radio without asking"
     params = httpx.get(f"{gateway}/api/channels/radio").json()["params"]
     assert params["model"] == "browser-cello"
     heard = run(listen(gateway, "radio", 30, until=lambda h: any(
