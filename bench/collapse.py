@@ -23,47 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "services"))
 
 from playbach.schemas import DEFAULT_TOP_P  # noqa: E402
-from playbach.stepmodel import (  # noqa: E402
-    Improviser,
-    StepModel,
-    distribution,
-    draw,
-    repeat_bans,
-    sample,
-)
-from playbach.vocab import BOS_ID, JOIN_ID, REST_ID  # noqa: E402
+from playbach.stepmodel import Improviser, StepModel, distribution  # noqa: E402
 from trainer import judge  # noqa: E402
 from trainer import musicstats as ms  # noqa: E402
 
 
 class DurationNucleus(Improviser):
-    """The sampler before: the nucleus cut the durations' (and dynamics') tail too."""
+    """The sampler before: the nucleus cut the durations' tail too."""
 
-    def _draw(self, allow_rest: bool, join_above: int | None):
-        p_logits, d_logits, v_logits = self._logits
-        t, top = self.temperature, self.top_p
-        never = (BOS_ID,)
-        outside = () if self.any_note else self.model.outside
-        rows = np.atleast_2d(p_logits)
-        banned = (*never, *outside, *(() if allow_rest else (REST_ID,)))
-        again = repeat_bans(self._recent.steps, self.max_repeat)
-        if len({*banned, *again}) < rows.shape[-1]:
-            banned = (*banned, *again)
-        p_join = distribution(d_logits, t, never, top)[JOIN_ID]
-        above = np.zeros(rows.shape[-1])
-        if join_above is not None:
-            low = max(join_above, REST_ID) + 1
-            above[low:] = distribution(rows[-1], t, banned, top)[low:]
-        joins = p_join * above.sum()
-        if self.rng.random() * (joins + 1.0 - p_join) < joins:
-            pitch, duration = draw(above, self.rng), JOIN_ID
-        else:
-            pitch = draw(distribution(rows[0], t, banned, top), self.rng)
-            duration = draw(distribution(d_logits, t, (*never, JOIN_ID), top), self.rng)
-        step = (pitch, duration, sample(v_logits, t, self.rng, never, top))
-        self._logits, self._state = self.model.step(step, self._state)
-        self._recent.append((pitch, duration))
-        return step
+    def _durations(self, logits: np.ndarray, banned: tuple[int, ...]) -> np.ndarray:
+        return distribution(logits, self.temperature, banned, self.top_p)
 
 
 VARIANTS = {  # name -> (sampler, top-p, rhythm temperature; None: the model's own)

@@ -322,6 +322,15 @@ class Improviser:
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = rng
 
+    def _durations(self, logits: np.ndarray, banned: tuple[int, ...]) -> np.ndarray:
+        """The duration head's distribution as drawn from. Nucleus sampling cuts the pitch's
+        tail only: cut from the durations too, the likeliest duration was left alone whenever
+        the network was sure enough of it, and running free (feeding on its own notes) it grew
+        surer, so one rhythm locked in. The durations are drawn a little warmer for the same
+        reason (the model's fitted rhythm temperature; docs/music.md, bench/collapse.py)."""
+        warmth = self.rhythm_temperature or self.model.rhythm_temperature
+        return distribution(logits, self.temperature * warmth, banned)
+
     def _draw(self, allow_rest: bool, join_above: int | None) -> Step:
         """Sample one step and feed it to the model. A step may join the chord (duration
         ``+``) only with a note above ``join_above`` (a pitch id; None: nothing to join, as
@@ -341,13 +350,7 @@ class Improviser:
         again = repeat_bans(self._recent.steps, self.max_repeat)
         if len({*banned, *again}) < rows.shape[-1]:  # else (one note left) it may repeat
             banned = (*banned, *again)
-        # Nucleus sampling cuts the pitch's tail only. Cut from the durations too, the
-        # likeliest duration was left alone whenever the network was sure enough of it, and
-        # running free (feeding on its own notes) it grew surer: one rhythm locked in. The
-        # durations are drawn a little warmer for the same reason (the model's fitted
-        # rhythm temperature; docs/music.md, bench/collapse.py).
-        warmth = self.rhythm_temperature or self.model.rhythm_temperature
-        p_join = distribution(d_logits, t * warmth, never)[JOIN_ID]
+        p_join = self._durations(d_logits, never)[JOIN_ID]
         above = np.zeros(rows.shape[-1])
         if join_above is not None:
             low = max(join_above, REST_ID) + 1
@@ -357,7 +360,7 @@ class Improviser:
             pitch, duration = draw(above, self.rng), JOIN_ID
         else:  # a new event: its pitch, then its duration
             pitch = draw(distribution(rows[0], t, banned, top), self.rng)
-            duration = draw(distribution(d_logits, t * warmth, (*never, JOIN_ID)), self.rng)
+            duration = draw(self._durations(d_logits, (*never, JOIN_ID)), self.rng)
         step = (pitch, duration, sample(v_logits, t, self.rng, never))
         self._logits, self._state = self.model.step(step, self._state)
         self._recent.append((pitch, duration))

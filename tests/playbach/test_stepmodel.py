@@ -109,6 +109,7 @@ class Fixed:
         from playbach.vocab import Vocabulary
 
         self.vocab, self.keys, self.outside = Vocabulary(), None, ()
+        self.rhythm_temperature = 1.0
         rows = np.full((2, 130), -20.0)
         rows[0, 50], rows[1, 70], rows[1, 40] = 0.0, 0.0, -1.0  # a joined note below: banned
         duration = np.full(16, -20.0)
