@@ -14,11 +14,11 @@ help:
 	@echo "make up     run everything locally: the control room at http://127.0.0.1:8501/"
 	@echo "make test   lint and run every test"
 	@echo "make train  retrain the shipped models (models/cello-suites, models/chorales)"
-	@echo "make crossval  6-fold cross-validation of both against the baselines (README table)"
+	@echo "make crossval  6-fold cross-validation of both against the baselines (docs/music.md)"
 	@echo "make ablations  what each model change bought, cross-validated on the suites"
 	@echo "make judge  the improvisations as a listener hears them, against held-out Bach"
 	@echo "make crossval-judge  the same on every piece of the suites, 6 folds (an hour)"
-	@echo "make bench  speed measurements (figures go in README.md)"
+	@echo "make bench  speed measurements (docs/benchmarks.md, README headline figures)"
 	@echo "make bench-fanout  listeners per gateway process beside websockets.broadcast, Icecast"
 	@echo "make reliability  the fault tests, with their figures"
 	@echo "make k8s-check  render k8s/, validate it offline and check what a cluster needs"
@@ -48,20 +48,15 @@ lint: $(STAMP)
 CELLO := data/cello-suites
 RESULTS := bench/results
 
-# Reproduces the shipped models as their meta.json records. The chorales are 8x the suites:
-# windows every 16 steps instead of 8, and stopping 3 epochs after the best, keep both within
-# ~20 minutes on 2 cores. The suites read 512-step windows with a 512-step pointer that also
-# learns a bias per distance back (a dance's written-out repeat comes 130-400 steps after
-# what it repeats) and one per match length (--copy-match: following a repeat, right 99.8%
-# by copying, is learnt from the first epoch); half the windows at another tempo
-# (--stretch-share: a courante's triplets); a second LSTM that reads only the rhythm, its
-# duration logits added to the network's, and the duration weighed as much as the pitch in
-# the loss (--rhythm, --duration-weight: away from a repeat, the durations of a network
-# whose state is mostly pitch were worse than a 6-gram's). All 100 epochs (the best kept):
-# in 40, its improvisations kept to a narrower range than Bach's. Their statistics are judged
-# on 64 improvisations (16 drew the range's median 24-25 against the band's 25: README),
-# the chorales too (8, train's own judgement, drew a pitch-class entropy 0.015 above it).
-CELLO_CONFIG := --seq-len=512 --stride=64 --copy-window=512 --copy-recency=true --patience=100 --stretch-share=0.5 --copy-match=16 --rhythm=64 --duration-weight=1.0
+# Reproduces the shipped models as their meta.json records (docs/music.md and
+# docs/trainer.md say why each setting). The chorales: windows every 16 steps, stopping 3
+# epochs after the best. The suites: 512-step windows and a 512-step pointer with a bias per
+# distance back and per match length (a dance's written-out repeat), a second LSTM that reads
+# only the rhythm, the duration weighed as much as the pitch, all 100 epochs; no windows at
+# other tempi (running free, a network taught them drifted to tempi Bach never plays).
+# Each model's rhythm temperature is fitted at the end of train; `evaluate` judges 64
+# improvisations.
+CELLO_CONFIG := --seq-len=512 --stride=64 --copy-window=512 --copy-recency=true --patience=100 --copy-match=16 --rhythm=64 --duration-weight=1.0
 CHORALE_CONFIG := --stride=16 --patience=3
 train: setup
 	$(PY) -m trainer train --name chorales $(CHORALE_CONFIG)
@@ -69,20 +64,21 @@ train: setup
 	$(PY) -m trainer train --name cello-suites --midi-dir $(CELLO) $(CELLO_CONFIG)
 	$(PY) -m trainer evaluate --model cello-suites --pieces 64 --record
 
-# The README's music table: every fold's network beside the n-gram, unigram, repeat-previous
+# The music's teacher-forced tables (docs/music.md): every fold's network beside the n-gram, unigram, repeat-previous
 # and the original project's window LSTM, on exactly the same steps, folds stratified by how
 # even each piece's rhythm is (hours on 2 cores; the chorales, 17 times the suites' pieces, in
 # 5 folds). Into new files since encoder 2 (every onset kept): crossval-cello.json and
-# crossval-chorales.json were made with encoder 1 and stay as the README's record (`--resume`
+# crossval-chorales.json were made with encoder 1 and stay as the record in docs/music.md (`--resume`
 # refuses a file whose corpus differs: 20 steps of the suites, 2 of the chorales), as does
-# crossval-cello-enc2.json (the suites before the rhythm LSTM, in 40 epochs).
+# crossval-cello-enc2.json (the suites before the rhythm LSTM, in 40 epochs) and
+# crossval-cello-rhythm.json (with windows at other tempi, as shipped before).
 crossval: setup
 	$(PY) -m trainer crossval --midi-dir $(CELLO) $(CELLO_CONFIG) --window-model \
-		--window-stride 4 --out $(RESULTS)/crossval-cello-rhythm.json --resume
+		--window-stride 4 --out $(RESULTS)/crossval-cello-tempo.json --resume
 	$(PY) -m trainer crossval $(CHORALE_CONFIG) --folds 5 --window-model --window-stride 16 \
 		--out $(RESULTS)/crossval-chorales-enc2.json --resume
 
-# What each change bought (README), one change at a time. The suites' cross-validation
+# What each change bought (docs/music.md), one change at a time. The suites' cross-validation
 # without the rhythm LSTM and its loss weight (~1 hour on 2 cores), and the chorale model
 # trained without the key or without the joining (held-out test pieces and `evaluate`, ~12
 # minutes each; into runs/, not shipped). The rows in EARLIER were measured before: the
@@ -126,7 +122,7 @@ crossval-judge: setup
 	$(PY) -m trainer judge --fold-models $(FOLDS) --out $(RESULTS)/judge-cello-folds.json \
 		--plot $(RESULTS)/judge-cello-folds.png
 
-# The fault tests alone, with their figures printed (README, "Reliability").
+# The fault tests alone, with their figures printed (docs/reliability.md).
 reliability: setup
 	$(PY) -m pytest -q -s tests/live/test_faults.py tests/live/test_hostile.py \
 		tests/live/test_security.py tests/live/test_splices.py tests/gateway/test_fuzz.py

@@ -102,6 +102,8 @@ def distributions(improvised: list[list[Event]], bach: list[list[Event]]) -> dic
                                                                          3),
                      "bach_high": round(float(high), 3),
                      "median": round(float(np.median(g)), 3),
+                     "low": round(float(np.percentile(g, BAND[0])), 3),
+                     "high": round(float(np.percentile(g, BAND[1])), 3),
                      "inside": round(float(np.mean((g >= low) & (g <= high))), 3),
                      "bach_inside": round(float(np.mean((r >= low) & (r <= high))), 3),
                      "ks": round(d, 3), "p": round(p, 4)}
