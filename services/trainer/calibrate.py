@@ -3,7 +3,8 @@
 Running free, a network feeds on its own notes: a rhythm it drew becomes the likeliest
 continuation, is drawn again, and at the channel's temperature one inter-onset interval
 took over whole excerpts (docs/music.md). Drawing the durations a little warmer than the
-pitches undoes that lock-in. How much warmer is fitted per model, never by hand: among
+pitches can undo that lock-in. How much warmer (1.0: not at all) is fitted per model,
+never by hand: among
 CANDIDATES, the rhythm temperature whose improvisations' rhythm (most common inter-onset
 share, onsets per beat) is closest, by the Kolmogorov-Smirnov distance, to the excerpts of
 the model's own *training* pieces. The held-out pieces the judge compares with stay unseen.

@@ -45,6 +45,12 @@ def start(logged_in: bool = True) -> AppTest:
     return at
 
 
+def toasts(at: AppTest, kind: str = "success") -> list[str]:
+    """What the last run said in toasts (where the user is, wherever on the page)."""
+    icon = ":material/error:" if kind == "error" else ":material/check_circle:"
+    return [t.value for t in at.toast if t.icon == icon]
+
+
 def params(url: str, cid: str = "radio") -> dict:
     return httpx.get(f"{url}/api/channels/{cid}").json()["params"]
 
@@ -54,12 +60,12 @@ def test_every_control_changes_the_channel(gateway):
     assert at.selectbox(key="channel").options == ["Radio (shared radio)"]  # names, not ids
     at.slider(key="bpm-radio").set_value(132).run()
     assert params(gateway)["bpm"] == 132
-    assert at.main.success[-1].value == "BPM is now 132 on Radio (shared radio)"
+    assert toasts(at)[-1] == "BPM is now 132 on Radio (shared radio)"
     at.slider(key="temperature-radio").set_value(0.55).run()
     assert params(gateway)["temperature"] == 0.55
     at.selectbox(key="instrument-radio").set_value("41: Viola").run()
     assert params(gateway)["instrument"] == 41
-    assert at.main.success[-1].value == "Instrument is now Viola on Radio (shared radio)"
+    assert toasts(at)[-1] == "Instrument is now Viola on Radio (shared radio)"
     at.selectbox(key="model-radio").set_value("chorales").run()
     assert params(gateway)["model"] == "chorales"
     at.text_input(key="seed-radio").input("1234").run()
@@ -72,12 +78,12 @@ def test_refused_values_show_the_gateways_message(gateway):
     at = start()
     at.text_input(key="seed-radio").input("99999999999").run()
     at.button(key="apply-seed-radio").click().run()
-    assert [e.value for e in at.error] == [
+    assert toasts(at, "error") == [
         "seed: Input should be less than or equal to 4294967295 (got 99999999999)"]
     assert params(gateway)["seed"] is None  # nothing changed
     at.text_input(key="seed-radio").input("twelve").run()
     at.button(key="apply-seed-radio").click().run()
-    assert "is not a whole number" in at.error[0].value
+    assert "is not a whole number" in toasts(at, "error")[0]
 
 
 def test_login_is_required_to_change_and_a_bad_password_says_so(gateway):
@@ -86,7 +92,7 @@ def test_login_is_required_to_change_and_a_bad_password_says_so(gateway):
     assert any("Log in" in i.value for i in at.info)
     at.text_input(key="password").input("wrong").run()
     at.button(key="login-submit").click().run()
-    assert at.error[0].value == "wrong user name or password"
+    assert toasts(at, "error") == ["wrong user name or password"]
 
 
 def test_new_channel_server_test_and_audio_test(gateway):
@@ -97,15 +103,15 @@ def test_new_channel_server_test_and_audio_test(gateway):
     mine = at.session_state["channel"]
     made = httpx.get(f"{gateway}/api/channels/{mine}").json()
     assert mine.startswith("ch-")
-    said = at.main.success[-1].value  # what it copied, said in names
+    said = toasts(at)[-1]  # what it copied, said in names
     assert f"just for you, “{made['params']['name']}”" in said
     assert "settings of Radio (shared radio): model cello-suites, Cello, 84 BPM, " \
         f"temperature 3, top-p {DEFAULT_TOP_P:g}, seed 42." in said
     assert made["params"]["name"] in at.selectbox(key="channel").options
-    at.button(key="ping").click().run()
-    assert any(s.value.startswith("Server test: ") for s in at.success)
-    at.button(key="tone").click().run()
-    assert any("440 Hz" in s.value for s in at.success)
+    at.button(key="ping").click().run()  # answered under its button, in the sidebar
+    assert [s.value[:13] for s in at.sidebar.success] == ["Server test: "]
+    at.button(key="tone").click().run()  # and under its own
+    assert any("440 Hz" in s.value for s in at.main.success)
 
 
 def test_a_visitor_makes_a_private_channel_and_may_change_only_it(gateway):
