@@ -137,8 +137,9 @@ def bar(job: dict, progress: list[dict], workers: int) -> None:
     elif epoch:
         left = epoch.get("eta_s")
         text = f"epoch {epoch['epoch']} of at most {epoch['epochs']}"
-        if last.get("kind") == "phase":  # training is over: say what runs now, first
-            text = f"{last['message']} (trained {epoch['epoch']} epochs)"
+        if last.get("kind") == "phase":  # what runs now first, then how far training came
+            text = f"{last['message']} · after epoch {epoch['epoch']} of at most " \
+                   f"{epoch['epochs']}"
         elif left:
             text += f" · at most {left:.0f} s left (it stops early when it stops improving)"
         st.progress(epoch["epoch"] / epoch["epochs"], text=text)
